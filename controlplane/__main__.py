@@ -1,0 +1,5 @@
+"""`python -m controlplane` runs the command-line interface."""
+
+from controlplane.cli import main
+
+raise SystemExit(main())

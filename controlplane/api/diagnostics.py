@@ -1,0 +1,86 @@
+"""Diagnostics: what is wrong with the policy, where (file:line), in which object and field.
+
+Every stage that reads policy reports problems as `Diagnostic` values instead of raising, so that one bad
+object never stops the rest of the mesh from being configured. The text form is fixed (tools and tests
+grep it):
+
+    file:line: Kind/name: field: message
+
+`field` is an Istio-style path in camelCase with indexes, e.g. `spec.http[0].route[0].destination.host`.
+Parts that are unknown (a YAML syntax error has no kind, name or field) are written as `-`.
+
+This module also turns pydantic's validation errors into our wording, so that messages read like Istio's
+("unsupported field") rather than like pydantic internals ("Extra inputs are not permitted").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# A path into a YAML document: mapping keys are strings, sequence indexes are ints.
+FieldPath = tuple[str | int, ...]
+
+UNKNOWN = "-"
+
+UNSUPPORTED_FIELD = "unsupported field"
+REQUIRED_FIELD = "required field is missing"
+
+# A path segment that can be written after a dot; anything else (label keys such as
+# "app.kubernetes.io/name") is quoted in brackets so the path stays unambiguous.
+_PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+
+
+@dataclass(frozen=True, order=True)
+class Diagnostic:
+    """One problem in the policy. Ordered by file, then line, so sorted lists read top to bottom."""
+
+    file: str
+    line: int
+    kind: str
+    name: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.kind}/{self.name}: {self.field}: {self.message}"
+
+
+def format_path(path: Sequence[str | int]) -> str:
+    """`("spec", "http", 0, "route")` → `spec.http[0].route`; the empty path → `-`."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith("["):
+            # pydantic's own markers such as "[key]" (an invalid mapping key) read well as they are.
+            out += part
+        elif not _PLAIN_SEGMENT.fullmatch(part):
+            out += f'["{part}"]'
+        else:
+            out += f".{part}" if out else part
+    return out or UNKNOWN
+
+
+def pydantic_message(error: Any) -> str:
+    """Our wording for one entry of `ValidationError.errors()` (a pydantic `ErrorDetails` dict)."""
+    kind = error.get("type", "")
+    ctx = error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return UNSUPPORTED_FIELD
+    if kind == "missing":
+        return REQUIRED_FIELD
+    if kind == "literal_error":
+        return f"unsupported value {error.get('input')!r}; expected {ctx.get('expected', '?')}"
+    if kind in ("value_error", "assertion_error") and "error" in ctx:
+        # Our validators raise ValueError with a finished sentence; pydantic would prefix "Value error, ".
+        return str(ctx["error"])
+    message = str(error.get("msg", "invalid value"))
+    return message[:1].lower() + message[1:]
+
+
+def pydantic_path(loc: Sequence[str | int]) -> FieldPath:
+    """A pydantic error location as a document path (drops markers like "[key]" that are not keys)."""
+    return tuple(part for part in loc if not (isinstance(part, str) and part.startswith("[")))

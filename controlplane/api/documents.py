@@ -1,0 +1,179 @@
+"""YAML documents with positions: the first stage of loading, before any Istio semantics.
+
+PyYAML's `safe_load` forgets where values came from, and diagnostics need the line of every field. So we
+compose the node graph (`yaml.compose_all`, which keeps start marks) and convert it to plain Python values
+ourselves, recording for every mapping key and sequence item the 1-based line it starts on. Scalars are
+still converted by PyYAML's SafeConstructor, so `80` is an int and `true` a bool exactly as in `safe_load`.
+
+Problems found here (duplicate keys, non-scalar keys, alias bombs) are attached to the document rather than
+raised; the loader turns them into diagnostics once it knows the object's kind and name. A syntax error
+ends the file: documents before it are kept, as they parsed fine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from controlplane.api.diagnostics import FieldPath
+
+# libyaml is ~10x faster when present; both keep node marks.
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+# Aliases are expanded while converting, so `&a [*a, *a, ...]` nesting can grow exponentially ("billion
+# laughs"). Policy documents are small; anything this large is an attack or a mistake.
+MAX_NODES_PER_DOCUMENT = 200_000
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an object came from: its file, its first line, and the line of each field inside it."""
+
+    file: str
+    line: int
+    positions: Mapping[FieldPath, int] = field(default_factory=dict)
+
+    def line_of(self, path: FieldPath) -> int:
+        """Line of the field at `path`, or of its nearest ancestor that exists (a missing field is
+        reported where its parent is)."""
+        while path:
+            line = self.positions.get(path)
+            if line is not None:
+                return line
+            path = path[:-1]
+        return self.line
+
+
+@dataclass(frozen=True)
+class YamlProblem:
+    """A structural problem inside a document, found before the object was decoded."""
+
+    path: FieldPath
+    line: int
+    message: str
+
+
+@dataclass(frozen=True)
+class Document:
+    """One YAML document as plain Python data plus the positions of its fields."""
+
+    source: Source
+    data: object
+    problems: tuple[YamlProblem, ...] = ()
+
+
+@dataclass(frozen=True)
+class SyntaxProblem:
+    """A YAML syntax error: it ends the file at `line`."""
+
+    line: int
+    message: str
+
+
+_END = object()
+
+
+class _DocumentTooLarge(Exception):
+    pass
+
+
+class _Converter:
+    """Walks one document's node graph into Python values, recording positions and problems."""
+
+    def __init__(self) -> None:
+        # A fresh constructor per document: SafeConstructor caches every node it has seen.
+        self._constructor = SafeConstructor()
+        self.positions: dict[FieldPath, int] = {}
+        self.problems: list[YamlProblem] = []
+        self._nodes = 0
+        self._active: set[int] = set()
+
+    def convert(self, node: Node, path: FieldPath) -> object:
+        self._nodes += 1
+        if self._nodes > MAX_NODES_PER_DOCUMENT:
+            raise _DocumentTooLarge
+        if isinstance(node, ScalarNode):
+            return self._constructor.construct_object(node, deep=True)
+        if id(node) in self._active:
+            # Only aliases can make the graph cyclic; a cycle has no finite Python value.
+            self.problems.append(YamlProblem(path, _line(node), "recursive YAML alias"))
+            return None
+        self._active.add(id(node))
+        try:
+            if isinstance(node, SequenceNode):
+                return self._sequence(node, path)
+            if isinstance(node, MappingNode):
+                return self._mapping(node, path)
+            return None
+        finally:
+            self._active.discard(id(node))
+
+    def _sequence(self, node: SequenceNode, path: FieldPath) -> list[object]:
+        items: list[object] = []
+        for index, item in enumerate(node.value):
+            item_path = (*path, index)
+            self.positions[item_path] = _line(item)
+            items.append(self.convert(item, item_path))
+        return items
+
+    def _mapping(self, node: MappingNode, path: FieldPath) -> dict[object, object]:
+        # Resolves `<<: *anchor` merge keys in place, the way safe_load does.
+        self._constructor.flatten_mapping(node)
+        result: dict[object, object] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode):
+                self.problems.append(YamlProblem(path, _line(key_node), "mapping keys must be scalars"))
+                continue
+            key = self._constructor.construct_object(key_node, deep=True)
+            segment = key if isinstance(key, str) else str(key)
+            key_path = (*path, segment)
+            if key in result:
+                # Kubernetes rejects duplicate keys too; silently taking the last one hides typos.
+                self.problems.append(YamlProblem(key_path, _line(key_node), f"duplicate key {segment!r}"))
+                continue
+            self.positions[key_path] = _line(key_node)
+            result[key] = self.convert(value_node, key_path)
+        return result
+
+
+def _line(node: Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+def parse_documents(file: str, text: str) -> tuple[list[Document], SyntaxProblem | None]:
+    """Every non-empty document of a YAML stream, and the syntax error that ended it, if any."""
+    documents: list[Document] = []
+    nodes: Iterator[Node | None] = yaml.compose_all(text, Loader=_LOADER)
+    while True:
+        try:
+            node = next(nodes, _END)
+        except yaml.MarkedYAMLError as err:
+            mark = err.problem_mark or err.context_mark
+            line = int(mark.line) + 1 if mark is not None else 1
+            return documents, SyntaxProblem(line, _syntax_message(err))
+        except yaml.YAMLError as err:
+            return documents, SyntaxProblem(1, f"invalid YAML: {err}")
+        if node is _END:
+            return documents, None
+        if isinstance(node, Node):
+            documents.append(_document(file, node))
+
+
+def _document(file: str, node: Node) -> Document:
+    converter = _Converter()
+    line = _line(node)
+    try:
+        data = converter.convert(node, ())
+    except (_DocumentTooLarge, RecursionError):
+        problem = YamlProblem((), line, "document too large or too deeply nested")
+        return Document(Source(file, line), None, (problem,))
+    return Document(Source(file, line, converter.positions), data, tuple(converter.problems))
+
+
+def _syntax_message(err: yaml.MarkedYAMLError) -> str:
+    parts = [part for part in (err.context, err.problem) if part]
+    return "invalid YAML: " + (", ".join(parts) if parts else str(err))

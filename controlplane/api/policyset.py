@@ -1,0 +1,95 @@
+"""PolicySet: the valid policy objects, indexed by kind/namespace/name, with where each came from.
+
+It is the validate stage's output and the build stage's only input. Immutable once made: stages that
+"change" it (cross-object validation dropping a route) make a new one. Iteration is always sorted by
+(kind, namespace, name), so everything built from a PolicySet is deterministic whatever order the files
+were read in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TypeVar
+
+from controlplane.api.documents import Source
+from controlplane.api.meta import ObjectKey, PolicyObject
+from controlplane.api.serviceentry import ServiceEntry
+from controlplane.api.virtualservice import VirtualService
+
+T = TypeVar("T", bound=PolicyObject)
+
+
+class PolicySet:
+    """Valid policy objects by `ObjectKey`, plus each object's `Source` (file and field lines) if known."""
+
+    __slots__ = ("_objects", "_sources")
+
+    def __init__(
+        self,
+        objects: Iterable[PolicyObject] = (),
+        *,
+        sources: Mapping[ObjectKey, Source] | None = None,
+    ) -> None:
+        found: dict[ObjectKey, PolicyObject] = {}
+        for obj in objects:
+            if obj.key in found:
+                raise ValueError(f"duplicate policy object {obj.key}")
+            found[obj.key] = obj
+        self._objects: dict[ObjectKey, PolicyObject] = dict(sorted(found.items()))
+        known = sources or {}
+        self._sources: dict[ObjectKey, Source] = {key: known[key] for key in self._objects if key in known}
+
+    # -- lookup ------------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    def __iter__(self) -> Iterator[PolicyObject]:
+        return iter(self._objects.values())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._objects
+
+    def __getitem__(self, key: ObjectKey) -> PolicyObject:
+        return self._objects[key]
+
+    def __repr__(self) -> str:
+        return f"PolicySet({len(self)} objects)"
+
+    def get(self, kind: str, namespace: str, name: str) -> PolicyObject | None:
+        return self._objects.get(ObjectKey(kind, namespace, name))
+
+    def keys(self) -> list[ObjectKey]:
+        return list(self._objects)
+
+    def source(self, key: ObjectKey) -> Source | None:
+        """Where the object came from; None for objects made in code (tests, future API sources)."""
+        return self._sources.get(key)
+
+    @property
+    def sources(self) -> Mapping[ObjectKey, Source]:
+        return self._sources
+
+    # -- typed iteration ---------------------------------------------------------------------------
+
+    def of_kind(self, cls: type[T]) -> list[T]:
+        """All objects of one kind, sorted by (namespace, name)."""
+        return [obj for obj in self._objects.values() if isinstance(obj, cls)]
+
+    def in_namespace(self, namespace: str) -> list[PolicyObject]:
+        return [obj for obj in self._objects.values() if obj.metadata.namespace == namespace]
+
+    def service_entries(self) -> list[ServiceEntry]:
+        return self.of_kind(ServiceEntry)
+
+    def virtual_services(self) -> list[VirtualService]:
+        return self.of_kind(VirtualService)
+
+    def kinds(self) -> list[str]:
+        return sorted({key.kind for key in self._objects})
+
+    # -- derivation --------------------------------------------------------------------------------
+
+    def replace(self, objects: Iterable[PolicyObject]) -> PolicySet:
+        """A new set with `objects` (same sources for keys that survive)."""
+        return PolicySet(objects, sources=self._sources)

@@ -1,0 +1,134 @@
+"""Envoy bootstrap generation: the static config that points a proxy at this control plane over ADS.
+
+The proxy's identity travels in `node.metadata` (keys in controlplane/build/proxy.py), so the bootstrap is
+the only per-proxy file a user keeps; everything else arrives over xDS.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass, field
+
+import yaml
+from envoy.config.bootstrap.v3 import bootstrap_pb2
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, grpc_service_pb2, protocol_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from google.protobuf import json_format, struct_pb2
+
+from controlplane.build.proxy import (
+    META_LABELS,
+    META_NAMESPACE,
+    META_OUTBOUND_ADDRESS,
+    META_ROLE,
+    Role,
+    SocketAddress,
+)
+
+XDS_CLUSTER = "xds_cluster"
+_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+@dataclass(frozen=True)
+class BootstrapSettings:
+    node_id: str
+    xds_address: SocketAddress
+    admin_address: SocketAddress = field(default_factory=lambda: SocketAddress("127.0.0.1", 15000))
+    outbound_address: SocketAddress | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    namespace: str = "default"
+    role: Role = Role.SIDECAR
+    delta: bool = True
+
+
+def _socket(address: SocketAddress) -> address_pb2.Address:
+    return address_pb2.Address(
+        socket_address=address_pb2.SocketAddress(address=address.host, port_value=address.port)
+    )
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _xds_cluster(address: SocketAddress) -> cluster_pb2.Cluster:
+    cluster = cluster_pb2.Cluster(
+        name=XDS_CLUSTER,
+        # a hostname (compose service name) needs DNS; an IP does not
+        type=cluster_pb2.Cluster.STATIC if _is_ip(address.host) else cluster_pb2.Cluster.STRICT_DNS,
+        load_assignment=endpoint_pb2.ClusterLoadAssignment(
+            cluster_name=XDS_CLUSTER,
+            endpoints=[endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=[
+                endpoint_components_pb2.LbEndpoint(
+                    endpoint=endpoint_components_pb2.Endpoint(address=_socket(address)))
+            ])],
+        ),
+    )
+    cluster.connect_timeout.FromSeconds(1)
+    options = http_protocol_options_pb2.HttpProtocolOptions(
+        explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
+            http2_protocol_options=protocol_pb2.Http2ProtocolOptions(
+                # detect a dead control plane quickly and reconnect
+                connection_keepalive=protocol_pb2.KeepaliveSettings()
+            )
+        )
+    )
+    keepalive = options.explicit_http_config.http2_protocol_options.connection_keepalive
+    keepalive.interval.FromSeconds(30)
+    keepalive.timeout.FromSeconds(5)
+    cluster.typed_extension_protocol_options[_HTTP_OPTIONS].Pack(options)
+    return cluster
+
+
+def build_bootstrap(settings: BootstrapSettings) -> bootstrap_pb2.Bootstrap:
+    metadata: dict[str, object] = {
+        META_ROLE: settings.role.value,
+        META_NAMESPACE: settings.namespace,
+        META_LABELS: dict(settings.labels),
+    }
+    if settings.outbound_address is not None:
+        metadata[META_OUTBOUND_ADDRESS] = str(settings.outbound_address)
+    node_metadata = struct_pb2.Struct()
+    node_metadata.update(metadata)
+    labels = dict(settings.labels)
+    ads = config_source_pb2.ConfigSource(
+        ads=config_source_pb2.AggregatedConfigSource(),
+        resource_api_version=config_source_pb2.V3,
+    )
+    api_type = config_source_pb2.ApiConfigSource.DELTA_GRPC if settings.delta else (
+        config_source_pb2.ApiConfigSource.GRPC)
+    bootstrap = bootstrap_pb2.Bootstrap(
+        node=base_pb2.Node(
+            id=settings.node_id,
+            cluster=labels.get("app", settings.node_id),
+            metadata=node_metadata,
+        ),
+        admin=bootstrap_pb2.Admin(address=_socket(settings.admin_address)),
+        dynamic_resources=bootstrap_pb2.Bootstrap.DynamicResources(
+            ads_config=config_source_pb2.ApiConfigSource(
+                api_type=api_type,
+                transport_api_version=config_source_pb2.V3,
+                set_node_on_first_message_only=True,
+                grpc_services=[grpc_service_pb2.GrpcService(
+                    envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=XDS_CLUSTER))],
+            ),
+            cds_config=ads,
+            lds_config=ads,
+        ),
+        static_resources=bootstrap_pb2.Bootstrap.StaticResources(
+            clusters=[_xds_cluster(settings.xds_address)]
+        ),
+    )
+    return bootstrap
+
+
+def bootstrap_yaml(settings: BootstrapSettings) -> str:
+    # via JSON text: MessageToDict returns OrderedDicts for Any fields, which safe_dump refuses
+    as_dict = json.loads(json_format.MessageToJson(build_bootstrap(settings), preserving_proto_field_name=True))
+    return yaml.safe_dump(as_dict, sort_keys=False)

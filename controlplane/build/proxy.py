@@ -1,0 +1,66 @@
+"""Who a connected proxy is: the identity the build stage needs, read from Envoy's node metadata.
+
+A proxy names itself in its bootstrap (`controlplane bootstrap` writes it). Its node id is free-form;
+everything the policy depends on travels in `node.metadata`, under the keys below, so that two proxies
+with equal metadata get the same configuration (and share one snapshot):
+
+    role             "sidecar" (default) or "gateway"
+    namespace        Istio namespace of the workload (default "default")
+    labels           map of workload labels (used by selectors: Gateway, Telemetry, WorkloadEntry)
+    outbound_address "HOST:PORT" the sidecar's outbound HTTP listener binds (its apps' HTTP proxy)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+META_ROLE = "role"
+META_NAMESPACE = "namespace"
+META_LABELS = "labels"
+META_OUTBOUND_ADDRESS = "outbound_address"
+
+DEFAULT_NAMESPACE = "default"
+DEFAULT_OUTBOUND_ADDRESS = "127.0.0.1:15001"
+
+
+class Role(StrEnum):
+    SIDECAR = "sidecar"
+    GATEWAY = "gateway"
+
+
+@dataclass(frozen=True)
+class SocketAddress:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> SocketAddress:
+        """Parse "host:port" (IPv6 as "[::1]:port"); raises ValueError with a readable message."""
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected HOST:PORT, got {text!r}")
+        return cls(host.strip("[]"), int(port))
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ProxyIdentity:
+    """Everything about a proxy that its configuration may depend on. Hashable: it is the snapshot key."""
+
+    role: Role = Role.SIDECAR
+    namespace: str = DEFAULT_NAMESPACE
+    labels: tuple[tuple[str, str], ...] = ()
+    outbound_address: SocketAddress = field(
+        default_factory=lambda: SocketAddress.parse(DEFAULT_OUTBOUND_ADDRESS)
+    )
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        return dict(self.labels)
+
+    def describe(self) -> str:
+        labels = ",".join(f"{k}={v}" for k, v in self.labels)
+        return f"{self.role}/{self.namespace}[{labels}]@{self.outbound_address}"

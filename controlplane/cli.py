@@ -1,0 +1,113 @@
+"""Command-line interface: `controlplane serve | bootstrap | validate` (also `python -m controlplane`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from controlplane.build.proxy import Role, SocketAddress
+
+
+def _address(text: str) -> SocketAddress:
+    try:
+        return SocketAddress.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _labels(text: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"expected k=v[,k=v...], got {text!r}")
+        pairs.append((key.strip(), value.strip()))
+    return tuple(sorted(pairs))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="controlplane", description=__doc__)
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve xDS to Envoy proxies from a policy directory")
+    serve.add_argument("--config", required=True, type=Path, help="directory of policy YAML files")
+    serve.add_argument("--xds-address", default="127.0.0.1:18000", type=_address)
+    serve.add_argument("--admin-address", default="127.0.0.1:18001", type=_address)
+    serve.add_argument("--test-extra-resources", type=Path, help=argparse.SUPPRESS)
+
+    boot = commands.add_parser("bootstrap", help="print an Envoy bootstrap (YAML) for one proxy")
+    boot.add_argument("--node-id", required=True)
+    boot.add_argument("--xds-address", required=True, type=_address)
+    boot.add_argument("--admin-address", default="127.0.0.1:15000", type=_address,
+                      help="where this Envoy's own admin interface listens")
+    boot.add_argument("--outbound-address", type=_address,
+                      help="where the sidecar's outbound HTTP listener binds (its apps' HTTP proxy)")
+    boot.add_argument("--labels", type=_labels, default=(), help="workload labels, k=v,k=v")
+    boot.add_argument("--namespace", default="default")
+    boot.add_argument("--role", choices=[r.value for r in Role], default=Role.SIDECAR.value)
+    boot.add_argument("--sotw", action="store_true", help="state-of-the-world ADS instead of delta")
+
+    validate = commands.add_parser("validate", help="check a policy directory; exit 1 on problems")
+    validate.add_argument("config", type=Path)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from controlplane.app import ControlPlane, Settings
+
+    if not args.config.is_dir():
+        print(f"controlplane: --config {args.config}: not a directory", file=sys.stderr)
+        return 2
+    settings = Settings(args.config, str(args.xds_address), str(args.admin_address),
+                        args.test_extra_resources)
+
+    async def main() -> None:
+        await ControlPlane(settings).run()
+
+    asyncio.run(main())
+    return 0
+
+
+def _bootstrap(args: argparse.Namespace) -> int:
+    from controlplane.bootstrap import BootstrapSettings, bootstrap_yaml
+
+    settings = BootstrapSettings(
+        node_id=args.node_id,
+        xds_address=args.xds_address,
+        admin_address=args.admin_address,
+        outbound_address=args.outbound_address,
+        labels=args.labels,
+        namespace=args.namespace,
+        role=Role(args.role),
+        delta=not args.sotw,
+    )
+    sys.stdout.write(bootstrap_yaml(settings))
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from controlplane.api.loader import load_policy_dir
+
+    if not args.config.is_dir():
+        print(f"controlplane: {args.config}: not a directory", file=sys.stderr)
+        return 2
+    policy, diagnostics = load_policy_dir(args.config)
+    for diagnostic in diagnostics:
+        print(diagnostic)
+    if diagnostics:
+        return 1
+    print(f"{args.config}: {len(policy)} objects, no problems", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers = {"serve": _serve, "bootstrap": _bootstrap, "validate": _validate}
+    return handlers[args.command](args)

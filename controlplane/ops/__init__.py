@@ -1,0 +1,1 @@
+"""Operations: the admin HTTP server (health, readiness, metrics, debug endpoints)."""

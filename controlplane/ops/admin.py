@@ -1,0 +1,118 @@
+"""Admin HTTP server (loopback by default): health, readiness, Prometheus metrics and debug endpoints.
+
+    GET  /healthz                   the process is up
+    GET  /readyz                    200 once the first policy load produced snapshots, else 503
+    GET  /metrics                   Prometheus text format
+    GET  /debug/syncz               per connected proxy and type: sent/ACKed versions, nonces, NACK text
+    GET  /debug/config_dump?node=ID the resources that proxy gets, as Envoy JSON, with versions
+                                    (optional &type=clusters|endpoints|listeners|routes|secrets)
+    GET  /debug/config              loaded policy files and current diagnostics
+    POST /debug/reload              reload the policy directory now (as SIGHUP does)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Protocol
+
+from aiohttp import web
+from google.protobuf import json_format
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from controlplane.translate.resources import PUSH_ORDER, SHORT_NAMES
+from controlplane.xds.cache import SnapshotCache
+from controlplane.xds.status import StatusRegistry
+
+log = logging.getLogger(__name__)
+
+
+class AdminBackend(Protocol):
+    """What the admin server reads from the running control plane (app.py implements it)."""
+
+    cache: SnapshotCache
+    registry: StatusRegistry
+
+    @property
+    def ready(self) -> bool: ...
+
+    def policy_report(self) -> dict[str, Any]: ...
+
+    def reload(self) -> dict[str, Any]: ...
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(data, indent=2, sort_keys=False) + "\n", status=status,
+                        content_type="application/json")
+
+
+class AdminServer:
+    def __init__(self, backend: AdminBackend, host: str, port: int) -> None:
+        self.backend = backend
+        self.host, self.port = host, port
+        self._runner: web.AppRunner | None = None
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/debug/syncz", self._syncz)
+        app.router.add_get("/debug/config_dump", self._config_dump)
+        app.router.add_get("/debug/config", self._config)
+        app.router.add_post("/debug/reload", self._reload)
+        self._app = app
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self._app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        server = site._server  # the bound port, when 0 was asked for
+        if server is not None and server.sockets:  # type: ignore[attr-defined]
+            self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        log.info("admin server listening on http://%s:%d", self.host, self.port)
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        if self.backend.ready:
+            return web.Response(text="ready\n")
+        return web.Response(text="not ready: no policy loaded yet\n", status=503)
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        body = generate_latest()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _syncz(self, _: web.Request) -> web.Response:
+        return _json(self.backend.registry.to_json())
+
+    async def _config_dump(self, request: web.Request) -> web.Response:
+        node = request.query.get("node", "")
+        streams = self.backend.registry.by_node(node)
+        if not streams:
+            return _json({"error": f"no connected proxy with node id {node!r}"}, status=404)
+        wanted = request.query.get("type")
+        types = [t for t in PUSH_ORDER if wanted in (None, SHORT_NAMES[t])]
+        if not types:
+            return _json({"error": f"unknown type {wanted!r}; one of {sorted(SHORT_NAMES.values())}"},
+                         status=400)
+        snapshot = self.backend.cache.snapshot(streams[0].identity)
+        dump: dict[str, Any] = {"node": node, "proxy": streams[0].identity.describe(),
+                                "snapshot_version": snapshot.version}
+        for type_url in types:
+            dump[SHORT_NAMES[type_url]] = [
+                {"name": r.name, "version": r.version,
+                 "resource": json.loads(json_format.MessageToJson(r.message))}
+                for r in snapshot.of_type(type_url).values()
+            ]
+        return _json(dump)
+
+    async def _config(self, _: web.Request) -> web.Response:
+        return _json(self.backend.policy_report())
+
+    async def _reload(self, _: web.Request) -> web.Response:
+        return _json(self.backend.reload())

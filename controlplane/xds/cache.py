@@ -1,0 +1,116 @@
+"""The snapshot cache: one snapshot per proxy shape, and watches that wake streams when it changes.
+
+The cache and the streams meet at one narrow interface (go-control-plane's): a stream opens a `Watch` for
+its proxy identity, reads `watch.snapshot` and awaits `watch.changed()`. Streams never queue snapshots:
+a woken stream reads the newest one, so a slow proxy skips intermediate versions (latest wins).
+
+Proxies with equal identity share one snapshot; a shape's snapshot is dropped when its last stream goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from controlplane.build.proxy import ProxyIdentity
+from controlplane.translate.resources import Resources
+from controlplane.xds.snapshot import Interner, Snapshot
+
+log = logging.getLogger(__name__)
+
+# Produces the resources of one proxy shape from the current policy (build + translate). Pure.
+ResourceFactory = Callable[[ProxyIdentity], Resources]
+
+
+@dataclass
+class _Shape:
+    snapshot: Snapshot
+    watches: set[Watch] = field(default_factory=set)
+
+
+class Watch:
+    """A stream's view of its shape's snapshot."""
+
+    def __init__(self, cache: SnapshotCache, identity: ProxyIdentity) -> None:
+        self._cache = cache
+        self.identity = identity
+        self._event = asyncio.Event()
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._cache.snapshot(self.identity)
+
+    def notify(self) -> None:
+        self._event.set()
+
+    async def changed(self) -> None:
+        """Return once the shape's snapshot has been replaced since the last call."""
+        await self._event.wait()
+        self._event.clear()
+
+    def cancel(self) -> None:
+        self._cache._unwatch(self)
+
+
+class SnapshotCache:
+    def __init__(self, factory: ResourceFactory) -> None:
+        self._factory = factory
+        self._shapes: dict[ProxyIdentity, _Shape] = {}
+        self.interner = Interner()
+
+    def watch(self, identity: ProxyIdentity) -> Watch:
+        shape = self._shapes.get(identity)
+        if shape is None:
+            shape = self._shapes[identity] = _Shape(self._make(identity, previous=None))
+        made = Watch(self, identity)
+        shape.watches.add(made)
+        return made
+
+    def _unwatch(self, made: Watch) -> None:
+        shape = self._shapes.get(made.identity)
+        if shape is None:
+            return
+        shape.watches.discard(made)
+        if not shape.watches:
+            # no stream left for this shape: free its snapshot (and, through the interner, its bytes)
+            del self._shapes[made.identity]
+
+    def snapshot(self, identity: ProxyIdentity) -> Snapshot:
+        shape = self._shapes.get(identity)
+        return shape.snapshot if shape else self._make(identity, previous=None)
+
+    def shapes(self) -> dict[ProxyIdentity, tuple[Snapshot, int]]:
+        return {identity: (s.snapshot, len(s.watches)) for identity, s in self._shapes.items()}
+
+    def set_factory(self, factory: ResourceFactory) -> int:
+        """Rebuild every live shape from a new policy; wake the streams whose snapshot changed.
+        Returns how many shapes changed."""
+        self._factory = factory
+        changed = 0
+        for identity, shape in self._shapes.items():
+            fresh = self._make(identity, previous=shape.snapshot)
+            if fresh.version == shape.snapshot.version:
+                continue
+            shape.snapshot = fresh
+            changed += 1
+            for made in shape.watches:
+                made.notify()
+        return changed
+
+    def _make(self, identity: ProxyIdentity, previous: Snapshot | None) -> Snapshot:
+        """Build a shape's snapshot; never publish a broken one: on failure keep the previous (or, for a
+        new shape, serve an empty one) and say why in the log."""
+        try:
+            fresh = Snapshot.build(self._factory(identity), self.interner)
+        except Exception:
+            log.exception("building the snapshot for %s failed; keeping the last good one",
+                          identity.describe())
+            return previous or Snapshot.empty()
+        errors = fresh.consistency_errors()
+        if errors:
+            log.error("refusing an inconsistent snapshot for %s (keeping the last good one): %s",
+                      identity.describe(), "; ".join(errors))
+            return previous or Snapshot.empty()
+        return fresh

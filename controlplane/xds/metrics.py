@@ -1,0 +1,22 @@
+"""Prometheus collectors of the xDS server (names follow Istio's pilot_xds_* where one exists)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+CONNECTED = Gauge(
+    "controlplane_xds_connected_streams", "Open xDS streams (Istio: pilot_xds)", ["protocol", "role"]
+)
+PUSHES = Counter(
+    "controlplane_xds_pushes_total", "xDS responses sent (Istio: pilot_xds_pushes)", ["type"]
+)
+PUSHED_BYTES = Counter(
+    "controlplane_xds_pushed_bytes_total", "Bytes of xDS responses sent (Istio: pilot_xds_config_size_bytes)",
+    ["type"],
+)
+NACKS = Counter(
+    "controlplane_xds_nacks_total", "Responses rejected by a proxy (Istio: pilot_total_xds_rejects)", ["type"]
+)
+BAD_REQUESTS = Counter(
+    "controlplane_xds_bad_requests_total", "Requests refused or ignored as malformed", ["reason"]
+)

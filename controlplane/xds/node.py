@@ -1,0 +1,50 @@
+"""Reads a ProxyIdentity out of the `node` an Envoy sends on its first xDS request.
+
+The metadata keys are documented in controlplane/build/proxy.py; `controlplane bootstrap` writes them.
+"""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import base_pb2
+from google.protobuf import json_format
+
+from controlplane.build.proxy import (
+    DEFAULT_NAMESPACE,
+    DEFAULT_OUTBOUND_ADDRESS,
+    META_LABELS,
+    META_NAMESPACE,
+    META_OUTBOUND_ADDRESS,
+    META_ROLE,
+    ProxyIdentity,
+    Role,
+    SocketAddress,
+)
+
+
+class NodeError(ValueError):
+    """The node is missing or its metadata cannot be understood."""
+
+
+def identity_of(node: base_pb2.Node) -> ProxyIdentity:
+    if not node.id:
+        raise NodeError("node.id is empty")
+    meta = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
+    role_text = str(meta.get(META_ROLE, Role.SIDECAR.value))
+    try:
+        role = Role(role_text)
+    except ValueError:
+        raise NodeError(f"node {node.id}: metadata.{META_ROLE} must be sidecar or gateway, "
+                        f"got {role_text!r}") from None
+    labels = meta.get(META_LABELS, {})
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise NodeError(f"node {node.id}: metadata.{META_LABELS} must be a map of strings")
+    try:
+        outbound = SocketAddress.parse(str(meta.get(META_OUTBOUND_ADDRESS, DEFAULT_OUTBOUND_ADDRESS)))
+    except ValueError as exc:
+        raise NodeError(f"node {node.id}: metadata.{META_OUTBOUND_ADDRESS}: {exc}") from None
+    return ProxyIdentity(
+        role=role,
+        namespace=str(meta.get(META_NAMESPACE, DEFAULT_NAMESPACE)),
+        labels=tuple(sorted(labels.items())),
+        outbound_address=outbound,
+    )

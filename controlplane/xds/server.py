@@ -1,0 +1,109 @@
+"""The gRPC xDS server: ADS (SotW and delta) and the per-type discovery services, on grpc.aio.
+
+Handlers are registered generically so that responses go out as pre-spliced bytes (the identity
+serializer): the serialized resources cached in snapshots are never re-encoded per stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import grpc
+from envoy.service.discovery.v3 import discovery_pb2
+
+from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
+from controlplane.xds.cache import SnapshotCache
+from controlplane.xds.delta import DeltaState
+from controlplane.xds.sotw import SotwState
+from controlplane.xds.status import StatusRegistry
+from controlplane.xds.stream import StateFactory, serve_stream
+
+log = logging.getLogger(__name__)
+
+# service name -> (SotW method, delta method, fixed type URL or None for ADS)
+SERVICES: dict[str, tuple[str, str, str | None]] = {
+    "envoy.service.discovery.v3.AggregatedDiscoveryService": (
+        "StreamAggregatedResources", "DeltaAggregatedResources", None),
+    "envoy.service.cluster.v3.ClusterDiscoveryService": ("StreamClusters", "DeltaClusters", CLUSTER),
+    "envoy.service.endpoint.v3.EndpointDiscoveryService": ("StreamEndpoints", "DeltaEndpoints", ENDPOINT),
+    "envoy.service.listener.v3.ListenerDiscoveryService": ("StreamListeners", "DeltaListeners", LISTENER),
+    "envoy.service.route.v3.RouteDiscoveryService": ("StreamRoutes", "DeltaRoutes", ROUTE),
+    "envoy.service.secret.v3.SecretDiscoveryService": ("StreamSecrets", "DeltaSecrets", SECRET),
+}
+
+Handler = Callable[[AsyncIterator[Any], grpc.aio.ServicerContext[Any, Any]], Coroutine[Any, Any, None]]
+
+
+def _identity(payload: bytes) -> bytes:
+    return payload
+
+
+def _sotw_state(status: Any, snapshot: Any, nonce: Any, fixed: str | None) -> SotwState:
+    return SotwState(status, snapshot, nonce, fixed)
+
+
+def _delta_state(status: Any, snapshot: Any, nonce: Any, fixed: str | None) -> DeltaState:
+    return DeltaState(status, snapshot, nonce, fixed)
+
+
+class XdsServer:
+    """start() / close() / wait_closed() lifecycle around one grpc.aio server."""
+
+    def __init__(self, cache: SnapshotCache, registry: StatusRegistry, address: str) -> None:
+        self.cache = cache
+        self.registry = registry
+        self.address = address
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+
+    def _handler(self, make_state: StateFactory, protocol: str, fixed: str | None) -> Handler:
+        async def handle(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            await serve_stream(requests, context, cache=self.cache, registry=self.registry,
+                               make_state=make_state, protocol=protocol, fixed_type=fixed)
+        return handle
+
+    def _generic_handlers(self) -> list[grpc.GenericRpcHandler]:
+        handlers = []
+        for service, (sotw_method, delta_method, fixed) in SERVICES.items():
+            methods = {
+                sotw_method: grpc.stream_stream_rpc_method_handler(
+                    self._handler(_sotw_state, "sotw", fixed),
+                    request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                    response_serializer=_identity,
+                ),
+                delta_method: grpc.stream_stream_rpc_method_handler(
+                    self._handler(_delta_state, "delta", fixed),
+                    request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                    response_serializer=_identity,
+                ),
+            }
+            handlers.append(grpc.method_handlers_generic_handler(service, methods))
+        return handlers
+
+    async def start(self) -> None:
+        self._server = grpc.aio.server(
+            options=[
+                # Envoy keeps ADS streams open for hours; let its keepalive pings through.
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                ("grpc.max_send_message_length", 256 * 1024 * 1024),
+            ]
+        )
+        self._server.add_generic_rpc_handlers(self._generic_handlers())
+        self.port = self._server.add_insecure_port(self.address)
+        if self.port == 0:
+            raise OSError(f"cannot listen for xDS on {self.address}")
+        await self._server.start()
+        log.info("xDS server listening on %s (port %d)", self.address, self.port)
+
+    async def close(self, grace: float = 1.0) -> None:
+        """Stop accepting streams and end the open ones; proxies keep their config and reconnect."""
+        if self._server is not None:
+            await self._server.stop(grace)
+
+    async def wait_closed(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()

@@ -1,0 +1,158 @@
+"""Snapshots: the Envoy resources one proxy shape gets, with content-hash versions and cached wire bytes.
+
+A resource's version is a hash of its deterministic serialization, so equal config has equal versions
+across restarts and replicas and different config never reuses a version (see xds-pitfalls.md). Its
+serialized `Any` bytes are computed once per version and shared by every snapshot and stream through the
+`Interner`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import weakref
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from google.protobuf.message import Message
+
+from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, Resources
+from controlplane.xds import wire
+
+_HCM_TYPE = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
+
+
+def content_hash(*parts: bytes) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True, eq=False, slots=True, weakref_slot=True)
+class Resource:
+    """One named resource at one version, with the bytes every stream sends for it."""
+
+    type_url: str
+    name: str
+    version: str
+    message: Message
+    any_payload: bytes
+    sotw_field: bytes = field(repr=False)
+    delta_field: bytes = field(repr=False)
+
+
+class Interner:
+    """Shares Resource objects (and so their bytes) between snapshots that contain the same version."""
+
+    def __init__(self) -> None:
+        self._live: weakref.WeakValueDictionary[tuple[str, str, str], Resource] = (
+            weakref.WeakValueDictionary()
+        )
+
+    def resource(self, type_url: str, name: str, message: Message) -> Resource:
+        value = message.SerializeToString(deterministic=True)
+        version = content_hash(type_url.encode(), name.encode(), value)
+        key = (type_url, name, version)
+        found = self._live.get(key)
+        if found is not None:
+            return found
+        payload = wire.any_bytes(type_url, value)
+        made = Resource(
+            type_url=type_url,
+            name=name,
+            version=version,
+            message=message,
+            any_payload=payload,
+            sotw_field=wire.sotw_resource_field(payload),
+            delta_field=wire.delta_resource_field(name, version, payload),
+        )
+        self._live[key] = made
+        return made
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+
+def type_version(resources: Iterable[Resource]) -> str:
+    """SotW version_info of a set of resources: a hash of their sorted names and versions."""
+    parts = sorted(f"{r.name}\x00{r.version}" for r in resources)
+    return content_hash(*(p.encode() for p in parts)) if parts else "empty"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Immutable resources of one proxy shape, by type URL then name."""
+
+    resources: Mapping[str, Mapping[str, Resource]]
+    version: str
+    # cluster name -> name of the ClusterLoadAssignment it reads over EDS
+    eds_names: Mapping[str, str]
+    # listener name -> names of the RouteConfigurations it reads over RDS
+    rds_names: Mapping[str, frozenset[str]]
+
+    @classmethod
+    def build(cls, resources: Resources, interner: Interner) -> Snapshot:
+        by_type: dict[str, dict[str, Resource]] = {}
+        for type_url in PUSH_ORDER:
+            messages = resources.by_type.get(type_url, {})
+            by_type[type_url] = {
+                name: interner.resource(type_url, name, messages[name]) for name in sorted(messages)
+            }
+        version = content_hash(*(f"{t}={type_version(by_type[t].values())}".encode() for t in PUSH_ORDER))
+        eds_names = {
+            name: _eds_name(res.message) for name, res in by_type[CLUSTER].items()
+            if _eds_name(res.message) is not None
+        }
+        rds_names = {name: _rds_names(res.message) for name, res in by_type[LISTENER].items()}
+        return cls(by_type, version, eds_names, rds_names)  # type: ignore[arg-type]
+
+    @classmethod
+    def empty(cls) -> Snapshot:
+        return cls.build(Resources(), Interner())
+
+    def of_type(self, type_url: str) -> Mapping[str, Resource]:
+        return self.resources.get(type_url, {})
+
+    def consistency_errors(self) -> list[str]:
+        """Dangling references that would leave Envoy warming: every EDS name has a
+        ClusterLoadAssignment and every RDS name a RouteConfiguration (go-control-plane's consistent())."""
+        errors = [
+            f"cluster {cluster!r} reads endpoints {eds!r}, which the snapshot does not have"
+            for cluster, eds in sorted(self.eds_names.items())
+            if eds not in self.of_type(ENDPOINT)
+        ]
+        errors += [
+            f"listener {listener!r} reads routes {route!r}, which the snapshot does not have"
+            for listener, routes in sorted(self.rds_names.items())
+            for route in sorted(routes)
+            if route not in self.of_type(ROUTE)
+        ]
+        return errors
+
+
+def _eds_name(message: Message) -> str | None:
+    assert isinstance(message, cluster_pb2.Cluster)
+    if message.type != cluster_pb2.Cluster.EDS:
+        return None
+    return message.eds_cluster_config.service_name or message.name
+
+
+def _rds_names(message: Message) -> frozenset[str]:
+    assert isinstance(message, listener_pb2.Listener)
+    chains = [*message.filter_chains]
+    if message.HasField("default_filter_chain"):
+        chains.append(message.default_filter_chain)
+    names = set()
+    for chain in chains:
+        for network_filter in chain.filters:
+            if network_filter.typed_config.type_url != _HCM_TYPE:
+                continue
+            hcm = hcm_pb2.HttpConnectionManager()
+            network_filter.typed_config.Unpack(hcm)
+            if hcm.HasField("rds"):
+                names.add(hcm.rds.route_config_name)
+    return frozenset(names)

@@ -1,0 +1,174 @@
+"""State-of-the-world xDS for one stream: a pure state machine (requests and snapshots in, responses out).
+
+Rules (envoyproxy.io, "xDS REST and gRPC protocol"; the bugs in xds-pitfalls.md):
+- CDS and LDS are wildcard when their first request names nothing; EDS and RDS are named.
+- A request whose nonce is not the last one sent for its type is stale and ignored entirely: a newer
+  response is on its way and Envoy will answer it with its current subscription.
+- ACK vs NACK is told by `error_detail`; a NACKed version is never sent again to that node.
+- The first request for a type, and any request whose names changed, is answered even when nothing
+  changed, and a CDS (LDS) push is always followed by EDS (RDS): Envoy warms a changed cluster (listener)
+  until it receives its endpoints (routes), so staying silent would leave it warming.
+- Make-before-break: clusters and endpoints that a new snapshot drops are still sent until the proxy has
+  ACKed the listeners and routes of that snapshot, so no route points at a cluster Envoy no longer has.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from envoy.service.discovery.v3 import discovery_pb2
+
+from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SHORT_NAMES
+from controlplane.xds.response import Outgoing
+from controlplane.xds.snapshot import Resource, Snapshot, type_version
+from controlplane.xds.status import StreamStatus
+
+log = logging.getLogger(__name__)
+
+WILDCARD_TYPES = frozenset({CLUSTER, LISTENER})
+# a push of the key type must be followed by one of the value type (see the module docstring)
+DEPENDENT = {CLUSTER: ENDPOINT, LISTENER: ROUTE}
+# types whose removals wait for the routing types to settle (make-before-break)
+HELD_TYPES = frozenset({CLUSTER, ENDPOINT})
+ROUTING_TYPES = (LISTENER, ROUTE)
+
+
+@dataclass
+class _TypeState:
+    requested: bool = False
+    wildcard: bool = False
+    names: frozenset[str] = frozenset()
+    sent: Mapping[str, Resource] = field(default_factory=dict)
+    sent_version: str = ""
+    sent_nonce: str = ""
+    sent_snapshot: str = ""
+    pending: bool = False
+    force: bool = False
+    nacked: set[str] = field(default_factory=set)
+    retained: dict[str, Resource] = field(default_factory=dict)
+
+
+class SotwState:
+    def __init__(
+        self,
+        status: StreamStatus,
+        snapshot: Snapshot,
+        next_nonce: Callable[[], str],
+        fixed_type: str | None = None,
+    ) -> None:
+        self.status = status
+        self.snapshot = snapshot
+        self._next_nonce = next_nonce
+        self._fixed_type = fixed_type
+        self._types: dict[str, _TypeState] = {t: _TypeState() for t in PUSH_ORDER}
+        status.snapshot_version = snapshot.version
+
+    def on_request(self, request: discovery_pb2.DiscoveryRequest) -> list[Outgoing]:
+        type_url = request.type_url or self._fixed_type or ""
+        if type_url not in self._types or (self._fixed_type and type_url != self._fixed_type):
+            log.warning("node %s: ignoring a request for unknown or unexpected type %r",
+                        self.status.node_id, type_url)
+            return []
+        state = self._types[type_url]
+        if request.response_nonce:
+            if request.response_nonce != state.sent_nonce:
+                log.debug("node %s: stale nonce %s for %s", self.status.node_id, request.response_nonce,
+                          SHORT_NAMES[type_url])
+                return []
+            self._on_reply(type_url, state, request)
+        first = not state.requested
+        state.requested = True
+        names = frozenset(request.resource_names)
+        wildcard = "*" in names or (
+            type_url in WILDCARD_TYPES and not names and (first or state.wildcard)
+        )
+        names_changed = (wildcard, names - {"*"}) != (state.wildcard, state.names)
+        state.wildcard, state.names = wildcard, names - {"*"}
+        out: list[Outgoing] = []
+        if first or names_changed:
+            # On a reconnect Envoy names the version it runs; a version it rejected before is not re-sent.
+            out += self._respond(type_url, must=True, reconnecting=first and bool(request.version_info))
+        return out + self._settle()
+
+    def on_snapshot(self, snapshot: Snapshot) -> list[Outgoing]:
+        self.snapshot = snapshot
+        self.status.snapshot_version = snapshot.version
+        out: list[Outgoing] = []
+        for type_url in PUSH_ORDER:
+            out += self._respond(type_url, must=False)
+        return out + self._settle()
+
+    def _on_reply(self, type_url: str, state: _TypeState, request: discovery_pb2.DiscoveryRequest) -> None:
+        state.pending = False
+        if request.HasField("error_detail"):
+            state.nacked.add(state.sent_version)
+            self.status.nacked(type_url, state.sent_version, request.error_detail.message)
+            log.warning("node %s NACKed %s version %s: %s", self.status.node_id, SHORT_NAMES[type_url],
+                        state.sent_version, request.error_detail.message)
+        else:
+            self.status.acked(type_url, request.version_info)
+
+    def _settled(self) -> bool:
+        """The proxy has ACKed listeners and routes of the current snapshot."""
+        for type_url in ROUTING_TYPES:
+            state = self._types[type_url]
+            if state.requested and (state.pending or state.sent_snapshot != self.snapshot.version):
+                return False
+        return True
+
+    def _settle(self) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        if not self._settled():
+            return out
+        for type_url in sorted(HELD_TYPES, key=PUSH_ORDER.index):
+            state = self._types[type_url]
+            if state.retained:
+                state.retained = {}
+                out += self._respond(type_url, must=False)
+        return out
+
+    def _select(self, type_url: str, state: _TypeState) -> dict[str, Resource]:
+        current = self.snapshot.of_type(type_url)
+        if state.wildcard:
+            selected = dict(current)
+        else:
+            selected = {name: current[name] for name in sorted(state.names) if name in current}
+        if type_url in HELD_TYPES:
+            if self._settled():
+                state.retained = {}
+            else:
+                for name, resource in state.sent.items():
+                    if name not in selected and (state.wildcard or name in state.names):
+                        state.retained.setdefault(name, resource)
+                state.retained = {n: r for n, r in state.retained.items() if n not in selected}
+                selected = {**state.retained, **selected}
+        return selected
+
+    def _respond(self, type_url: str, *, must: bool, reconnecting: bool = False) -> list[Outgoing]:
+        state = self._types[type_url]
+        if not state.requested:
+            return []
+        resources = self._select(type_url, state)
+        version = type_version(resources.values())
+        rejected = version in state.nacked or self.status.was_nacked(type_url, version)
+        if not (must or state.force):
+            if version == state.sent_version:
+                state.sent_snapshot = self.snapshot.version
+                return []
+            if rejected:
+                return []
+        elif rejected and (reconnecting or not must):
+            return []
+        nonce = self._next_nonce()
+        header = discovery_pb2.DiscoveryResponse(version_info=version, type_url=type_url, nonce=nonce)
+        ordered = sorted(resources.values(), key=lambda r: r.name)
+        payload = header.SerializeToString() + b"".join(r.sotw_field for r in ordered)
+        state.sent, state.sent_version, state.sent_nonce = resources, version, nonce
+        state.sent_snapshot, state.pending, state.force = self.snapshot.version, True, False
+        self.status.sent(type_url, version, nonce, len(payload), self.snapshot.version)
+        dependent = DEPENDENT.get(type_url)
+        if dependent is not None:
+            self._types[dependent].force = self._types[dependent].requested
+        return [Outgoing(type_url, payload, version, nonce, tuple(r.name for r in ordered))]

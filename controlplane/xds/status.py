@@ -1,0 +1,143 @@
+"""What each connected proxy has been sent, what it ACKed and what it rejected (for /debug/syncz).
+
+Also remembers, per node id, every version a proxy NACKed, so that a reconnecting proxy is not sent
+the same rejected config again (the NACK loops of xds-pitfalls.md).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from controlplane.build.proxy import ProxyIdentity
+from controlplane.translate.resources import PUSH_ORDER, SHORT_NAMES
+from controlplane.xds import metrics
+
+SYNCED, STALE, NACKED = "SYNCED", "STALE", "NACKED"
+
+
+@dataclass
+class TypeStatus:
+    sent_version: str = ""
+    sent_nonce: str = ""
+    sent_at: float | None = None
+    responses: int = 0
+    acked_version: str = ""
+    acked_at: float | None = None
+    nacked_version: str = ""
+    nack_error: str = ""
+    # version of the snapshot the last response was cut from; SYNCED means the proxy ACKed it
+    snapshot_version: str = ""
+
+    def state(self, current_snapshot: str) -> str:
+        if self.nack_error and self.nacked_version == self.sent_version:
+            return NACKED
+        if self.acked_version == self.sent_version and self.snapshot_version == current_snapshot:
+            return SYNCED
+        return STALE
+
+
+@dataclass
+class StreamStatus:
+    stream_id: int
+    node_id: str
+    identity: ProxyIdentity
+    protocol: str
+    connected_at: float = field(default_factory=time.time)
+    snapshot_version: str = ""
+    types: dict[str, TypeStatus] = field(default_factory=dict)
+    _registry: StatusRegistry | None = field(default=None, repr=False)
+
+    def of(self, type_url: str) -> TypeStatus:
+        return self.types.setdefault(type_url, TypeStatus())
+
+    def sent(self, type_url: str, version: str, nonce: str, size: int, snapshot_version: str) -> None:
+        status = self.of(type_url)
+        status.sent_version, status.sent_nonce, status.sent_at = version, nonce, time.time()
+        status.snapshot_version = snapshot_version
+        status.responses += 1
+        short = SHORT_NAMES.get(type_url, type_url)
+        metrics.PUSHES.labels(short).inc()
+        metrics.PUSHED_BYTES.labels(short).inc(size)
+
+    def acked(self, type_url: str, version: str) -> None:
+        status = self.of(type_url)
+        status.acked_version, status.acked_at = version, time.time()
+        status.nack_error = status.nacked_version = ""
+
+    def nacked(self, type_url: str, version: str, error: str) -> None:
+        status = self.of(type_url)
+        status.nacked_version, status.nack_error = version, error
+        metrics.NACKS.labels(SHORT_NAMES.get(type_url, type_url)).inc()
+        if self._registry is not None:
+            self._registry.remember_nack(self.node_id, type_url, version)
+
+    def remember_nack_of(self, type_url: str, version: str) -> None:
+        """Remember a rejected resource version without changing the type's status (delta NACKs)."""
+        if self._registry is not None:
+            self._registry.remember_nack(self.node_id, type_url, version)
+
+    def was_nacked(self, type_url: str, version: str) -> bool:
+        return self._registry is not None and self._registry.was_nacked(self.node_id, type_url, version)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream_id,
+            "node": self.node_id,
+            "proxy": self.identity.describe(),
+            "protocol": self.protocol,
+            "connected_at": self.connected_at,
+            "snapshot_version": self.snapshot_version,
+            "types": {
+                SHORT_NAMES.get(t, t): {
+                    "state": s.state(self.snapshot_version),
+                    "sent_version": s.sent_version,
+                    "sent_nonce": s.sent_nonce,
+                    "sent_at": s.sent_at,
+                    "responses": s.responses,
+                    "acked_version": s.acked_version,
+                    "acked_at": s.acked_at,
+                    "nacked_version": s.nacked_version,
+                    "nack_error": s.nack_error,
+                }
+                for t, s in sorted(self.types.items(), key=lambda item: _order(item[0]))
+            },
+        }
+
+
+def _order(type_url: str) -> int:
+    return PUSH_ORDER.index(type_url) if type_url in PUSH_ORDER else len(PUSH_ORDER)
+
+
+class StatusRegistry:
+    """All open streams' status, plus the NACK memory per node id (kept across reconnects)."""
+
+    def __init__(self) -> None:
+        self._ids = itertools.count(1)
+        self.streams: dict[int, StreamStatus] = {}
+        self._nacks: defaultdict[str, set[tuple[str, str]]] = defaultdict(set)
+
+    def open(self, node_id: str, identity: ProxyIdentity, protocol: str) -> StreamStatus:
+        status = StreamStatus(next(self._ids), node_id, identity, protocol, _registry=self)
+        self.streams[status.stream_id] = status
+        metrics.CONNECTED.labels(protocol, identity.role.value).inc()
+        return status
+
+    def close(self, status: StreamStatus) -> None:
+        if self.streams.pop(status.stream_id, None) is not None:
+            metrics.CONNECTED.labels(status.protocol, status.identity.role.value).dec()
+
+    def remember_nack(self, node_id: str, type_url: str, version: str) -> None:
+        self._nacks[node_id].add((type_url, version))
+
+    def was_nacked(self, node_id: str, type_url: str, version: str) -> bool:
+        return (type_url, version) in self._nacks.get(node_id, ())
+
+    def by_node(self, node_id: str) -> list[StreamStatus]:
+        return [s for s in self.streams.values() if s.node_id == node_id]
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [s.to_json() for s in sorted(self.streams.values(), key=lambda s: (s.node_id, s.stream_id))]

@@ -1,0 +1,120 @@
+"""The asyncio driver of one xDS stream: feeds requests and snapshot changes to a state machine, writes its
+responses. Protocol logic lives in sotw.py / delta.py; this file only does I/O.
+
+Latest wins: while a write to a slow proxy is blocked by flow control, newer snapshots only replace the
+cache's pointer; when the write completes the stream reads the newest snapshot, never a backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
+
+import grpc
+from google.protobuf.message import Message
+
+from controlplane.build.proxy import ProxyIdentity
+from controlplane.translate.resources import SHORT_NAMES
+from controlplane.xds import metrics
+from controlplane.xds.cache import SnapshotCache
+from controlplane.xds.node import NodeError, identity_of
+from controlplane.xds.response import Outgoing, nonce_factory
+from controlplane.xds.snapshot import Snapshot
+from controlplane.xds.status import StatusRegistry, StreamStatus
+
+log = logging.getLogger(__name__)
+
+
+class StateMachine(Protocol):
+    def on_request(self, request: Any) -> list[Outgoing]: ...
+    def on_snapshot(self, snapshot: Snapshot) -> list[Outgoing]: ...
+
+
+StateFactory = Callable[[StreamStatus, Snapshot, Callable[[], str], str | None], StateMachine]
+
+
+async def serve_stream(
+    requests: AsyncIterator[Message],
+    context: grpc.aio.ServicerContext[Any, Any],
+    *,
+    cache: SnapshotCache,
+    registry: StatusRegistry,
+    make_state: StateFactory,
+    protocol: str,
+    fixed_type: str | None,
+) -> None:
+    iterator = aiter(requests)
+    try:
+        first = await anext(iterator)
+    except StopAsyncIteration:
+        return
+    node = first.node  # type: ignore[attr-defined]
+    if not first.HasField("node"):
+        metrics.BAD_REQUESTS.labels("missing_node").inc()
+        log.warning("closing an xDS stream from %s: its first request carries no node", context.peer())
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first request of a stream must set node")
+    try:
+        identity: ProxyIdentity = identity_of(node)
+    except NodeError as exc:
+        metrics.BAD_REQUESTS.labels("bad_node").inc()
+        log.warning("closing an xDS stream from %s: %s", context.peer(), exc)
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    status = registry.open(node.id, identity, protocol)
+    watch = cache.watch(identity)
+    log.info("node %s connected (%s, %s)", node.id, protocol, identity.describe())
+    queue: asyncio.Queue[Message | None] = asyncio.Queue()
+
+    async def read() -> None:
+        try:
+            await queue.put(first)
+            async for request in iterator:
+                await queue.put(request)
+        finally:
+            await queue.put(None)
+
+    reader = asyncio.create_task(read(), name=f"xds-read-{status.stream_id}")
+    try:
+        state = make_state(status, watch.snapshot, nonce_factory(status.stream_id), fixed_type)
+        await _loop(state, queue, watch, context, status)
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await reader
+        watch.cancel()
+        registry.close(status)
+        log.info("node %s disconnected (%s)", node.id, protocol)
+
+
+async def _loop(
+    state: StateMachine,
+    queue: asyncio.Queue[Message | None],
+    watch: Any,
+    context: grpc.aio.ServicerContext[Any, Any],
+    status: StreamStatus,
+) -> None:
+    changed = asyncio.ensure_future(watch.changed())
+    try:
+        while True:
+            got = asyncio.ensure_future(queue.get())
+            done, _ = await asyncio.wait({got, changed}, return_when=asyncio.FIRST_COMPLETED)
+            out: list[Outgoing] = []
+            if got in done:
+                request = got.result()
+                if request is None:
+                    return
+                out += state.on_request(request)
+            else:
+                got.cancel()
+            if changed in done:
+                out += state.on_snapshot(watch.snapshot)
+                changed = asyncio.ensure_future(watch.changed())
+            for response in out:
+                log.debug("node %s <- %s version=%s nonce=%s names=%d removed=%d", status.node_id,
+                          SHORT_NAMES[response.type_url], response.version, response.nonce,
+                          len(response.names), len(response.removed))
+                await context.write(response.payload)
+    finally:
+        changed.cancel()
