@@ -124,7 +124,7 @@ class ControlPlane:
     def policy_report(self) -> dict[str, Any]:
         return {
             "config_dir": str(self.settings.config_dir),
-            "objects": [f"{kind}/{namespace}/{name}" for kind, namespace, name in self.policy.keys()],
+            "objects": [str(key) for key in self.policy.keys()],
             "diagnostics": [str(d) for d in self.diagnostics],
             "shapes": {identity.describe(): {"version": snap.version, "streams": streams}
                        for identity, (snap, streams) in self.cache.shapes().items()},

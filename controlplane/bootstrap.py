@@ -130,5 +130,6 @@ def build_bootstrap(settings: BootstrapSettings) -> bootstrap_pb2.Bootstrap:
 
 def bootstrap_yaml(settings: BootstrapSettings) -> str:
     # via JSON text: MessageToDict returns OrderedDicts for Any fields, which safe_dump refuses
-    as_dict = json.loads(json_format.MessageToJson(build_bootstrap(settings), preserving_proto_field_name=True))
+    text = json_format.MessageToJson(build_bootstrap(settings), preserving_proto_field_name=True)
+    as_dict = json.loads(text)
     return yaml.safe_dump(as_dict, sort_keys=False)

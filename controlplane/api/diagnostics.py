@@ -81,6 +81,20 @@ def pydantic_message(error: Any) -> str:
     return message[:1].lower() + message[1:]
 
 
+def relevant_errors(errors: Sequence[Any]) -> list[Any]:
+    """pydantic's errors minus the noise: a tuple whose item failed also reports "too short" (it counts the
+    items that validated), which would blame the user for a length they got right."""
+    locs = [tuple(error.get("loc", ())) for error in errors]
+    return [
+        error
+        for error, loc in zip(errors, locs, strict=True)
+        if not (
+            error.get("type") == "too_short"
+            and any(other[: len(loc)] == loc and len(other) > len(loc) for other in locs)
+        )
+    ]
+
+
 def pydantic_path(loc: Sequence[str | int]) -> FieldPath:
     """A pydantic error location as a document path (drops markers like "[key]" that are not keys)."""
     return tuple(part for part in loc if not (isinstance(part, str) and part.startswith("[")))

@@ -51,7 +51,7 @@ async def serve_stream(
         first = await anext(iterator)
     except StopAsyncIteration:
         return
-    node = first.node  # type: ignore[attr-defined]
+    node = first.node
     if not first.HasField("node"):
         metrics.BAD_REQUESTS.labels("missing_node").inc()
         log.warning("closing an xDS stream from %s: its first request carries no node", context.peer())
