@@ -22,12 +22,12 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from controlplane.api.diagnostics import Diagnostic
-from controlplane.api.loader import load_policy_dir
 from controlplane.api.policyset import PolicySet
 from controlplane.build import build_proxy
 from controlplane.build.proxy import ProxyIdentity, SocketAddress
 from controlplane.ops import metrics
 from controlplane.ops.admin import AdminServer
+from controlplane.policystore import PolicyStore
 from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, Resources
 from controlplane.translate.translator import translate_proxy
 from controlplane.xds.cache import ResourceFactory, SnapshotCache
@@ -83,6 +83,7 @@ class ControlPlane:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.registry = StatusRegistry()
+        self.store = PolicyStore(settings.config_dir)
         self.policy = PolicySet()
         self.diagnostics: list[Diagnostic] = []
         self.cache = SnapshotCache(make_factory(self.policy, []))
@@ -97,10 +98,11 @@ class ControlPlane:
         return self._loaded
 
     def reload(self) -> dict[str, Any]:
-        """Load the policy directory and rebuild every live proxy shape. Objects with errors are left out
-        and reported; what is already served of the rest is replaced only by valid config."""
+        """Load the policy directory and rebuild every live proxy shape. A file with errors is reported and
+        not applied (its last valid version stays in effect, see policystore.py)."""
         started = time.perf_counter()
-        policy, diagnostics = load_policy_dir(self.settings.config_dir)
+        loaded = self.store.load()
+        policy, diagnostics = loaded.policy, loaded.diagnostics
         extra: list[tuple[str, str, Message]] = []
         if self.settings.extra_resources is not None:
             try:
@@ -119,7 +121,7 @@ class ControlPlane:
         log.info("loaded %s: %d objects, %d problems, %d proxy shapes changed (%.1f ms)",
                  self.settings.config_dir, len(policy), len(diagnostics), changed, elapsed * 1000)
         return {"objects": len(policy), "diagnostics": [str(d) for d in diagnostics],
-                "changed_shapes": changed}
+                "kept_last_valid": loaded.kept, "not_applied": loaded.excluded, "changed_shapes": changed}
 
     def policy_report(self) -> dict[str, Any]:
         return {

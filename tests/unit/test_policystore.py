@@ -1,0 +1,62 @@
+"""PolicyStore: a file with errors is never half-applied; its last valid version stays in effect."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from controlplane.policystore import PolicyStore
+
+SERVICE = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}}}
+spec:
+  hosts: [{name}.local]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]
+"""
+
+BROKEN = SERVICE.replace("  resolution: STATIC\n", "  resolution: STATIC\n  bogusField: 1\n")
+
+
+def _names(store: PolicyStore) -> tuple[list[str], list[str], list[str], list[str]]:
+    result = store.load()
+    return (
+        sorted(obj.metadata.name for obj in result.policy),
+        [f"{Path(d.file).name}:{d.line}:{d.field}" for d in result.diagnostics],
+        [Path(f).name for f in result.kept],
+        [Path(f).name for f in result.excluded],
+    )
+
+
+def test_invalid_file_at_startup_is_left_out_and_the_rest_served(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(SERVICE.format(name="a", port=9001))
+    (tmp_path / "b.yaml").write_text(BROKEN.format(name="b", port=9002))
+    names, diagnostics, kept, excluded = _names(PolicyStore(tmp_path))
+    assert names == ["a"]
+    assert diagnostics == ["b.yaml:8:spec.bogusField"]
+    assert (kept, excluded) == ([], ["b.yaml"])
+
+
+def test_invalid_edit_keeps_the_last_valid_version(tmp_path: Path) -> None:
+    store = PolicyStore(tmp_path)
+    (tmp_path / "a.yaml").write_text(SERVICE.format(name="a", port=9001))
+    assert _names(store)[0] == ["a"]
+    (tmp_path / "a.yaml").write_text(BROKEN.format(name="renamed", port=9001))
+    names, diagnostics, kept, _ = _names(store)
+    assert names == ["a"]
+    assert diagnostics and kept == ["a.yaml"]
+    # fixing the file applies it
+    (tmp_path / "a.yaml").write_text(SERVICE.format(name="renamed", port=9001))
+    assert _names(store)[:3] == (["renamed"], [], [])
+
+
+def test_deleting_a_file_removes_its_objects(tmp_path: Path) -> None:
+    store = PolicyStore(tmp_path)
+    (tmp_path / "a.yaml").write_text(SERVICE.format(name="a", port=9001))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.yml").write_text(SERVICE.format(name="b", port=9002))
+    assert _names(store)[0] == ["a", "b"]
+    (tmp_path / "sub" / "b.yml").unlink()
+    assert _names(store)[0] == ["a"]
