@@ -126,7 +126,7 @@ class ControlPlane:
     def policy_report(self) -> dict[str, Any]:
         return {
             "config_dir": str(self.settings.config_dir),
-            "objects": [str(key) for key in self.policy.keys()],
+            "objects": [str(obj.key) for obj in self.policy],
             "diagnostics": [str(d) for d in self.diagnostics],
             "shapes": {identity.describe(): {"version": snap.version, "streams": streams}
                        for identity, (snap, streams) in self.cache.shapes().items()},

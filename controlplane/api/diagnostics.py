@@ -28,6 +28,21 @@ UNKNOWN = "-"
 UNSUPPORTED_FIELD = "unsupported field"
 REQUIRED_FIELD = "required field is missing"
 
+# pydantic type errors, worded for YAML authors (pydantic's mention Python class names).
+_TYPE_MESSAGES = {
+    "model_type": "expected a mapping",
+    "model_attributes_type": "expected a mapping",
+    "dict_type": "expected a mapping",
+    "tuple_type": "expected a list",
+    "list_type": "expected a list",
+    "string_type": "expected a string",
+    "int_type": "expected an integer",
+    "int_parsing": "expected an integer",
+    "int_from_float": "expected an integer",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+}
+
 # A path segment that can be written after a dot; anything else (label keys such as
 # "app.kubernetes.io/name") is quoted in brackets so the path stays unambiguous.
 _PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
@@ -72,6 +87,8 @@ def pydantic_message(error: Any) -> str:
         return UNSUPPORTED_FIELD
     if kind == "missing":
         return REQUIRED_FIELD
+    if kind in _TYPE_MESSAGES:
+        return f"{_TYPE_MESSAGES[kind]}, got {_yaml_type(error.get('input'))}"
     if kind == "literal_error":
         return f"unsupported value {error.get('input')!r}; expected {ctx.get('expected', '?')}"
     if kind in ("value_error", "assertion_error") and "error" in ctx:
@@ -79,6 +96,16 @@ def pydantic_message(error: Any) -> str:
         return str(ctx["error"])
     message = str(error.get("msg", "invalid value"))
     return message[:1].lower() + message[1:]
+
+
+def _yaml_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return repr(value)
 
 
 def relevant_errors(errors: Sequence[Any]) -> list[Any]:

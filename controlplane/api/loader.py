@@ -116,13 +116,13 @@ def decode_object(document: Document) -> tuple[PolicyObject | None, list[Diagnos
     source = document.source
     if data is None:
         # An empty document (a stray `---`) is not an error; a structural problem is.
-        problems = [_diagnostic(source, UNKNOWN, UNKNOWN, p.path, p.message) for p in document.problems]
-        return None, problems
+        return None, _structure_problems(document, UNKNOWN, UNKNOWN)
     if not isinstance(data, dict):
         return None, [_diagnostic(source, UNKNOWN, UNKNOWN, (), "expected a mapping (a policy object)")]
     kind, name = _kind_and_name(data)
-    diagnostics = [_diagnostic(source, kind, name, p.path, p.message) for p in document.problems]
-    cls = KINDS.get(data.get("kind")) if isinstance(data.get("kind"), str) else None
+    diagnostics = _structure_problems(document, kind, name)
+    kind_value = data.get("kind")
+    cls = KINDS.get(kind_value) if isinstance(kind_value, str) else None
     if cls is None:
         message = REQUIRED_FIELD if "kind" not in data else _unsupported_kind(data["kind"])
         return None, [*diagnostics, _diagnostic(source, kind, name, ("kind",), message)]
@@ -143,7 +143,18 @@ def _kind_and_name(data: dict[object, object]) -> tuple[str, str]:
     kind = data.get("kind")
     metadata = data.get("metadata")
     name = metadata.get("name") if isinstance(metadata, dict) else None
-    return (kind if isinstance(kind, str) and kind else UNKNOWN, name if isinstance(name, str) and name else UNKNOWN)
+    return (
+        kind if isinstance(kind, str) and kind else UNKNOWN,
+        name if isinstance(name, str) and name else UNKNOWN,
+    )
+
+
+def _structure_problems(document: Document, kind: str, name: str) -> list[Diagnostic]:
+    # These carry their own line: a duplicate key's path also names the first occurrence.
+    return [
+        Diagnostic(document.source.file, p.line, kind, name, format_path(p.path), p.message)
+        for p in document.problems
+    ]
 
 
 def _unsupported_kind(kind: object) -> str:

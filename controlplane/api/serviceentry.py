@@ -17,7 +17,9 @@ from pydantic import BeforeValidator, Field, field_validator
 from controlplane.api.meta import Host, IstioModel, PolicyObject, PortNumber, Problem, duplicates
 
 # Istio's port protocols. Istio matches them case-insensitively, so we upper-case before checking.
-Protocol = Literal["HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "MYSQL", "REDIS", "TCP", "TLS", "UDP"]
+Protocol = Literal[
+    "HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "MYSQL", "REDIS", "TCP", "TLS", "UDP"
+]
 # Ports that get HTTP routing (virtual hosts). Istio auto-detects unset protocols; we treat them as HTTP.
 HTTP_PROTOCOLS: frozenset[str | None] = frozenset({"HTTP", "HTTP2", "GRPC", None})
 # Ports whose upstream connections must speak HTTP/2.
@@ -97,7 +99,9 @@ class ServiceEntry(PolicyObject):
             yield from _check_endpoint(index, endpoint, names, spec.resolution)
 
 
-def _check_endpoint(index: int, endpoint: WorkloadEntry, names: set[str], resolution: str) -> Iterator[Problem]:
+def _check_endpoint(
+    index: int, endpoint: WorkloadEntry, names: set[str], resolution: str
+) -> Iterator[Problem]:
     path = ("spec", "endpoints", index)
     for name in endpoint.ports:
         if name not in names:
@@ -107,4 +111,5 @@ def _check_endpoint(index: int, endpoint: WorkloadEntry, names: set[str], resolu
         try:
             ipaddress.ip_address(endpoint.address)
         except ValueError:
-            yield Problem((*path, "address"), f"STATIC resolution needs an IP address, got {endpoint.address!r}")
+            message = f"STATIC resolution needs an IP address, got {endpoint.address!r}"
+            yield Problem((*path, "address"), message)

@@ -113,7 +113,8 @@ def _claim_hosts(ctx: _Context, vs: VirtualService) -> list[str]:
         path = ("spec", "hosts", index)
         owner = ctx.routed.get(host)
         if owner is not None:
-            ctx.report(vs, path, f"host {host!r} is already routed by VirtualService {owner.ref}; ignored here")
+            message = f"host {host!r} is already routed by VirtualService {owner.ref}; ignored here"
+            ctx.report(vs, path, message)
             continue
         if host not in ctx.services:
             # Kept (a later ServiceEntry may declare it), but sidecars have no port to route it on.

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from controlplane.build.proxy import ProxyIdentity, SocketAddress
+from controlplane.build.proxy import Role, SocketAddress
 
 # MeshConfig defaults (istio pkg/config/mesh/mesh.go): connectTimeout 10s, dnsRefreshRate 60s.
 DEFAULT_CONNECT_TIMEOUT_MS = 10_000
@@ -98,7 +98,7 @@ class PathMatch:
 
 @dataclass(frozen=True)
 class Route:
-    """One Envoy route: a VirtualService `http[]` entry × one of its `match[]` conditions.
+    """One Envoy route: a VirtualService `http[]` entry crossed with one of its `match[]` conditions.
 
     `http_name` / `match_name` are Istio's names as written (translation derives the route name from them);
     `is_default` marks the route a service gets when no VirtualService routes it.
@@ -133,9 +133,13 @@ class OutboundHttp:
 
 @dataclass(frozen=True)
 class ProxyModel:
-    """Everything one proxy should be configured with. Sorted tuples throughout (deterministic output)."""
+    """Everything one proxy should be configured with. Sorted tuples throughout (deterministic output).
 
-    identity: ProxyIdentity
+    It holds no proxy identity beyond what the configuration depends on, so proxies that need the same
+    configuration get equal models (and can share one snapshot).
+    """
+
+    role: Role = Role.SIDECAR
     clusters: tuple[Cluster, ...] = ()
     # None for proxies without an outbound HTTP listener (gateways).
     outbound_http: OutboundHttp | None = None

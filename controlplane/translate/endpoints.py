@@ -1,0 +1,37 @@
+"""Endpoints: a model cluster's endpoints as an Envoy ClusterLoadAssignment.
+
+Used twice: as the EDS resource of a STATIC ServiceEntry's cluster, and inline (`Cluster.load_assignment`)
+in a STRICT_DNS cluster, where the addresses are hostnames the proxy resolves itself.
+
+All endpoints go into one locality without a name: localities (and locality-weighted load balancing) come
+with WorkloadEntry `locality`, which we do not support yet.
+"""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import address_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+
+from controlplane.build.model import Cluster, Endpoint
+from controlplane.translate import names
+
+
+def load_assignment(cluster: Cluster) -> endpoint_pb2.ClusterLoadAssignment:
+    """The ClusterLoadAssignment for `cluster`, named after it (EDS resources are keyed by cluster name)."""
+    assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=names.outbound_cluster(cluster.ref))
+    if cluster.endpoints:
+        # An empty assignment has no locality at all: Envoy then answers 503 "no healthy upstream",
+        # which is what a service without endpoints should do.
+        locality = assignment.endpoints.add()
+        locality.lb_endpoints.extend(_lb_endpoint(endpoint) for endpoint in cluster.endpoints)
+    return assignment
+
+
+def _lb_endpoint(endpoint: Endpoint) -> endpoint_components_pb2.LbEndpoint:
+    socket = address_pb2.SocketAddress(address=endpoint.address, port_value=endpoint.port)
+    lb_endpoint = endpoint_components_pb2.LbEndpoint(
+        endpoint=endpoint_components_pb2.Endpoint(address=address_pb2.Address(socket_address=socket))
+    )
+    if endpoint.weight is not None:
+        lb_endpoint.load_balancing_weight.value = endpoint.weight
+    return lb_endpoint
