@@ -27,13 +27,34 @@ SHORT_NAMES: Mapping[str, str] = {
 }
 
 
+@dataclass(frozen=True, order=True)
+class Origin:
+    """A policy object that contributed to a resource (provenance for NACKs and config dumps)."""
+
+    kind: str
+    namespace: str
+    name: str
+    file: str = ""
+    line: int = 0
+
+    def __str__(self) -> str:
+        where = f" ({self.file}:{self.line})" if self.file else ""
+        return f"{self.kind}/{self.namespace}/{self.name}{where}"
+
+
 @dataclass
 class Resources:
-    """Envoy messages by type URL, then by resource name."""
+    """Envoy messages by type URL, then by resource name, and the policy objects each came from."""
 
     by_type: dict[str, dict[str, Message]] = field(default_factory=lambda: {t: {} for t in PUSH_ORDER})
+    origins: dict[tuple[str, str], tuple[Origin, ...]] = field(default_factory=dict)
 
-    def add(self, type_url: str, name: str, message: Message) -> None:
+    def add(self, type_url: str, name: str, message: Message, origins: tuple[Origin, ...] = ()) -> None:
         if name in self.by_type[type_url]:
             raise ValueError(f"duplicate {SHORT_NAMES[type_url]} resource {name!r}")
         self.by_type[type_url][name] = message
+        if origins:
+            self.origins[(type_url, name)] = tuple(sorted(set(origins)))
+
+    def origins_of(self, type_url: str, name: str) -> tuple[Origin, ...]:
+        return self.origins.get((type_url, name), ())
