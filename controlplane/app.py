@@ -1,5 +1,6 @@
 """Wires the stages and servers of a running control plane: policy loading, the snapshot cache, the xDS
-server and the admin server; reload on SIGHUP (or POST /debug/reload); graceful shutdown on SIGTERM/SIGINT.
+server and the admin server; reload when policy files change (watch.py), on SIGHUP or POST /debug/reload;
+graceful shutdown on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from controlplane.ops.admin import AdminServer
 from controlplane.policystore import PolicyStore
 from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, Resources
 from controlplane.translate.translator import translate_proxy
+from controlplane.watch import PolicyWatcher
 from controlplane.xds.cache import ResourceFactory, SnapshotCache
 from controlplane.xds.server import XdsServer
 from controlplane.xds.status import StatusRegistry
@@ -53,6 +55,7 @@ class Settings:
     xds_address: str = "127.0.0.1:18000"
     admin_address: str = "127.0.0.1:18001"
     extra_resources: Path | None = None
+    watch: bool = True
 
 
 def load_extra_resources(path: Path) -> list[tuple[str, str, Message]]:
@@ -92,15 +95,18 @@ class ControlPlane:
         admin = SocketAddress.parse(settings.admin_address)
         self.admin = AdminServer(self, admin.host, admin.port)
         self._stop = asyncio.Event()
+        self.watcher: PolicyWatcher | None = None
 
     @property
     def ready(self) -> bool:
         return self._loaded
 
-    def reload(self) -> dict[str, Any]:
+    def reload(self, changed_at: float | None = None) -> dict[str, Any]:
         """Load the policy directory and rebuild every live proxy shape. A file with errors is reported and
-        not applied (its last valid version stays in effect, see policystore.py)."""
+        not applied (its last valid version stays in effect, see policystore.py). `changed_at`
+        (time.monotonic()) is when the change was first seen, for the convergence metric."""
         started = time.perf_counter()
+        changed_at = time.monotonic() if changed_at is None else changed_at
         loaded = self.store.load()
         policy, diagnostics = loaded.policy, loaded.diagnostics
         extra: list[tuple[str, str, Message]] = []
@@ -112,7 +118,7 @@ class ControlPlane:
         for diagnostic in diagnostics:
             log.error("invalid policy: %s", diagnostic)
         self.policy, self.diagnostics = policy, diagnostics
-        changed = self.cache.set_factory(make_factory(policy, extra))
+        changed = self.cache.set_factory(make_factory(policy, extra), changed_at)
         elapsed = time.perf_counter() - started
         metrics.REBUILD_SECONDS.observe(elapsed)
         metrics.RELOADS.labels("invalid" if diagnostics else "ok").inc()
@@ -126,6 +132,7 @@ class ControlPlane:
     def policy_report(self) -> dict[str, Any]:
         return {
             "config_dir": str(self.settings.config_dir),
+            "reload_pending": self.watcher is not None and self.watcher.pending,
             "objects": [str(obj.key) for obj in self.policy],
             "diagnostics": [str(d) for d in self.diagnostics],
             "shapes": {identity.describe(): {"version": snap.version, "streams": streams}
@@ -147,10 +154,16 @@ class ControlPlane:
         loop.add_signal_handler(signal.SIGINT, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         await self.start()
+        watcher = PolicyWatcher(self.settings.config_dir, self.reload) if self.settings.watch else None
+        self.watcher = watcher
+        watching = asyncio.create_task(watcher.run()) if watcher else None
         try:
             await self._stop.wait()
         finally:
             log.info("shutting down")
+            if watcher is not None and watching is not None:
+                watcher.stop()
+                await asyncio.gather(watching, return_exceptions=True)
             await self.close()
 
     async def close(self) -> None:

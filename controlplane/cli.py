@@ -1,9 +1,11 @@
-"""Command-line interface: `controlplane serve | bootstrap | validate` (also `python -m controlplane`)."""
+"""Command-line interface: `controlplane serve | bootstrap | validate | status | config`
+(also `python -m controlplane`)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -38,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", required=True, type=Path, help="directory of policy YAML files")
     serve.add_argument("--xds-address", default="127.0.0.1:18000", type=_address)
     serve.add_argument("--admin-address", default="127.0.0.1:18001", type=_address)
+    serve.add_argument("--no-watch", action="store_true",
+                       help="do not reload when policy files change (SIGHUP and POST /debug/reload still do)")
     serve.add_argument("--test-extra-resources", type=Path, help=argparse.SUPPRESS)
 
     boot = commands.add_parser("bootstrap", help="print an Envoy bootstrap (YAML) for one proxy")
@@ -54,6 +58,19 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check a policy directory; exit 1 on problems")
     validate.add_argument("config", type=Path)
+
+    status = commands.add_parser("status", help="sync status of every connected proxy (SYNCED/STALE/NACKED)")
+    status.add_argument("--admin-address", default="127.0.0.1:18001", type=_address)
+    status.add_argument("--wait", action="store_true",
+                        help="block until every connected proxy ACKed the current config; exit 1 on timeout")
+    status.add_argument("--timeout", type=float, default=30.0, help="seconds to --wait (default 30)")
+    status.add_argument("--json", action="store_true", help="print /debug/syncz as JSON")
+
+    config = commands.add_parser("config", help="the resources one proxy gets, with their origins")
+    config.add_argument("node", help="node id")
+    config.add_argument("type", choices=["clusters", "endpoints", "listeners", "routes", "secrets"])
+    config.add_argument("--admin-address", default="127.0.0.1:18001", type=_address)
+    config.add_argument("--json", action="store_true", help="print the Envoy JSON of each resource")
     return parser
 
 
@@ -64,7 +81,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"controlplane: --config {args.config}: not a directory", file=sys.stderr)
         return 2
     settings = Settings(args.config, str(args.xds_address), str(args.admin_address),
-                        args.test_extra_resources)
+                        args.test_extra_resources, watch=not args.no_watch)
 
     async def main() -> None:
         await ControlPlane(settings).run()
@@ -105,9 +122,51 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    from controlplane.ops import inspect
+
+    try:
+        if args.wait:
+            synced, streams = inspect.wait_synced(str(args.admin_address), args.timeout)
+        else:
+            streams = inspect.fetch(str(args.admin_address), "/debug/syncz")
+            synced = inspect.all_synced(streams)
+    except inspect.AdminError as exc:
+        print(f"controlplane: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(streams, indent=2))
+    else:
+        inspect.render_status(streams, sys.stdout)
+    if args.wait and not synced:
+        print(f"controlplane: not every proxy ACKed the current config within {args.timeout:g}s",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    from controlplane.ops import inspect
+
+    try:
+        dump = inspect.fetch(str(args.admin_address), "/debug/config_dump",
+                             {"node": args.node, "type": args.type})
+    except inspect.AdminError as exc:
+        print(f"controlplane: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(dump, indent=2))
+    else:
+        inspect.render_config(dump, args.type, sys.stdout)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handlers = {"serve": _serve, "bootstrap": _bootstrap, "validate": _validate}
+    # watchfiles logs every batch of file events at INFO; our reload log line says what matters
+    logging.getLogger("watchfiles").setLevel(max(logging.WARNING, logging.getLogger().level))
+    handlers = {"serve": _serve, "bootstrap": _bootstrap, "validate": _validate, "status": _status,
+                "config": _config}
     return handlers[args.command](args)

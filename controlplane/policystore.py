@@ -18,6 +18,10 @@ from controlplane.api.policyset import PolicySet
 
 log = logging.getLogger(__name__)
 
+# Policy files are hand-written; anything bigger is a mistake (a log or a dump saved into the directory),
+# and parsing it would stall every proxy's pushes.
+MAX_FILE_BYTES = 4 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class LoadResult:
@@ -39,6 +43,11 @@ class PolicyStore:
         unreadable: list[Diagnostic] = []
         for path in policy_files(self.root) if self.root.is_dir() else []:
             try:
+                size = path.stat().st_size
+                if size > MAX_FILE_BYTES:
+                    unreadable.append(Diagnostic(str(path), 1, UNKNOWN, UNKNOWN, UNKNOWN,
+                                                 f"file too large ({size} bytes; at most {MAX_FILE_BYTES})"))
+                    continue
                 texts[str(path)] = path.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
                 unreadable.append(Diagnostic(str(path), 1, UNKNOWN, UNKNOWN, UNKNOWN, f"cannot read: {exc}"))

@@ -4,8 +4,10 @@
     GET  /readyz                    200 once the first policy load produced snapshots, else 503
     GET  /metrics                   Prometheus text format
     GET  /debug/syncz               per connected proxy and type: sent/ACKed versions, nonces, NACK text
-    GET  /debug/config_dump?node=ID the resources that proxy gets, as Envoy JSON, with versions
-                                    (optional &type=clusters|endpoints|listeners|routes|secrets)
+    GET  /debug/config_dump?node=ID the resources that proxy gets, as Envoy JSON, with versions and the
+                                    policy objects behind each (optional &type=clusters|endpoints|
+                                    listeners|routes|secrets and &resource=NAME)
+    GET  /debug/snapshots           proxy shapes, their versions, and which proxies use them
     GET  /debug/config              loaded policy files and current diagnostics
     POST /debug/reload              reload the policy directory now (as SIGHUP does)
 """
@@ -22,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from controlplane.translate.resources import PUSH_ORDER, SHORT_NAMES
 from controlplane.xds.cache import SnapshotCache
+from controlplane.xds.snapshot import type_version
 from controlplane.xds.status import StatusRegistry
 
 log = logging.getLogger(__name__)
@@ -58,6 +61,7 @@ class AdminServer:
         app.router.add_get("/debug/syncz", self._syncz)
         app.router.add_get("/debug/config_dump", self._config_dump)
         app.router.add_get("/debug/config", self._config)
+        app.router.add_get("/debug/snapshots", self._snapshots)
         app.router.add_post("/debug/reload", self._reload)
         self._app = app
 
@@ -88,7 +92,25 @@ class AdminServer:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _syncz(self, _: web.Request) -> web.Response:
-        return _json(self.backend.registry.to_json())
+        cache = self.backend.cache
+        return _json(self.backend.registry.to_json(lambda identity: cache.snapshot(identity).version))
+
+    async def _snapshots(self, _: web.Request) -> web.Response:
+        nodes: dict[str, list[str]] = {}
+        for status in self.backend.registry.streams.values():
+            nodes.setdefault(status.identity.describe(), []).append(status.node_id)
+        shapes = []
+        for identity, (snapshot, streams) in sorted(self.backend.cache.shapes().items(),
+                                                    key=lambda item: item[0].describe()):
+            shapes.append({
+                "shape": identity.describe(),
+                "snapshot_version": snapshot.version,
+                "streams": streams,
+                "nodes": sorted(nodes.get(identity.describe(), [])),
+                "versions": {SHORT_NAMES[t]: type_version(snapshot.of_type(t).values()) for t in PUSH_ORDER},
+                "resources": {SHORT_NAMES[t]: len(snapshot.of_type(t)) for t in PUSH_ORDER},
+            })
+        return _json(shapes)
 
     async def _config_dump(self, request: web.Request) -> web.Response:
         node = request.query.get("node", "")
@@ -100,14 +122,17 @@ class AdminServer:
         if not types:
             return _json({"error": f"unknown type {wanted!r}; one of {sorted(SHORT_NAMES.values())}"},
                          status=400)
+        only = request.query.get("resource")
         snapshot = self.backend.cache.snapshot(streams[0].identity)
         dump: dict[str, Any] = {"node": node, "proxy": streams[0].identity.describe(),
                                 "snapshot_version": snapshot.version}
         for type_url in types:
             dump[SHORT_NAMES[type_url]] = [
                 {"name": r.name, "version": r.version,
+                 "origins": [str(o) for o in snapshot.origins_of(type_url, r.name)],
                  "resource": json.loads(json_format.MessageToJson(r.message))}
                 for r in snapshot.of_type(type_url).values()
+                if only in (None, r.name)
             ]
         return _json(dump)
 

@@ -58,6 +58,7 @@ class SnapshotCache:
     def __init__(self, factory: ResourceFactory) -> None:
         self._factory = factory
         self._shapes: dict[ProxyIdentity, _Shape] = {}
+        self._changed_at = 0.0
         self.interner = Interner()
 
     def watch(self, identity: ProxyIdentity) -> Watch:
@@ -84,10 +85,12 @@ class SnapshotCache:
     def shapes(self) -> dict[ProxyIdentity, tuple[Snapshot, int]]:
         return {identity: (s.snapshot, len(s.watches)) for identity, s in self._shapes.items()}
 
-    def set_factory(self, factory: ResourceFactory) -> int:
+    def set_factory(self, factory: ResourceFactory, changed_at: float = 0.0) -> int:
         """Rebuild every live shape from a new policy; wake the streams whose snapshot changed.
-        Returns how many shapes changed."""
+        `changed_at` (time.monotonic()) is when the change that led here was seen. Returns how many
+        shapes changed."""
         self._factory = factory
+        self._changed_at = changed_at
         changed = 0
         for identity, shape in self._shapes.items():
             fresh = self._make(identity, previous=shape.snapshot)
@@ -103,7 +106,7 @@ class SnapshotCache:
         """Build a shape's snapshot; never publish a broken one: on failure keep the previous (or, for a
         new shape, serve an empty one) and say why in the log."""
         try:
-            fresh = Snapshot.build(self._factory(identity), self.interner)
+            fresh = Snapshot.build(self._factory(identity), self.interner, self._changed_at)
         except Exception:
             log.exception("building the snapshot for %s failed; keeping the last good one",
                           identity.describe())

@@ -71,7 +71,7 @@ class DeltaState:
         self._next_nonce = next_nonce
         self._fixed_type = fixed_type
         self._types: dict[str, _TypeState] = {t: _TypeState() for t in PUSH_ORDER}
-        status.snapshot_version = snapshot.version
+        status.use_snapshot(snapshot.version, snapshot.changed_at, initial=True)
 
     def on_request(self, request: discovery_pb2.DeltaDiscoveryRequest) -> list[Outgoing]:
         type_url = request.type_url or self._fixed_type or ""
@@ -109,7 +109,7 @@ class DeltaState:
 
     def on_snapshot(self, snapshot: Snapshot) -> list[Outgoing]:
         self.snapshot = snapshot
-        self.status.snapshot_version = snapshot.version
+        self.status.use_snapshot(snapshot.version, snapshot.changed_at)
         out: list[Outgoing] = []
         for type_url in PUSH_ORDER:
             out += self._respond(type_url, must=False)
@@ -133,7 +133,9 @@ class DeltaState:
                     state.known.pop(name)
                 else:
                     state.known[name] = previous
-        self.status.nacked(type_url, sent.snapshot_version, request.error_detail.message)
+        error = request.error_detail.message
+        origins = {str(o) for name in sent.versions for o in self.snapshot.origins_of(type_url, name)}
+        self.status.nacked(type_url, sent.snapshot_version, error, tuple(sorted(origins)))
         log.warning("node %s NACKed %s %s: %s", self.status.node_id, SHORT_NAMES[type_url],
                     ",".join(sorted(sent.versions)), request.error_detail.message)
 
@@ -183,6 +185,8 @@ class DeltaState:
         if not blocked:
             state.synced_snapshot = self.snapshot.version
         if not send and not removed and not must:
+            if not blocked:
+                self.status.in_sync(type_url, self.snapshot.version)
             return []
         nonce = self._next_nonce()
         header = discovery_pb2.DeltaDiscoveryResponse(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 CONNECTED = Gauge(
     "controlplane_xds_connected_streams", "Open xDS streams (Istio: pilot_xds)", ["protocol", "role"]
@@ -19,4 +19,10 @@ NACKS = Counter(
 )
 BAD_REQUESTS = Counter(
     "controlplane_xds_bad_requests_total", "Requests refused or ignored as malformed", ["reason"]
+)
+CONVERGENCE = Histogram(
+    "controlplane_convergence_seconds",
+    "From a policy change being seen to a proxy ACKing every type of the resulting snapshot"
+    " (Istio: pilot_proxy_convergence_time)",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )

@@ -18,7 +18,7 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf.message import Message
 
-from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, Resources
+from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, Origin, Resources
 from controlplane.xds import wire
 
 _HCM_TYPE = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
@@ -93,9 +93,13 @@ class Snapshot:
     eds_names: Mapping[str, str]
     # listener name -> names of the RouteConfigurations it reads over RDS
     rds_names: Mapping[str, frozenset[str]]
+    # (type URL, name) -> the policy objects that produced the resource
+    origins: Mapping[tuple[str, str], tuple[Origin, ...]] = field(default_factory=dict)
+    # time.monotonic() of the policy change this snapshot answers (convergence metrics); 0 if unknown
+    changed_at: float = 0.0
 
     @classmethod
-    def build(cls, resources: Resources, interner: Interner) -> Snapshot:
+    def build(cls, resources: Resources, interner: Interner, changed_at: float = 0.0) -> Snapshot:
         by_type: dict[str, dict[str, Resource]] = {}
         for type_url in PUSH_ORDER:
             messages = resources.by_type.get(type_url, {})
@@ -108,7 +112,8 @@ class Snapshot:
             if _eds_name(res.message) is not None
         }
         rds_names = {name: _rds_names(res.message) for name, res in by_type[LISTENER].items()}
-        return cls(by_type, version, eds_names, rds_names)  # type: ignore[arg-type]
+        return cls(by_type, version, eds_names, rds_names,  # type: ignore[arg-type]
+                   dict(resources.origins), changed_at)
 
     @classmethod
     def empty(cls) -> Snapshot:
@@ -116,6 +121,17 @@ class Snapshot:
 
     def of_type(self, type_url: str) -> Mapping[str, Resource]:
         return self.resources.get(type_url, {})
+
+    def origins_of(self, type_url: str, name: str) -> tuple[Origin, ...]:
+        return self.origins.get((type_url, name), ())
+
+    def blame(self, type_url: str, error: str) -> list[Origin]:
+        """The policy objects behind the resources an Envoy error message names (all of the type's if it
+        names none), so a NACK can point at file and line."""
+        names = [name for name in self.of_type(type_url) if name and name in error]
+        if not names:
+            names = list(self.of_type(type_url))
+        return sorted({origin for name in names for origin in self.origins_of(type_url, name)})
 
     def consistency_errors(self) -> list[str]:
         """Dangling references that would leave Envoy warming: every EDS name has a

@@ -63,7 +63,7 @@ class SotwState:
         self._next_nonce = next_nonce
         self._fixed_type = fixed_type
         self._types: dict[str, _TypeState] = {t: _TypeState() for t in PUSH_ORDER}
-        status.snapshot_version = snapshot.version
+        status.use_snapshot(snapshot.version, snapshot.changed_at, initial=True)
 
     def on_request(self, request: discovery_pb2.DiscoveryRequest) -> list[Outgoing]:
         type_url = request.type_url or self._fixed_type or ""
@@ -94,7 +94,7 @@ class SotwState:
 
     def on_snapshot(self, snapshot: Snapshot) -> list[Outgoing]:
         self.snapshot = snapshot
-        self.status.snapshot_version = snapshot.version
+        self.status.use_snapshot(snapshot.version, snapshot.changed_at)
         out: list[Outgoing] = []
         for type_url in PUSH_ORDER:
             out += self._respond(type_url, must=False)
@@ -104,7 +104,9 @@ class SotwState:
         state.pending = False
         if request.HasField("error_detail"):
             state.nacked.add(state.sent_version)
-            self.status.nacked(type_url, state.sent_version, request.error_detail.message)
+            error = request.error_detail.message
+            origins = tuple(str(o) for o in self.snapshot.blame(type_url, error))
+            self.status.nacked(type_url, state.sent_version, error, origins)
             log.warning("node %s NACKed %s version %s: %s", self.status.node_id, SHORT_NAMES[type_url],
                         state.sent_version, request.error_detail.message)
         else:
@@ -156,6 +158,7 @@ class SotwState:
         if not (must or state.force):
             if version == state.sent_version:
                 state.sent_snapshot = self.snapshot.version
+                self.status.in_sync(type_url, self.snapshot.version)
                 return []
             if rejected:
                 return []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ class TypeStatus:
     acked_at: float | None = None
     nacked_version: str = ""
     nack_error: str = ""
+    nack_origins: tuple[str, ...] = ()
     # version of the snapshot the last response was cut from; SYNCED means the proxy ACKed it
     snapshot_version: str = ""
 
@@ -48,8 +50,32 @@ class StreamStatus:
     protocol: str
     connected_at: float = field(default_factory=time.time)
     snapshot_version: str = ""
+    # time.monotonic() of the policy change behind the current snapshot (0: unknown)
+    snapshot_changed_at: float = 0.0
     types: dict[str, TypeStatus] = field(default_factory=dict)
     _registry: StatusRegistry | None = field(default=None, repr=False)
+    _converged: str = field(default="", repr=False)
+
+    def use_snapshot(self, version: str, changed_at: float, *, initial: bool = False) -> None:
+        self.snapshot_version, self.snapshot_changed_at = version, changed_at
+        if initial:
+            # a proxy's first sync measures its connection, not a policy change's convergence
+            self._converged = version
+
+    def in_sync(self, type_url: str, snapshot_version: str) -> None:
+        """The proxy's copy of this type already equals the snapshot's: nothing had to be sent."""
+        if type_url in self.types:
+            self.types[type_url].snapshot_version = snapshot_version
+            self._check_converged()
+
+    def _check_converged(self) -> None:
+        version = self.snapshot_version
+        if not self.types or self._converged == version:
+            return
+        if all(s.state(version) == SYNCED for s in self.types.values()):
+            self._converged = version
+            if self.snapshot_changed_at:
+                metrics.CONVERGENCE.observe(max(0.0, time.monotonic() - self.snapshot_changed_at))
 
     def of(self, type_url: str) -> TypeStatus:
         return self.types.setdefault(type_url, TypeStatus())
@@ -67,10 +93,12 @@ class StreamStatus:
         status = self.of(type_url)
         status.acked_version, status.acked_at = version, time.time()
         status.nack_error = status.nacked_version = ""
+        status.nack_origins = ()
+        self._check_converged()
 
-    def nacked(self, type_url: str, version: str, error: str) -> None:
+    def nacked(self, type_url: str, version: str, error: str, origins: tuple[str, ...] = ()) -> None:
         status = self.of(type_url)
-        status.nacked_version, status.nack_error = version, error
+        status.nacked_version, status.nack_error, status.nack_origins = version, error, origins
         metrics.NACKS.labels(SHORT_NAMES.get(type_url, type_url)).inc()
         if self._registry is not None:
             self._registry.remember_nack(self.node_id, type_url, version)
@@ -83,7 +111,10 @@ class StreamStatus:
     def was_nacked(self, type_url: str, version: str) -> bool:
         return self._registry is not None and self._registry.was_nacked(self.node_id, type_url, version)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, current_version: str | None = None) -> dict[str, Any]:
+        """`current_version`: the shape's snapshot in the cache now, which the stream may not have
+        caught up with yet (then it is STALE)."""
+        current = current_version or self.snapshot_version
         return {
             "stream": self.stream_id,
             "node": self.node_id,
@@ -91,9 +122,11 @@ class StreamStatus:
             "protocol": self.protocol,
             "connected_at": self.connected_at,
             "snapshot_version": self.snapshot_version,
+            "current_snapshot_version": current,
+            "synced": bool(self.types) and all(s.state(current) == SYNCED for s in self.types.values()),
             "types": {
                 SHORT_NAMES.get(t, t): {
-                    "state": s.state(self.snapshot_version),
+                    "state": s.state(current),
                     "sent_version": s.sent_version,
                     "sent_nonce": s.sent_nonce,
                     "sent_at": s.sent_at,
@@ -102,6 +135,7 @@ class StreamStatus:
                     "acked_at": s.acked_at,
                     "nacked_version": s.nacked_version,
                     "nack_error": s.nack_error,
+                    "nack_origins": list(s.nack_origins),
                 }
                 for t, s in sorted(self.types.items(), key=lambda item: _order(item[0]))
             },
@@ -139,5 +173,8 @@ class StatusRegistry:
     def by_node(self, node_id: str) -> list[StreamStatus]:
         return [s for s in self.streams.values() if s.node_id == node_id]
 
-    def to_json(self) -> list[dict[str, Any]]:
-        return [s.to_json() for s in sorted(self.streams.values(), key=lambda s: (s.node_id, s.stream_id))]
+    def to_json(self, current: Callable[[ProxyIdentity], str] | None = None) -> list[dict[str, Any]]:
+        return [
+            s.to_json(current(s.identity) if current else None)
+            for s in sorted(self.streams.values(), key=lambda s: (s.node_id, s.stream_id))
+        ]
