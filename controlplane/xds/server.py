@@ -1,4 +1,4 @@
-"""The gRPC xDS server: ADS (SotW and delta) and the per-type discovery services, on grpc.aio.
+"""The gRPC xDS server: ADS (SotW and delta), the per-type discovery services and CSDS, on grpc.aio.
 
 Handlers are registered generically so that responses go out as pre-spliced bytes (the identity
 serializer): the serialized resources cached in snapshots are never re-encoded per stream.
@@ -12,9 +12,12 @@ from typing import Any
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
+from envoy.service.status.v3 import csds_pb2
 
 from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 from controlplane.xds.cache import SnapshotCache
+from controlplane.xds.csds import SERVICE as CSDS_SERVICE
+from controlplane.xds.csds import Csds
 from controlplane.xds.delta import DeltaState
 from controlplane.xds.sotw import SotwState
 from controlplane.xds.status import StatusRegistry
@@ -80,6 +83,15 @@ class XdsServer:
                 ),
             }
             handlers.append(grpc.method_handlers_generic_handler(service, methods))
+        csds = Csds(self.registry, self.cache.snapshot)
+        handlers.append(grpc.method_handlers_generic_handler(CSDS_SERVICE, {
+            "FetchClientStatus": grpc.unary_unary_rpc_method_handler(
+                csds.fetch, request_deserializer=csds_pb2.ClientStatusRequest.FromString,
+                response_serializer=_identity),
+            "StreamClientStatus": grpc.stream_stream_rpc_method_handler(
+                csds.stream, request_deserializer=csds_pb2.ClientStatusRequest.FromString,
+                response_serializer=_identity),
+        }))
         return handlers
 
     async def start(self) -> None:

@@ -49,6 +49,8 @@ class StreamStatus:
     identity: ProxyIdentity
     protocol: str
     connected_at: float = field(default_factory=time.time)
+    # the envoy.config.core.v3.Node the proxy sent (for CSDS)
+    node: Any = None
     snapshot_version: str = ""
     # time.monotonic() of the policy change behind the current snapshot (0: unknown)
     snapshot_changed_at: float = 0.0
@@ -154,8 +156,8 @@ class StatusRegistry:
         self.streams: dict[int, StreamStatus] = {}
         self._nacks: defaultdict[str, set[tuple[str, str]]] = defaultdict(set)
 
-    def open(self, node_id: str, identity: ProxyIdentity, protocol: str) -> StreamStatus:
-        status = StreamStatus(next(self._ids), node_id, identity, protocol, _registry=self)
+    def open(self, node_id: str, identity: ProxyIdentity, protocol: str, node: Any = None) -> StreamStatus:
+        status = StreamStatus(next(self._ids), node_id, identity, protocol, node=node, _registry=self)
         self.streams[status.stream_id] = status
         metrics.CONNECTED.labels(protocol, identity.role.value).inc()
         return status

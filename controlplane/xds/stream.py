@@ -62,7 +62,7 @@ async def serve_stream(
         metrics.BAD_REQUESTS.labels("bad_node").inc()
         log.warning("closing an xDS stream from %s: %s", context.peer(), exc)
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-    status = registry.open(node.id, identity, protocol)
+    status = registry.open(node.id, identity, protocol, node)
     watch = cache.watch(identity)
     log.info("node %s connected (%s, %s)", node.id, protocol, identity.describe())
     queue: asyncio.Queue[Message | None] = asyncio.Queue()
