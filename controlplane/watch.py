@@ -70,7 +70,7 @@ class PolicyWatcher:
     async def _produce(self) -> None:
         # step: watchfiles' own grouping window; kept short, the burst logic below decides
         async for changes in watchfiles.awatch(self.root, step=10, debounce=200, stop_event=self._stop,
-                                               recursive=True, raise_interrupt=False,
+                                               recursive=True,
                                                watch_filter=PolicyFileFilter()):
             log.debug("policy files changed: %s", sorted(path for _, path in changes))
             self.pending = True
@@ -85,8 +85,9 @@ class PolicyWatcher:
                 done, _ = await asyncio.wait({first, stopping, producer}, return_when=asyncio.FIRST_COMPLETED)
                 if first not in done:
                     first.cancel()
-                    if producer in done and not self._stop.is_set():
-                        producer.result()  # surface the watcher's error
+                    if producer in done and not self._stop.is_set() and producer.exception():
+                        log.error("watching %s failed; live reload is off (SIGHUP still reloads)",
+                                  self.root, exc_info=producer.exception())
                     return
                 await self._burst(first.result())
         finally:
