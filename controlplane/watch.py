@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,9 +47,9 @@ class PolicyFileFilter(watchfiles.DefaultFilter):
         if not super().__call__(change, path):
             return False
         name = Path(path).name
-        return change == watchfiles.Change.deleted or (
-            name.endswith(YAML_SUFFIXES) and not name.startswith(".")
-        )
+        if change == watchfiles.Change.deleted or os.path.isdir(path):
+            return True
+        return name.endswith(YAML_SUFFIXES) and not name.startswith(".")
 
 
 class PolicyWatcher:
