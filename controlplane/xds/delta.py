@@ -204,8 +204,9 @@ class DeltaState:
             state.resend.discard(resource.name)
             state.absent.discard(resource.name)
         for name in removed:
-            if state.known.pop(name, None) is None:
-                state.absent.add(name)
+            # once told, the client knows it is gone; say it again only after it comes back
+            state.known.pop(name, None)
+            state.absent.add(name)
         self._resend_dependents(type_url, [r.name for r in ordered if versions[r.name][1] is not None])
         self.status.sent(type_url, self.snapshot.version, nonce, len(payload), self.snapshot.version)
         return [Outgoing(type_url, payload, self.snapshot.version, nonce, tuple(send), tuple(removed))]

@@ -11,6 +11,8 @@ from google.protobuf import json_format
 from controlplane.build.proxy import (
     DEFAULT_NAMESPACE,
     DEFAULT_OUTBOUND_ADDRESS,
+    META_APP_PORTS,
+    META_INBOUND_ADDRESS,
     META_LABELS,
     META_NAMESPACE,
     META_OUTBOUND_ADDRESS,
@@ -18,6 +20,7 @@ from controlplane.build.proxy import (
     ProxyIdentity,
     Role,
     SocketAddress,
+    parse_ports,
 )
 
 
@@ -42,9 +45,23 @@ def identity_of(node: base_pb2.Node) -> ProxyIdentity:
         outbound = SocketAddress.parse(str(meta.get(META_OUTBOUND_ADDRESS, DEFAULT_OUTBOUND_ADDRESS)))
     except ValueError as exc:
         raise NodeError(f"node {node.id}: metadata.{META_OUTBOUND_ADDRESS}: {exc}") from None
+    inbound = None
+    try:
+        if META_INBOUND_ADDRESS in meta:
+            inbound = SocketAddress.parse(str(meta[META_INBOUND_ADDRESS]))
+    except ValueError as exc:
+        raise NodeError(f"node {node.id}: metadata.{META_INBOUND_ADDRESS}: {exc}") from None
+    try:
+        app_ports = parse_ports(meta.get(META_APP_PORTS, ()))
+    except ValueError as exc:
+        raise NodeError(f"node {node.id}: metadata.{META_APP_PORTS}: {exc}") from None
+    if inbound is not None and not app_ports:
+        raise NodeError(f"node {node.id}: metadata.{META_INBOUND_ADDRESS} needs metadata.{META_APP_PORTS}")
     return ProxyIdentity(
         role=role,
         namespace=str(meta.get(META_NAMESPACE, DEFAULT_NAMESPACE)),
         labels=tuple(sorted(labels.items())),
         outbound_address=outbound,
+        inbound_address=inbound,
+        app_ports=app_ports,
     )

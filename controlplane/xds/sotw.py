@@ -72,7 +72,8 @@ class SotwState:
                         self.status.node_id, type_url)
             return []
         state = self._types[type_url]
-        if request.response_nonce:
+        # a nonce on a type's first request is left from an earlier stream: nothing here to ACK
+        if request.response_nonce and state.requested:
             if request.response_nonce != state.sent_nonce:
                 log.debug("node %s: stale nonce %s for %s", self.status.node_id, request.response_nonce,
                           SHORT_NAMES[type_url])

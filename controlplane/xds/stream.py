@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 import grpc
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from controlplane.build.proxy import ProxyIdentity
 from controlplane.translate.resources import SHORT_NAMES
@@ -51,6 +51,8 @@ async def serve_stream(
         first = await anext(iterator)
     except StopAsyncIteration:
         return
+    except DecodeError as exc:
+        await _malformed(context, exc)
     node = first.node
     if not first.HasField("node"):
         metrics.BAD_REQUESTS.labels("missing_node").inc()
@@ -65,13 +67,15 @@ async def serve_stream(
     status = registry.open(node.id, identity, protocol, node)
     watch = cache.watch(identity)
     log.info("node %s connected (%s, %s)", node.id, protocol, identity.describe())
-    queue: asyncio.Queue[Message | None] = asyncio.Queue()
+    queue: asyncio.Queue[Message | DecodeError | None] = asyncio.Queue()
 
     async def read() -> None:
         try:
             await queue.put(first)
             async for request in iterator:
                 await queue.put(request)
+        except DecodeError as exc:
+            await queue.put(exc)
         finally:
             await queue.put(None)
 
@@ -88,9 +92,15 @@ async def serve_stream(
         log.info("node %s disconnected (%s)", node.id, protocol)
 
 
+async def _malformed(context: grpc.aio.ServicerContext[Any, Any], exc: DecodeError) -> None:
+    metrics.BAD_REQUESTS.labels("malformed").inc()
+    log.warning("closing an xDS stream from %s: malformed request: %s", context.peer(), exc)
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {exc}")
+
+
 async def _loop(
     state: StateMachine,
-    queue: asyncio.Queue[Message | None],
+    queue: asyncio.Queue[Message | DecodeError | None],
     watch: Any,
     context: grpc.aio.ServicerContext[Any, Any],
     status: StreamStatus,
@@ -104,6 +114,9 @@ async def _loop(
             if got in done:
                 request = got.result()
                 if request is None:
+                    return
+                if isinstance(request, DecodeError):
+                    await _malformed(context, request)
                     return
                 out += state.on_request(request)
             else:
