@@ -132,4 +132,15 @@ def bootstrap_yaml(settings: BootstrapSettings) -> str:
     # via JSON text: MessageToDict returns OrderedDicts for Any fields, which safe_dump refuses
     text = json_format.MessageToJson(build_bootstrap(settings), preserving_proto_field_name=True)
     as_dict = json.loads(text)
+    # node.metadata is a protobuf Struct, a map: its JSON key order follows the process's hash seed, so
+    # sort it to make the output reproducible (checked-in bootstraps are compared with it)
+    node = as_dict.get("node", {})
+    if "metadata" in node:
+        node["metadata"] = _sorted_keys(node["metadata"])
     return yaml.safe_dump(as_dict, sort_keys=False)
+
+
+def _sorted_keys(value: object) -> object:
+    if isinstance(value, dict):
+        return {key: _sorted_keys(value[key]) for key in sorted(value)}
+    return value

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from controlplane.api.destinationrule import DestinationRule
 from controlplane.api.diagnostics import (
     REQUIRED_FIELD,
     UNKNOWN,
@@ -33,14 +34,19 @@ from controlplane.api.diagnostics import (
     relevant_errors,
 )
 from controlplane.api.documents import Document, Source, parse_documents
+from controlplane.api.meshconfig import MeshConfig
 from controlplane.api.meta import ObjectKey, PolicyObject
 from controlplane.api.policyset import PolicySet
 from controlplane.api.serviceentry import ServiceEntry
 from controlplane.api.validate import validate_policy
 from controlplane.api.virtualservice import VirtualService
+from controlplane.api.workloadentry import WorkloadEntry, WorkloadGroup
 
 # Every kind we understand, by `kind:` value. A new kind is a model module plus one entry here.
-KINDS: Mapping[str, type[PolicyObject]] = {cls.KIND: cls for cls in (ServiceEntry, VirtualService)}
+KINDS: Mapping[str, type[PolicyObject]] = {
+    cls.KIND: cls
+    for cls in (DestinationRule, MeshConfig, ServiceEntry, VirtualService, WorkloadEntry, WorkloadGroup)
+}
 
 YAML_SUFFIXES = (".yaml", ".yml")
 

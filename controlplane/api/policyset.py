@@ -11,10 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TypeVar
 
+from controlplane.api.destinationrule import DestinationRule
 from controlplane.api.documents import Source
+from controlplane.api.meshconfig import MeshConfig
 from controlplane.api.meta import ObjectKey, PolicyObject
 from controlplane.api.serviceentry import ServiceEntry
 from controlplane.api.virtualservice import VirtualService
+from controlplane.api.workloadentry import WorkloadEntry, WorkloadGroup
 
 T = TypeVar("T", bound=PolicyObject)
 
@@ -84,6 +87,20 @@ class PolicySet:
 
     def virtual_services(self) -> list[VirtualService]:
         return self.of_kind(VirtualService)
+
+    def destination_rules(self) -> list[DestinationRule]:
+        return self.of_kind(DestinationRule)
+
+    def workload_entries(self) -> list[WorkloadEntry]:
+        return self.of_kind(WorkloadEntry)
+
+    def workload_groups(self) -> list[WorkloadGroup]:
+        return self.of_kind(WorkloadGroup)
+
+    def mesh_config(self) -> MeshConfig | None:
+        """The mesh's MeshConfig: the first by namespace/name (validation reports any others)."""
+        configs = self.of_kind(MeshConfig)
+        return configs[0] if configs else None
 
     def kinds(self) -> list[str]:
         return sorted({key.kind for key in self._objects})

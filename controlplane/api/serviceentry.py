@@ -1,8 +1,10 @@
 """ServiceEntry (networking.istio.io): declares a service — its hosts, ports and endpoints.
 
-Mirrors istio/api `networking/v1/service_entry.proto`. Supported today: `hosts`, `ports` (number, name,
-protocol, targetPort), `location`, `resolution` STATIC or DNS, and inline `endpoints` (address, ports,
-labels, weight). Everything else is rejected as "unsupported field" or "unsupported value" so that nobody
+Mirrors istio/api `networking/v1/service_entry.proto`. Supported: `hosts`, `addresses` (the virtual IPs a
+sidecar's TCP/TLS listeners bind), `ports` (number, name, protocol, targetPort), `location`, `resolution`
+STATIC or DNS, inline `endpoints` (address, ports, labels, weight) or `workloadSelector` (WorkloadEntry
+objects of the same namespace). Everything else is rejected as "unsupported field" or "unsupported value"
+so that nobody
 believes it is in effect. See https://istio.io/latest/docs/reference/config/networking/service-entry/.
 """
 
@@ -12,9 +14,11 @@ import ipaddress
 from collections.abc import Iterator
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator
 
+from controlplane.api.common import WorkloadSelector
 from controlplane.api.meta import Host, IstioModel, PolicyObject, PortNumber, Problem, duplicates
+from controlplane.api.workloadentry import WorkloadEntrySpec
 
 # Istio's port protocols. Istio matches them case-insensitively, so we upper-case before checking.
 Protocol = Literal[
@@ -22,12 +26,26 @@ Protocol = Literal[
 ]
 # Ports that get HTTP routing (virtual hosts). Istio auto-detects unset protocols; we treat them as HTTP.
 HTTP_PROTOCOLS: frozenset[str | None] = frozenset({"HTTP", "HTTP2", "GRPC", None})
+# Ports that get a TCP listener (tcp_proxy) on the service's addresses; TLS and HTTPS route by SNI.
+TCP_PROTOCOLS: frozenset[str | None] = frozenset({"TCP", "TLS", "HTTPS", "MONGO", "MYSQL", "REDIS"})
+SNI_PROTOCOLS: frozenset[str | None] = frozenset({"TLS", "HTTPS"})
 # Ports whose upstream connections must speak HTTP/2.
 HTTP2_PROTOCOLS: frozenset[str | None] = frozenset({"HTTP2", "GRPC"})
 
 Location = Literal["MESH_EXTERNAL", "MESH_INTERNAL"]
 Resolution = Literal["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS"]
 SUPPORTED_RESOLUTIONS: tuple[Resolution, ...] = ("STATIC", "DNS")
+
+
+def _check_ip(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"expected an IP address, got {value!r} (CIDR ranges are not supported)") from None
+    return value
+
+
+IPAddress = Annotated[str, AfterValidator(_check_ip)]
 
 
 def _upper(value: object) -> object:
@@ -46,17 +64,9 @@ class ServicePort(IstioModel):
     def is_http(self) -> bool:
         return self.protocol in HTTP_PROTOCOLS
 
-
-class WorkloadEntry(IstioModel):
-    """An endpoint of the service (istio/api WorkloadEntry, inline form)."""
-
-    # An IP for STATIC resolution (checked in `ServiceEntry.check`), an IP or DNS name for DNS.
-    address: Host
-    # Port name → endpoint port; overrides the service port's targetPort for this endpoint.
-    ports: dict[str, PortNumber] = Field(default_factory=dict)
-    labels: dict[str, str] = Field(default_factory=dict)
-    # Istio treats 0 as "unset" (weight 1).
-    weight: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
+    @property
+    def is_tcp(self) -> bool:
+        return self.protocol in TCP_PROTOCOLS
 
 
 class ServiceEntrySpec(IstioModel):
@@ -66,7 +76,10 @@ class ServiceEntrySpec(IstioModel):
     # Istio's default is NONE (passthrough to the original destination), which we do not implement; a
     # missing resolution is therefore reported rather than quietly replaced by something else.
     resolution: Resolution = Field(default="NONE", validate_default=True)
-    endpoints: tuple[WorkloadEntry, ...] = ()
+    endpoints: tuple[WorkloadEntrySpec, ...] = ()
+    workload_selector: WorkloadSelector | None = None
+    # Virtual IPs (no CIDRs): TCP and TLS ports get a sidecar listener on each (docs/compatibility.md).
+    addresses: tuple[IPAddress, ...] = ()
 
     @field_validator("resolution")
     @classmethod
@@ -94,13 +107,17 @@ class ServiceEntry(PolicyObject):
             yield Problem(("spec", "ports", index, "number"), f"duplicate port {spec.ports[index].number}")
         for index in duplicates([port.name for port in spec.ports]):
             yield Problem(("spec", "ports", index, "name"), f"duplicate port name {spec.ports[index].name!r}")
+        for index in duplicates(list(spec.addresses)):
+            yield Problem(("spec", "addresses", index), f"duplicate address {spec.addresses[index]!r}")
+        if spec.endpoints and spec.workload_selector is not None:
+            yield Problem(("spec", "workloadSelector"), "only one of endpoints, workloadSelector may be set")
         names = {port.name for port in spec.ports}
         for index, endpoint in enumerate(spec.endpoints):
             yield from _check_endpoint(index, endpoint, names, spec.resolution)
 
 
 def _check_endpoint(
-    index: int, endpoint: WorkloadEntry, names: set[str], resolution: str
+    index: int, endpoint: WorkloadEntrySpec, names: set[str], resolution: str
 ) -> Iterator[Problem]:
     path = ("spec", "endpoints", index)
     for name in endpoint.ports:

@@ -2,42 +2,53 @@
 
 Runs after every object has been decoded on its own. What happens to an object that fails here is chosen
 to keep as much of the mesh working as possible (Contour's "prune the invalid part" approach), and always
-comes with a diagnostic:
+comes with a diagnostic that names both objects of a conflict with their file:line. "First" below means
+first in (kind, namespace, name) order — Istio uses creation time, which files do not have.
 
-- A ServiceEntry host already declared by an earlier ServiceEntry (sorted by namespace/name): the host is
-  removed from the later one. A ServiceEntry left without hosts is dropped.
-- A VirtualService host already routed by an earlier mesh VirtualService: the host is removed from the
-  later one (Istio also lets only one VirtualService own a host for sidecars). A VirtualService left without
-  hosts is dropped.
-- A mesh VirtualService host that no ServiceEntry declares: reported; sidecars ignore that host (it has
-  no ports to build virtual hosts for). The VirtualService is kept for its other hosts.
-- An `http[]` route whose destination host no ServiceEntry declares, or whose port the service lacks (or is
-  ambiguous): that `http[]` entry is dropped, the rest of the VirtualService is kept. Requests it would
-  have matched fall through to the following entries; if no entry is left the host gets its default
-  route, exactly as if it had no VirtualService.
+- MeshConfig: only the first applies; others are reported and dropped.
+- ServiceEntry host already declared by an earlier ServiceEntry: removed from the later one (an entry left
+  without hosts is dropped). A WorkloadEntry selected by a STATIC ServiceEntry must have an IP address.
+- DestinationRule for a host no ServiceEntry declares: reported, kept (it has no effect). Several
+  DestinationRules for one host are merged as Istio merges them: the first one's `trafficPolicy` applies
+  (a later one's is reported and removed), subsets are the union, and a subset name already defined by an
+  earlier rule is reported and removed from the later one.
+- VirtualService checks: see `validate_routes`.
 
 Field paths in diagnostics refer to the object as written (indexes before anything was removed).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
+from controlplane.api.common import labels_match
+from controlplane.api.destinationrule import DestinationRule
 from controlplane.api.diagnostics import UNKNOWN, Diagnostic, FieldPath, format_path
+from controlplane.api.hosts import HostIndex
+from controlplane.api.meshconfig import MeshConfig
 from controlplane.api.meta import PolicyObject
 from controlplane.api.policyset import PolicySet
 from controlplane.api.serviceentry import ServiceEntry, ServiceEntrySpec
-from controlplane.api.virtualservice import HTTPRoute, VirtualService
+from controlplane.api.virtualservice import VirtualService
+from controlplane.api.workloadentry import WorkloadEntry
 
 
 @dataclass
-class _Context:
+class Context:
+    """What the checks share: the policy, the diagnostics so far, and the services found valid."""
+
     policy: PolicySet
     diagnostics: list[Diagnostic] = field(default_factory=list)
     # host → (owning ServiceEntry, its spec); the first ServiceEntry in sorted order wins.
     services: dict[str, tuple[ServiceEntry, ServiceEntrySpec]] = field(default_factory=dict)
     # host → VirtualService that routes it for sidecars.
     routed: dict[str, VirtualService] = field(default_factory=dict)
+    # host → {subset name: DestinationRule defining it}.
+    subsets: dict[str, dict[str, DestinationRule]] = field(default_factory=dict)
+    # host → the first DestinationRule with a trafficPolicy for it.
+    policy_owners: dict[str, DestinationRule] = field(default_factory=dict)
+    index: HostIndex = field(default_factory=lambda: HostIndex(()))
 
     def report(self, obj: PolicyObject, path: FieldPath, message: str) -> None:
         source = self.policy.source(obj.key)
@@ -52,37 +63,53 @@ class _Context:
             )
         )
 
+    def where(self, obj: PolicyObject) -> str:
+        """`ServiceEntry default/a (p.yaml:3)`: the other side of a conflict, with its location."""
+        source = self.policy.source(obj.key)
+        at = f" ({source.file}:{source.line})" if source else ""
+        return f"{obj.kind} {obj.ref}{at}"
+
+    def resolve(self, host: str, namespace: str) -> str | None:
+        return self.index.resolve(host, namespace)
+
 
 def validate_policy(policy: PolicySet) -> tuple[PolicySet, list[Diagnostic]]:
     """The policy with cross-object errors pruned (see the module docstring), and what was pruned."""
-    ctx = _Context(policy)
+    # Imported here: validate_routes needs Context from this module.
+    from controlplane.api.validate_routes import check_virtual_service
+
+    ctx = Context(policy)
     kept: list[PolicyObject] = []
-    for obj in policy:
-        if isinstance(obj, ServiceEntry):
-            result: PolicyObject | None = _service_entry(ctx, obj)
-        elif isinstance(obj, VirtualService):
-            continue  # after all ServiceEntries: destinations refer to them
-        else:
-            result = obj
-        if result is not None:
-            kept.append(result)
-    for vs in policy.virtual_services():
-        checked = _virtual_service(ctx, vs)
+    for se in policy.service_entries():
+        checked = _service_entry(ctx, se)
         if checked is not None:
             kept.append(checked)
+    ctx.index = HostIndex((host, se.metadata.namespace) for host, (se, _) in ctx.services.items())
+    _workload_entries(ctx, policy.workload_entries())
+    kept.extend(_mesh_configs(ctx, policy.of_kind(MeshConfig)))
+    kept.extend(_destination_rule(ctx, dr) for dr in policy.destination_rules())
+    for vs in policy.virtual_services():
+        checked_vs = check_virtual_service(ctx, vs)
+        if checked_vs is not None:
+            kept.append(checked_vs)
+    handled = (ServiceEntry, MeshConfig, DestinationRule, VirtualService)
+    kept.extend(obj for obj in policy if not isinstance(obj, handled))
     return policy.replace(kept), ctx.diagnostics
 
 
-def _service_entry(ctx: _Context, se: ServiceEntry) -> ServiceEntry | None:
+def _mesh_configs(ctx: Context, configs: list[MeshConfig]) -> list[MeshConfig]:
+    for other in configs[1:]:
+        ctx.report(other, (), f"only one MeshConfig applies: {ctx.where(configs[0])}; ignored")
+    return configs[:1]
+
+
+def _service_entry(ctx: Context, se: ServiceEntry) -> ServiceEntry | None:
     hosts: list[str] = []
     for index, host in enumerate(se.spec.hosts):
         owner = ctx.services.get(host)
         if owner is not None:
-            ctx.report(
-                se,
-                ("spec", "hosts", index),
-                f"host {host!r} is already declared by ServiceEntry {owner[0].ref}; ignored here",
-            )
+            message = f"host {host!r} is already declared by {ctx.where(owner[0])}; ignored here"
+            ctx.report(se, ("spec", "hosts", index), message)
             continue
         hosts.append(host)
     if not hosts:
@@ -94,53 +121,58 @@ def _service_entry(ctx: _Context, se: ServiceEntry) -> ServiceEntry | None:
     return se
 
 
-def _virtual_service(ctx: _Context, vs: VirtualService) -> VirtualService | None:
-    hosts = list(vs.spec.hosts)
-    if vs.spec.applies_to_mesh:
-        hosts = _claim_hosts(ctx, vs)
-        if not hosts:
-            return None
-    http = [route for index, route in enumerate(vs.spec.http) if _route_ok(ctx, vs, index, route)]
-    if len(hosts) == len(vs.spec.hosts) and len(http) == len(vs.spec.http):
-        return vs
-    spec = vs.spec.model_copy(update={"hosts": tuple(hosts), "http": tuple(http)})
-    return vs.model_copy(update={"spec": spec})
-
-
-def _claim_hosts(ctx: _Context, vs: VirtualService) -> list[str]:
-    hosts: list[str] = []
-    for index, host in enumerate(vs.spec.hosts):
-        path = ("spec", "hosts", index)
-        owner = ctx.routed.get(host)
-        if owner is not None:
-            message = f"host {host!r} is already routed by VirtualService {owner.ref}; ignored here"
-            ctx.report(vs, path, message)
+def _workload_entries(ctx: Context, entries: list[WorkloadEntry]) -> None:
+    """Reported, not dropped: the entry still serves DNS ServiceEntries; STATIC ones skip it (build)."""
+    statics: dict[object, ServiceEntry] = {
+        se.key: se
+        for se, spec in ctx.services.values()
+        if spec.resolution == "STATIC" and spec.workload_selector
+    }
+    for we in entries:
+        try:
+            ipaddress.ip_address(we.spec.address)
             continue
-        if host not in ctx.services:
-            # Kept (a later ServiceEntry may declare it), but sidecars have no port to route it on.
-            ctx.report(vs, path, f"host {host!r} is not declared by any ServiceEntry; sidecars ignore it")
-        ctx.routed[host] = vs
-        hosts.append(host)
-    return hosts
+        except ValueError:
+            pass
+        for se in statics.values():
+            selector = se.spec.workload_selector
+            if selector is None or se.metadata.namespace != we.metadata.namespace:
+                continue
+            if labels_match(selector.labels, we.spec.labels):
+                message = (
+                    f"selected by STATIC {ctx.where(se)}, which needs an IP address; not an endpoint there"
+                )
+                ctx.report(we, ("spec", "address"), message)
 
 
-def _route_ok(ctx: _Context, vs: VirtualService, index: int, http: HTTPRoute) -> bool:
-    path: FieldPath = ("spec", "http", index, "route", 0, "destination")
-    destination = http.route[0].destination
-    service = ctx.services.get(destination.host)
-    if service is None:
-        message = f"host {destination.host!r} is not declared by any ServiceEntry; route dropped"
-        ctx.report(vs, (*path, "host"), message)
-        return False
-    spec = service[1]
-    if destination.port is not None:
-        if spec.port(destination.port.number) is None:
-            numbers = ", ".join(str(port.number) for port in spec.ports)
-            message = f"service {destination.host!r} has no port {destination.port.number} (ports: {numbers})"
-            ctx.report(vs, (*path, "port", "number"), f"{message}; route dropped")
-            return False
-    elif len(spec.ports) > 1:
-        message = f"port is required: service {destination.host!r} has {len(spec.ports)} ports; route dropped"
-        ctx.report(vs, (*path, "port"), message)
-        return False
-    return True
+def _destination_rule(ctx: Context, dr: DestinationRule) -> DestinationRule:
+    host = ctx.resolve(dr.spec.host, dr.metadata.namespace)
+    if host is None:
+        ctx.report(
+            dr, ("spec", "host"), f"host {dr.spec.host!r} is not declared by any ServiceEntry; no effect"
+        )
+        return dr
+    defined = ctx.subsets.setdefault(host, {})
+    update: dict[str, object] = {}
+    if dr.spec.traffic_policy is not None:
+        owner = ctx.policy_owners.setdefault(host, dr)
+        if owner is not dr:
+            message = f"host {host!r} already has a trafficPolicy from {ctx.where(owner)}; ignored here"
+            ctx.report(dr, ("spec", "trafficPolicy"), message)
+            update["traffic_policy"] = None
+    subsets = []
+    for index, subset in enumerate(dr.spec.subsets):
+        other = defined.get(subset.name)
+        if other is not None:
+            message = (
+                f"subset {subset.name!r} of {host!r} is already defined by {ctx.where(other)}; ignored here"
+            )
+            ctx.report(dr, ("spec", "subsets", index, "name"), message)
+            continue
+        defined[subset.name] = dr
+        subsets.append(subset)
+    if len(subsets) != len(dr.spec.subsets):
+        update["subsets"] = tuple(subsets)
+    if not update:
+        return dr
+    return dr.model_copy(update={"spec": dr.spec.model_copy(update=update)})

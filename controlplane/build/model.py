@@ -5,21 +5,54 @@ here is a frozen dataclass of plain values, so models compare by value (two prox
 configuration get equal models) and can be hashed and cached.
 
 What is decided here and not in translation: which services and ports a proxy sees, where each request
-goes (route order, default routes, destination ports), which authorities a virtual host answers, and
-mesh-wide defaults (timeouts, load balancing). Naming resources is translation's job (`translate/names.py`),
-so the model refers to services by `HostPort` / `ClusterRef`, never by Envoy resource names.
+goes (route order, default routes, destination ports, subsets), which authorities a virtual host answers,
+the merged DestinationRule policy of every cluster, and mesh-wide defaults. Naming resources is
+translation's job (`translate/names.py`), so the model refers to services by `HostPort` / `ClusterRef`.
+
+Parts: `refs` (HostPort, ClusterRef, PolicyRef), `policy` (cluster policy), `routemodel` (HTTP routes);
+the names are re-exported here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
+from controlplane.build.policy import (
+    DEFAULT_CONNECT_TIMEOUT_MS,
+    DEFAULT_DNS_REFRESH_RATE_MS,
+    ClusterPolicy,
+    HealthCheck,
+    LbPolicy,
+)
 from controlplane.build.proxy import Role, SocketAddress
+from controlplane.build.refs import ClusterRef, HostPort, PolicyRef
+from controlplane.build.routemodel import MatchKind, Route, RouteMatch, StringMatch, WeightedCluster
 
-# MeshConfig defaults (istio pkg/config/mesh/mesh.go): connectTimeout 10s, dnsRefreshRate 60s.
-DEFAULT_CONNECT_TIMEOUT_MS = 10_000
-DEFAULT_DNS_REFRESH_RATE_MS = 60_000
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT_MS",
+    "DEFAULT_DNS_REFRESH_RATE_MS",
+    "Cluster",
+    "ClusterPolicy",
+    "ClusterRef",
+    "Discovery",
+    "Endpoint",
+    "HostPort",
+    "Inbound",
+    "LbPolicy",
+    "MatchKind",
+    "OutboundHttp",
+    "OutboundPolicy",
+    "PolicyRef",
+    "ProxyModel",
+    "Route",
+    "RouteMatch",
+    "StringMatch",
+    "TcpChain",
+    "TcpListener",
+    "UpstreamProtocol",
+    "VirtualHost",
+]
 
 
 class Discovery(StrEnum):
@@ -31,36 +64,19 @@ class Discovery(StrEnum):
     STRICT_DNS = "STRICT_DNS"
 
 
-class LbPolicy(StrEnum):
-    # Istio's default when a DestinationRule sets no load balancer.
-    LEAST_REQUEST = "LEAST_REQUEST"
-    ROUND_ROBIN = "ROUND_ROBIN"
-    RANDOM = "RANDOM"
-
-
 class UpstreamProtocol(StrEnum):
     HTTP1 = "HTTP1"
     # Ports declared HTTP2 or GRPC: the proxy must speak HTTP/2 to the endpoints.
     HTTP2 = "HTTP2"
+    # TCP ports: no HTTP protocol options at all.
+    TCP = "TCP"
 
 
-@dataclass(frozen=True, order=True)
-class HostPort:
-    """A service port as the mesh knows it: a ServiceEntry host and one of its port numbers."""
+class OutboundPolicy(StrEnum):
+    """MeshConfig outboundTrafficPolicy.mode: what the sidecar does with a host no ServiceEntry declares."""
 
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, order=True)
-class ClusterRef:
-    """A set of upstream endpoints: a service port, optionally narrowed to a subset (DestinationRule)."""
-
-    service: HostPort
-    subset: str = ""
+    ALLOW_ANY = "ALLOW_ANY"
+    REGISTRY_ONLY = "REGISTRY_ONLY"
 
 
 @dataclass(frozen=True, order=True)
@@ -70,6 +86,8 @@ class Endpoint:
     # None: the proxy's default weight (1).
     weight: int | None = None
     labels: tuple[tuple[str, str], ...] = ()
+    # Where active health checks go when not to `port` (a WorkloadGroup probe on another port).
+    health_check_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -78,37 +96,17 @@ class Cluster:
     discovery: Discovery
     endpoints: tuple[Endpoint, ...]
     protocol: UpstreamProtocol = UpstreamProtocol.HTTP1
-    lb_policy: LbPolicy = LbPolicy.LEAST_REQUEST
+    policy: ClusterPolicy = field(default_factory=ClusterPolicy)
     connect_timeout_ms: int = DEFAULT_CONNECT_TIMEOUT_MS
     # Only meaningful for STRICT_DNS; the proxy re-resolves at the record's TTL when it is shorter.
     dns_refresh_rate_ms: int = DEFAULT_DNS_REFRESH_RATE_MS
     respect_dns_ttl: bool = True
-
-
-@dataclass(frozen=True)
-class PathMatch:
-    """A request path condition. Only prefixes for now; exact and regex come with the wider API."""
-
-    prefix: str = "/"
+    health_check: HealthCheck | None = None
+    origins: tuple[PolicyRef, ...] = ()
 
     @property
-    def matches_everything(self) -> bool:
-        return self.prefix in ("", "/")
-
-
-@dataclass(frozen=True)
-class Route:
-    """One Envoy route: a VirtualService `http[]` entry crossed with one of its `match[]` conditions.
-
-    `http_name` / `match_name` are Istio's names as written (translation derives the route name from them);
-    `is_default` marks the route a service gets when no VirtualService routes it.
-    """
-
-    match: PathMatch
-    destination: ClusterRef
-    http_name: str | None = None
-    match_name: str | None = None
-    is_default: bool = False
+    def lb_policy(self) -> LbPolicy:
+        return self.policy.load_balancer.policy
 
 
 @dataclass(frozen=True)
@@ -121,14 +119,50 @@ class VirtualHost:
     service: HostPort
     authorities: tuple[str, ...]
     routes: tuple[Route, ...]
+    origins: tuple[PolicyRef, ...] = ()
 
 
 @dataclass(frozen=True)
 class OutboundHttp:
-    """The sidecar's outbound HTTP proxy: where it listens and how it routes by authority."""
+    """The sidecar's outbound HTTP proxy: where it listens, how it routes by authority, and what it does
+    with authorities no service answers (ALLOW_ANY: forward to the named host; REGISTRY_ONLY: 502)."""
 
     address: SocketAddress
     virtual_hosts: tuple[VirtualHost, ...]
+    outbound_policy: OutboundPolicy = OutboundPolicy.ALLOW_ANY
+
+
+@dataclass(frozen=True)
+class TcpChain:
+    """One filter chain of a TCP listener: connections whose SNI is one of `server_names` (any, when
+    empty) go to the weighted clusters."""
+
+    clusters: tuple[WeightedCluster, ...]
+    server_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TcpListener:
+    """A listener for one TCP/TLS service port on one of the service's `addresses` (its virtual IP)."""
+
+    address: str
+    port: int
+    service: HostPort
+    chains: tuple[TcpChain, ...]
+    origins: tuple[PolicyRef, ...] = ()
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """The sidecar's inbound HTTP listener: traffic for the local app, forwarded to its ports.
+
+    Requests whose `:authority` names one of `app_ports` (`host:9102`) go to that port, the rest to the
+    first app port.
+    """
+
+    address: SocketAddress
+    app_host: str
+    app_ports: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -143,3 +177,7 @@ class ProxyModel:
     clusters: tuple[Cluster, ...] = ()
     # None for proxies without an outbound HTTP listener (gateways).
     outbound_http: OutboundHttp | None = None
+    tcp_listeners: tuple[TcpListener, ...] = ()
+    inbound: Inbound | None = None
+    # ALLOW_ANY needs the passthrough cluster; kept here so translation need not look into outbound_http.
+    mesh_connect_timeout_ms: int = DEFAULT_CONNECT_TIMEOUT_MS

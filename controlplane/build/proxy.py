@@ -8,6 +8,9 @@ with equal metadata get the same configuration (and share one snapshot):
     namespace        Istio namespace of the workload (default "default")
     labels           map of workload labels (used by selectors: Gateway, Telemetry, WorkloadEntry)
     outbound_address "HOST:PORT" the sidecar's outbound HTTP listener binds (its apps' HTTP proxy)
+    inbound_address  "HOST:PORT" the sidecar's inbound HTTP listener binds (absent: no inbound listener)
+    app_ports        the local app's ports, "9101" or "9101,9102" (or a list of numbers); the inbound
+                     listener forwards to them (first port by default, see build/inbound.py)
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ META_ROLE = "role"
 META_NAMESPACE = "namespace"
 META_LABELS = "labels"
 META_OUTBOUND_ADDRESS = "outbound_address"
+META_INBOUND_ADDRESS = "inbound_address"
+META_APP_PORTS = "app_ports"
 
 DEFAULT_NAMESPACE = "default"
 DEFAULT_OUTBOUND_ADDRESS = "127.0.0.1:15001"
@@ -46,6 +51,25 @@ class SocketAddress:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
+def parse_ports(value: object) -> tuple[int, ...]:
+    """`app_ports` metadata: "9101,9102", a single number, or a list of numbers; raises ValueError."""
+    items: list[object]
+    if isinstance(value, str):
+        items = [part.strip() for part in value.split(",") if part.strip()]
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        items = [value]
+    ports: list[int] = []
+    for item in items:
+        text = str(int(item)) if isinstance(item, float) and item.is_integer() else str(item)
+        if not text.isdigit() or not 0 < int(text) < 65536:
+            raise ValueError(f"expected port numbers such as '9101,9102', got {value!r}")
+        if int(text) not in ports:
+            ports.append(int(text))
+    return tuple(ports)
+
+
 @dataclass(frozen=True)
 class ProxyIdentity:
     """Everything about a proxy that its configuration may depend on. Hashable: it is the snapshot key."""
@@ -57,10 +81,14 @@ class ProxyIdentity:
         default_factory=lambda: SocketAddress.parse(DEFAULT_OUTBOUND_ADDRESS)
     )
 
+    inbound_address: SocketAddress | None = None
+    app_ports: tuple[int, ...] = ()
+
     @property
     def label_map(self) -> dict[str, str]:
         return dict(self.labels)
 
     def describe(self) -> str:
         labels = ",".join(f"{k}={v}" for k, v in self.labels)
-        return f"{self.role}/{self.namespace}[{labels}]@{self.outbound_address}"
+        inbound = f" inbound {self.inbound_address}->{self.app_ports}" if self.inbound_address else ""
+        return f"{self.role}/{self.namespace}[{labels}]@{self.outbound_address}{inbound}"

@@ -1,62 +1,83 @@
 """Sidecar HTTP routing: which virtual hosts the outbound listener has, what they answer, where they route.
 
-One virtual host per (service host, HTTP port). Its authorities are `host:port`, plus the bare `host` when
-the port is 80 or is the service's only HTTP port — that is what a client sends for `http://host/...`
-(HTTP_PROXY absolute-form) or with `Host: host`. Envoy rejects a route configuration in which two virtual
-hosts share a domain, so authorities are claimed in sorted (host, port) order and a repeat is skipped;
-with validated policy that never happens, but a broken snapshot must be impossible, not merely unlikely.
+One virtual host per (service host, HTTP port). Its authorities are every domain of the host (see
+`api/hosts.domains`: the host as written, plus Kubernetes-style short names and FQDN) with `:port`, and
+also without the port when the port is 80 or the service's only HTTP port — what a client sends for
+`http://host/...` (HTTP_PROXY absolute-form) or with `Host: host`. Envoy rejects a route configuration in
+which two virtual hosts share a domain, so authorities are claimed in sorted (host, port) order and a
+repeat is skipped; with validated policy that only happens for Kubernetes-style aliases of two hosts.
 
 Routes follow Istio (core/route/route.go): a service routed by a mesh VirtualService gets its `http[]`
-entries in order, one route per `match[]` condition (no match = prefix "/"), first match wins, and
-generation stops after the first catch-all; nothing is appended, so an unmatched path is a 404. A service
-without a VirtualService gets a single default route, prefix "/" to its own port. A VirtualService whose
-`http[]` entries were all dropped (no usable destination) counts as absent.
+entries in order (see `httproutes`), first match wins, and generation stops after the first catch-all;
+nothing is appended, so an unmatched request is a 404. A service without a VirtualService — or whose
+VirtualService yields no route for the port — gets the default route to its own port.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
+from controlplane.api.hosts import domains
 from controlplane.api.policyset import PolicySet
-from controlplane.api.virtualservice import HTTPMatchRequest, HTTPRoute, VirtualService
-from controlplane.build.model import ClusterRef, HostPort, PathMatch, Route, VirtualHost
-from controlplane.build.services import Service, resolve_destination
+from controlplane.api.virtualservice import VirtualService
+from controlplane.build.destinationrules import HostRules
+from controlplane.build.httproutes import RouteContext, default_route, http_routes
+from controlplane.build.model import ClusterRef, HostPort, PolicyRef, Route, VirtualHost
+from controlplane.build.proxy import ProxyIdentity
+from controlplane.build.services import Registry, origin_of
 
 # The port clients leave out of the authority for plain HTTP.
 HTTP_DEFAULT_PORT = 80
 
 
-def mesh_routing(policy: PolicySet) -> dict[str, VirtualService]:
-    """Host → the VirtualService that routes it for sidecars (the first by namespace/name wins)."""
+def mesh_routing(policy: PolicySet, registry: Registry) -> dict[str, VirtualService]:
+    """Canonical host → the VirtualService that routes it for sidecars (the first by namespace/name)."""
     routing: dict[str, VirtualService] = {}
     for vs in policy.virtual_services():
         if vs.spec.applies_to_mesh:
             for host in vs.spec.hosts:
-                routing.setdefault(host, vs)
+                service = registry.resolve(host, vs.metadata.namespace)
+                if service is not None:
+                    routing.setdefault(service.host, vs)
     return routing
 
 
 def build_virtual_hosts(
-    registry: Mapping[str, Service], routing: Mapping[str, VirtualService]
+    policy: PolicySet,
+    registry: Registry,
+    rules: Mapping[str, HostRules],
+    proxy: ProxyIdentity,
 ) -> tuple[VirtualHost, ...]:
     """The outbound virtual hosts, sorted by (host, port), with proxy-wide unique authorities."""
+    routing = mesh_routing(policy, registry)
     claimed: set[str] = set()
     virtual_hosts: list[VirtualHost] = []
-    for host in sorted(registry):
-        service = registry[host]
+    for host, service in registry.services.items():
         http_ports = service.http_ports
         vs = routing.get(host)
-        routes_by_vs = _vs_routes(registry, vs) if vs is not None else ()
+        names = domains(host, service.namespace, proxy.namespace)
         for port in http_ports:
             hostport = HostPort(host, port.number)
-            candidates = [str(hostport)]
-            if port.number == HTTP_DEFAULT_PORT or len(http_ports) == 1:
-                candidates.append(host)
+            bare = port.number == HTTP_DEFAULT_PORT or len(http_ports) == 1
+            candidates = [
+                a
+                for name in names
+                for a in ([f"{name}:{port.number}", name] if bare else [f"{name}:{port.number}"])
+            ]
             authorities = tuple(_claim(claimed, candidates))
             if not authorities:
                 continue
-            routes = routes_by_vs or (_default_route(hostport),)
-            virtual_hosts.append(VirtualHost(hostport, authorities, routes))
+            routes: tuple[Route, ...] = ()
+            origins: list[PolicyRef] = [service.origin]
+            if vs is not None:
+                routes = vs_routes(
+                    RouteContext(registry, rules, proxy, vs.metadata.namespace), vs, port.number
+                )
+                origins.append(origin_of(policy, vs))
+            if not routes:
+                ctx = RouteContext(registry, rules, proxy, service.namespace)
+                routes = (default_route(ctx, ClusterRef(hostport)),)
+            virtual_hosts.append(VirtualHost(hostport, authorities, routes, tuple(sorted(set(origins)))))
     return tuple(virtual_hosts)
 
 
@@ -69,31 +90,12 @@ def _claim(claimed: set[str], candidates: list[str]) -> Iterator[str]:
             yield authority
 
 
-def _default_route(hostport: HostPort) -> Route:
-    return Route(PathMatch("/"), ClusterRef(hostport), is_default=True)
-
-
-def _vs_routes(registry: Mapping[str, Service], vs: VirtualService) -> tuple[Route, ...]:
+def vs_routes(ctx: RouteContext, vs: VirtualService, port: int) -> tuple[Route, ...]:
     routes: list[Route] = []
     for http in vs.spec.http:
-        destination = resolve_destination(registry, http.route[0].destination)
-        if destination is None:
-            continue  # reported by validation; the entry is dropped and later entries still apply
-        for route in _http_routes(http, destination):
+        for route in http_routes(ctx, http, port):
             routes.append(route)
             if route.match.matches_everything:
                 # Istio stops here too: anything after a catch-all is unreachable.
                 return tuple(routes)
     return tuple(routes)
-
-
-def _http_routes(http: HTTPRoute, destination: ClusterRef) -> Iterator[Route]:
-    matches: tuple[HTTPMatchRequest | None, ...] = http.match or (None,)
-    for match in matches:
-        prefix = match.uri.prefix if match is not None and match.uri is not None else "/"
-        yield Route(
-            PathMatch(prefix),
-            destination,
-            http_name=http.name,
-            match_name=match.name if match is not None else None,
-        )

@@ -1,8 +1,10 @@
-"""Services: ServiceEntries as the mesh's service registry, and the clusters a proxy gets from them.
+"""Services: ServiceEntries as the mesh's service registry, with their endpoints and host resolution.
 
-A service is one ServiceEntry host; every port of it becomes one cluster (whatever its protocol: TCP ports
-need clusters too, even though only HTTP ports get routes). Endpoint ports follow Istio's precedence:
-the endpoint's `ports[<port name>]`, else the port's `targetPort`, else the port `number`.
+A service is one ServiceEntry host (as written). Its endpoints are the ServiceEntry's inline `endpoints`,
+or — with `workloadSelector` — the WorkloadEntry objects of the ServiceEntry's namespace whose labels
+match (Istio's rule), sorted by namespace/name. A STATIC service skips WorkloadEntries without an IP
+address (validation reports them). Endpoint ports follow Istio's precedence: the endpoint's
+`ports[<port name>]`, else the port's `targetPort`, else the port `number`.
 
 The functions are defensive about input that cross-object validation would have pruned (a host declared
 twice, a destination port the service lacks): they skip it rather than fail, because the build stage must
@@ -11,28 +13,29 @@ work on any PolicySet, including ones made in code.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from controlplane.api.common import labels_match
+from controlplane.api.destination import Destination
+from controlplane.api.hosts import HostIndex
+from controlplane.api.meta import PolicyObject
 from controlplane.api.policyset import PolicySet
-from controlplane.api.serviceentry import HTTP2_PROTOCOLS, ServiceEntrySpec, ServicePort, WorkloadEntry
-from controlplane.api.virtualservice import Destination
-from controlplane.build.model import (
-    Cluster,
-    ClusterRef,
-    Discovery,
-    Endpoint,
-    HostPort,
-    UpstreamProtocol,
-)
+from controlplane.api.serviceentry import ServiceEntry, ServiceEntrySpec, ServicePort
+from controlplane.api.workloadentry import WorkloadEntrySpec
+from controlplane.build.model import Endpoint, HostPort, PolicyRef
 
 
 @dataclass(frozen=True)
 class Service:
-    """One host of a ServiceEntry with the ServiceEntry's ports and endpoints."""
+    """One host of a ServiceEntry with the ServiceEntry's ports and its resolved workloads."""
 
     host: str
+    namespace: str
     spec: ServiceEntrySpec
+    workloads: tuple[WorkloadEntrySpec, ...]
+    origin: PolicyRef
 
     @property
     def ports(self) -> tuple[ServicePort, ...]:
@@ -45,51 +48,86 @@ class Service:
     def port(self, number: int) -> ServicePort | None:
         return self.spec.port(number)
 
+    def endpoints(self, port: ServicePort) -> list[Endpoint]:
+        return sorted(endpoint(workload, port) for workload in self.workloads)
 
-def service_registry(policy: PolicySet) -> dict[str, Service]:
-    """Host → service, sorted by host. The first ServiceEntry (by namespace/name) declaring a host wins.
 
-    Every namespace's ServiceEntries are visible to every proxy: `exportTo` is not supported yet, and Istio's
+@dataclass(frozen=True)
+class Registry:
+    """Host → service (sorted by host), and the index that resolves host references to those hosts."""
+
+    services: Mapping[str, Service]
+    index: HostIndex
+
+    def resolve(self, host: str, namespace: str) -> Service | None:
+        canonical = self.index.resolve(host, namespace)
+        return self.services.get(canonical) if canonical is not None else None
+
+
+def origin_of(policy: PolicySet, obj: PolicyObject) -> PolicyRef:
+    source = policy.source(obj.key)
+    return PolicyRef(
+        obj.kind,
+        obj.metadata.namespace,
+        obj.metadata.name,
+        source.file if source else "",
+        source.line if source else 0,
+    )
+
+
+def service_registry(policy: PolicySet) -> Registry:
+    """The first ServiceEntry (by namespace/name) declaring a host wins.
+
+    Every namespace's ServiceEntries are visible to every proxy: `exportTo` is not supported, and Istio's
     default is export to all namespaces.
     """
-    registry: dict[str, Service] = {}
+    services: dict[str, Service] = {}
     for entry in policy.service_entries():
+        workloads = _workloads(policy, entry)
         for host in entry.spec.hosts:
-            registry.setdefault(host, Service(host, entry.spec))
-    return dict(sorted(registry.items()))
+            if host not in services:
+                origin = origin_of(policy, entry)
+                services[host] = Service(host, entry.metadata.namespace, entry.spec, workloads, origin)
+    ordered = dict(sorted(services.items()))
+    index = HostIndex((host, service.namespace) for host, service in ordered.items())
+    return Registry(ordered, index)
 
 
-def build_clusters(registry: Mapping[str, Service]) -> tuple[Cluster, ...]:
-    """One cluster per service port, sorted by (host, port)."""
-    clusters = [_cluster(service, port) for service in registry.values() for port in service.ports]
-    return tuple(sorted(clusters, key=lambda cluster: cluster.ref))
+def _workloads(policy: PolicySet, entry: ServiceEntry) -> tuple[WorkloadEntrySpec, ...]:
+    selector = entry.spec.workload_selector
+    if selector is None:
+        return entry.spec.endpoints
+    selected = [
+        we.spec
+        for we in policy.workload_entries()
+        if we.metadata.namespace == entry.metadata.namespace and labels_match(selector.labels, we.spec.labels)
+    ]
+    if entry.spec.resolution == "STATIC":
+        selected = [spec for spec in selected if _is_ip(spec.address)]
+    return tuple(selected)
 
 
-def _cluster(service: Service, port: ServicePort) -> Cluster:
-    ref = ClusterRef(HostPort(service.host, port.number))
-    protocol = UpstreamProtocol.HTTP2 if port.protocol in HTTP2_PROTOCOLS else UpstreamProtocol.HTTP1
-    endpoints = sorted(_endpoint(entry, port) for entry in service.spec.endpoints)
-    if service.spec.resolution == "DNS":
-        if not endpoints:
-            # A DNS ServiceEntry without endpoints means "resolve the host itself" (Istio SE conversion).
-            endpoints = [Endpoint(service.host, port.target_port or port.number)]
-        return Cluster(ref, Discovery.STRICT_DNS, tuple(endpoints), protocol)
-    return Cluster(ref, Discovery.EDS, tuple(endpoints), protocol)
+def _is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
 
 
-def _endpoint(entry: WorkloadEntry, port: ServicePort) -> Endpoint:
+def endpoint(entry: WorkloadEntrySpec, port: ServicePort) -> Endpoint:
     number = entry.ports.get(port.name) or port.target_port or port.number
     labels = tuple(sorted(entry.labels.items()))
     # Istio reads weight 0 as unset.
     return Endpoint(entry.address, number, entry.weight or None, labels)
 
 
-def resolve_destination(registry: Mapping[str, Service], destination: Destination) -> ClusterRef | None:
-    """The cluster a VirtualService destination refers to; None when the host or port does not resolve.
+def resolve_port(registry: Registry, destination: Destination, namespace: str) -> HostPort | None:
+    """The service port a destination refers to; None when the host or port does not resolve.
 
     Without `port`, the destination is the service's only port (Istio's rule); ambiguous otherwise.
     """
-    service = registry.get(destination.host)
+    service = registry.resolve(destination.host, namespace)
     if service is None:
         return None
     if destination.port is not None:
@@ -98,4 +136,4 @@ def resolve_destination(registry: Mapping[str, Service], destination: Destinatio
         port = service.ports[0] if len(service.ports) == 1 else None
     if port is None:
         return None
-    return ClusterRef(HostPort(service.host, port.number))
+    return HostPort(service.host, port.number)

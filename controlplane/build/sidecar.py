@@ -5,18 +5,23 @@ snapshot layer can hash them. It trusts nothing about its input beyond the Polic
 that do not resolve are skipped (validation has already reported them).
 
 Roles:
-- sidecar: every service's clusters, and one outbound HTTP listener at the proxy's `outbound_address`
-  routing by authority (see `routing`);
+- sidecar: every service's clusters (with DestinationRule policy and subsets), one outbound HTTP listener
+  at the proxy's `outbound_address` routing by authority (see `routing`), TCP/TLS listeners on service
+  addresses (see `tcp`), and an inbound listener when the proxy names its app (see `inbound`);
 - gateway: an empty model for now; Gateway resources arrive with the wider traffic API.
 """
 
 from __future__ import annotations
 
 from controlplane.api.policyset import PolicySet
-from controlplane.build.model import OutboundHttp, ProxyModel
+from controlplane.build.clusters import build_clusters
+from controlplane.build.destinationrules import destination_rules
+from controlplane.build.inbound import build_inbound
+from controlplane.build.model import DEFAULT_CONNECT_TIMEOUT_MS, OutboundHttp, OutboundPolicy, ProxyModel
 from controlplane.build.proxy import ProxyIdentity, Role
-from controlplane.build.routing import build_virtual_hosts, mesh_routing
-from controlplane.build.services import build_clusters, service_registry
+from controlplane.build.routing import build_virtual_hosts
+from controlplane.build.services import service_registry
+from controlplane.build.tcp import build_tcp_listeners
 
 
 def build_proxy(policy: PolicySet, proxy: ProxyIdentity) -> ProxyModel:
@@ -29,9 +34,19 @@ def build_proxy(policy: PolicySet, proxy: ProxyIdentity) -> ProxyModel:
 def build_sidecar(policy: PolicySet, proxy: ProxyIdentity) -> ProxyModel:
     # Every service is visible to every sidecar: Istio's default without `exportTo` or a Sidecar resource.
     registry = service_registry(policy)
-    virtual_hosts = build_virtual_hosts(registry, mesh_routing(policy))
+    rules = destination_rules(policy, registry)
+    mesh = policy.mesh_config()
+    connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS
+    outbound_policy = OutboundPolicy.ALLOW_ANY
+    if mesh is not None:
+        connect_timeout_ms = mesh.spec.connect_timeout or DEFAULT_CONNECT_TIMEOUT_MS
+        outbound_policy = OutboundPolicy(mesh.spec.outbound_traffic_policy.mode)
+    virtual_hosts = build_virtual_hosts(policy, registry, rules, proxy)
     return ProxyModel(
         role=Role.SIDECAR,
-        clusters=build_clusters(registry),
-        outbound_http=OutboundHttp(proxy.outbound_address, virtual_hosts),
+        clusters=build_clusters(policy, registry, rules, connect_timeout_ms),
+        outbound_http=OutboundHttp(proxy.outbound_address, virtual_hosts, outbound_policy),
+        tcp_listeners=build_tcp_listeners(policy, registry, proxy),
+        inbound=build_inbound(proxy),
+        mesh_connect_timeout_ms=connect_timeout_ms,
     )

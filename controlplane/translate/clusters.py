@@ -1,36 +1,35 @@
-"""Clusters: one Envoy Cluster per model cluster (a service port).
+"""Clusters: one Envoy Cluster per model cluster (a service port, or a port and a subset).
 
 - EDS (ServiceEntry STATIC): endpoints arrive as a ClusterLoadAssignment over the same ADS stream;
 - STRICT_DNS (ServiceEntry DNS): the load assignment is inline and Envoy resolves the hostnames itself,
   every `dns_refresh_rate` or sooner when the DNS TTL says so.
 
-HTTP/2 upstreams (ports declared HTTP2 or GRPC) need explicit protocol options: Envoy speaks HTTP/1.1 to
-upstreams unless told otherwise, and a gRPC server would refuse it.
+Policy parts live in their own modules: `lb`, `circuit_breakers`, `outlier`, `health_checks`. HTTP
+upstream options (HTTP/2 for HTTP2/GRPC ports — Envoy speaks HTTP/1.1 unless told otherwise and a gRPC
+server would refuse it —, maxRequestsPerConnection, idleTimeout) go into `HttpProtocolOptions`.
 """
 
 from __future__ import annotations
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
-from google.protobuf import any_pb2, duration_pb2
 
-from controlplane.build.model import Cluster, Discovery, LbPolicy, UpstreamProtocol
+from controlplane.build.model import Cluster, Discovery, UpstreamProtocol
+from controlplane.build.policy import ConnectionPool
 from controlplane.translate import names
 from controlplane.translate.ads import ads_config_source
+from controlplane.translate.circuit_breakers import circuit_breakers
 from controlplane.translate.endpoints import load_assignment
-
-_LB_POLICIES = {
-    LbPolicy.LEAST_REQUEST: cluster_pb2.Cluster.LEAST_REQUEST,
-    LbPolicy.ROUND_ROBIN: cluster_pb2.Cluster.ROUND_ROBIN,
-    LbPolicy.RANDOM: cluster_pb2.Cluster.RANDOM,
-}
+from controlplane.translate.health_checks import health_check
+from controlplane.translate.lb import apply_load_balancer
+from controlplane.translate.outlier import apply_outlier_detection
+from controlplane.translate.protos import duration_ms, pack
 
 
 def translate_cluster(cluster: Cluster) -> cluster_pb2.Cluster:
     out = cluster_pb2.Cluster(
         name=names.outbound_cluster(cluster.ref),
-        connect_timeout=_duration_ms(cluster.connect_timeout_ms),
-        lb_policy=_LB_POLICIES[cluster.lb_policy],
+        connect_timeout=duration_ms(cluster.connect_timeout_ms),
     )
     if cluster.discovery is Discovery.EDS:
         out.type = cluster_pb2.Cluster.EDS
@@ -38,23 +37,36 @@ def translate_cluster(cluster: Cluster) -> cluster_pb2.Cluster:
         out.eds_cluster_config.eds_config.CopyFrom(ads_config_source())
     else:
         out.type = cluster_pb2.Cluster.STRICT_DNS
-        out.dns_refresh_rate.CopyFrom(_duration_ms(cluster.dns_refresh_rate_ms))
+        out.dns_refresh_rate.CopyFrom(duration_ms(cluster.dns_refresh_rate_ms))
         out.respect_dns_ttl = cluster.respect_dns_ttl
         out.load_assignment.CopyFrom(load_assignment(cluster))
-    if cluster.protocol is UpstreamProtocol.HTTP2:
-        out.typed_extension_protocol_options[names.HTTP_PROTOCOL_OPTIONS].CopyFrom(_http2_options())
+    policy = cluster.policy
+    apply_load_balancer(out, policy.load_balancer)
+    out.circuit_breakers.CopyFrom(circuit_breakers(policy))
+    if policy.outlier_detection is not None:
+        apply_outlier_detection(out, policy.outlier_detection)
+    if cluster.health_check is not None:
+        out.health_checks.append(health_check(cluster.health_check))
+    options = _http_options(cluster.protocol, policy.connection_pool)
+    if options is not None:
+        out.typed_extension_protocol_options[names.HTTP_PROTOCOL_OPTIONS].CopyFrom(pack(options))
     return out
 
 
-def _http2_options() -> any_pb2.Any:
+def _http_options(
+    protocol: UpstreamProtocol, pool: ConnectionPool
+) -> http_protocol_options_pb2.HttpProtocolOptions | None:
+    tuned = pool.max_requests_per_connection is not None or pool.idle_timeout_ms is not None
+    if protocol is UpstreamProtocol.TCP or (protocol is UpstreamProtocol.HTTP1 and not tuned):
+        return None
     options = http_protocol_options_pb2.HttpProtocolOptions()
-    options.explicit_http_config.http2_protocol_options.SetInParent()
-    packed = any_pb2.Any()
-    packed.Pack(options)
-    return packed
-
-
-def _duration_ms(milliseconds: int) -> duration_pb2.Duration:
-    duration = duration_pb2.Duration()
-    duration.FromMilliseconds(milliseconds)
-    return duration
+    if protocol is UpstreamProtocol.HTTP2:
+        options.explicit_http_config.http2_protocol_options.SetInParent()
+    else:
+        options.explicit_http_config.http_protocol_options.SetInParent()
+    common = options.common_http_protocol_options
+    if pool.max_requests_per_connection is not None:
+        common.max_requests_per_connection.value = pool.max_requests_per_connection
+    if pool.idle_timeout_ms is not None:
+        common.idle_timeout.CopyFrom(duration_ms(pool.idle_timeout_ms))
+    return options

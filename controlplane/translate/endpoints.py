@@ -34,4 +34,7 @@ def _lb_endpoint(endpoint: Endpoint) -> endpoint_components_pb2.LbEndpoint:
     )
     if endpoint.weight is not None:
         lb_endpoint.load_balancing_weight.value = endpoint.weight
+    if endpoint.health_check_port is not None:
+        # A WorkloadGroup probe on another port than the traffic port.
+        lb_endpoint.endpoint.health_check_config.port_value = endpoint.health_check_port
     return lb_endpoint

@@ -1,4 +1,4 @@
-"""Listeners: the sidecar's outbound HTTP listener (its applications' HTTP proxy).
+"""Listeners: the sidecar's outbound HTTP listener (its applications' HTTP proxy) and the HTTP filter chain.
 
 One listener at the proxy's `outbound_address` with a single HTTP connection manager. Routes come over
 RDS on the ADS stream (one route configuration, `names.OUTBOUND_HTTP_ROUTE_CONFIG`), so route changes
@@ -7,51 +7,73 @@ never drain the listener's connections the way a listener update would.
 Applications reach services through it either as an explicit HTTP proxy (`HTTP_PROXY`, requests in
 absolute form `GET http://host:port/path`) or by sending plain requests with `Host: host[:port]`; in both
 cases Envoy routes on the resulting `:authority`.
+
+HTTP filters, in Istio's order (core/listener_builder.go): fault, cors, [dynamic_forward_proxy for
+ALLOW_ANY], router. Fault and CORS are always present with empty configs so that a route gaining a fault
+or CORS policy is a route update only; they act only on routes with a per-route config.
 """
 
 from __future__ import annotations
 
 from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
-from google.protobuf import any_pb2
-from google.protobuf.message import Message
 
-from controlplane.build.model import OutboundHttp
+from controlplane.build.model import OutboundHttp, OutboundPolicy
+from controlplane.build.proxy import SocketAddress
 from controlplane.translate import names
 from controlplane.translate.ads import ads_config_source
+from controlplane.translate.passthrough import dynamic_forward_proxy_filter
+from controlplane.translate.protos import pack
 
 
 def outbound_http_listener(outbound: OutboundHttp) -> listener_pb2.Listener:
-    socket = address_pb2.SocketAddress(address=outbound.address.host, port_value=outbound.address.port)
+    filters = [
+        hcm.HttpFilter(name=names.FAULT, typed_config=pack(fault_pb2.HTTPFault())),
+        hcm.HttpFilter(name=names.CORS, typed_config=pack(cors_pb2.Cors())),
+    ]
+    if outbound.outbound_policy is OutboundPolicy.ALLOW_ANY:
+        filters.append(
+            hcm.HttpFilter(
+                name=names.DYNAMIC_FORWARD_PROXY, typed_config=pack(dynamic_forward_proxy_filter())
+            )
+        )
+    manager = http_connection_manager(
+        names.OUTBOUND_HTTP_STAT_PREFIX, names.OUTBOUND_HTTP_ROUTE_CONFIG, filters
+    )
+    # Explicit-proxy clients send absolute-form request lines; say so rather than rely on Envoy's default.
+    manager.http_protocol_options.allow_absolute_url.value = True
+    return http_listener(names.OUTBOUND_HTTP_LISTENER, outbound.address, manager)
+
+
+def http_connection_manager(
+    stat_prefix: str, route_config: str, filters: list[hcm.HttpFilter]
+) -> hcm.HttpConnectionManager:
+    return hcm.HttpConnectionManager(
+        stat_prefix=stat_prefix,
+        codec_type=hcm.HttpConnectionManager.AUTO,
+        rds=hcm.Rds(config_source=ads_config_source(), route_config_name=route_config),
+        http_filters=[*filters, hcm.HttpFilter(name=names.ROUTER, typed_config=pack(router_pb2.Router()))],
+    )
+
+
+def http_listener(
+    name: str, address: SocketAddress, manager: hcm.HttpConnectionManager
+) -> listener_pb2.Listener:
     chain = listener_components_pb2.FilterChain(
         filters=[
-            listener_components_pb2.Filter(
-                name=names.HTTP_CONNECTION_MANAGER, typed_config=_pack(_connection_manager())
-            )
+            listener_components_pb2.Filter(name=names.HTTP_CONNECTION_MANAGER, typed_config=pack(manager))
         ]
     )
     return listener_pb2.Listener(
-        name=names.OUTBOUND_HTTP_LISTENER,
-        address=address_pb2.Address(socket_address=socket),
+        name=name,
+        address=socket_address(address.host, address.port),
         filter_chains=[chain],
     )
 
 
-def _connection_manager() -> hcm.HttpConnectionManager:
-    manager = hcm.HttpConnectionManager(
-        stat_prefix=names.OUTBOUND_HTTP_STAT_PREFIX,
-        codec_type=hcm.HttpConnectionManager.AUTO,
-        rds=hcm.Rds(config_source=ads_config_source(), route_config_name=names.OUTBOUND_HTTP_ROUTE_CONFIG),
-        http_filters=[hcm.HttpFilter(name=names.ROUTER, typed_config=_pack(router_pb2.Router()))],
-    )
-    # Explicit-proxy clients send absolute-form request lines; say so rather than rely on Envoy's default.
-    manager.http_protocol_options.allow_absolute_url.value = True
-    return manager
-
-
-def _pack(message: Message) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(message)
-    return packed
+def socket_address(host: str, port: int) -> address_pb2.Address:
+    return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=host, port_value=port))

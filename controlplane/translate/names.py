@@ -5,11 +5,15 @@ operators (stats and admin output are keyed by them) and with Istio users (who k
 so they are defined here once and nowhere else. They follow Istio where Istio has a scheme:
 
     cluster         outbound|<port>|<subset>|<host>    (pilot/pkg/model/service.go BuildSubsetKey)
-    virtual host    <host>:<port>
+    inbound cluster inbound|<app port>||                (BuildInboundSubsetKey)
+    virtual host    <host>:<port>; catch-alls "allow_any" / "block_all"
     route           <http name>[.<match name>] (empty without an http name), "default" for a default route
+    TCP listener    <address>_<port>                    (Istio's outbound listener names)
+    special         PassthroughCluster                  (ALLOW_ANY; a dynamic forward proxy here)
 
 Hosts are used as written in the ServiceEntry. Istio would qualify short Kubernetes names to FQDNs
-(`reviews` → `reviews.default.svc.cluster.local`); we have no Kubernetes registry, so we do not.
+(`reviews` → `reviews.default.svc.cluster.local`); our hosts are not Kubernetes services, so cluster names
+keep the host as written (the FQDN forms are accepted as references and domains: api/hosts.py).
 """
 
 from __future__ import annotations
@@ -25,15 +29,43 @@ OUTBOUND_HTTP_STAT_PREFIX = "outbound_http"
 # Istio's name for the route a service without a VirtualService gets.
 DEFAULT_ROUTE = "default"
 
+# The inbound listener (traffic for the local app) and its route configuration.
+INBOUND_HTTP_LISTENER = "inbound_http"
+INBOUND_HTTP_ROUTE_CONFIG = "inbound_http"
+INBOUND_HTTP_STAT_PREFIX = "inbound_http"
+
+# Istio's special cluster and catch-all virtual host / route names.
+PASSTHROUGH_CLUSTER = "PassthroughCluster"
+ALLOW_ANY = "allow_any"
+BLOCK_ALL = "block_all"
+# The DNS cache the dynamic forward proxy filter and PassthroughCluster share (they must name the same one).
+PASSTHROUGH_DNS_CACHE = "passthrough_dns_cache"
+
 # Well-known Envoy extension names (filter `name` fields).
 HTTP_CONNECTION_MANAGER = "envoy.filters.network.http_connection_manager"
 ROUTER = "envoy.filters.http.router"
+FAULT = "envoy.filters.http.fault"
+CORS = "envoy.filters.http.cors"
+DYNAMIC_FORWARD_PROXY = "envoy.filters.http.dynamic_forward_proxy"
+DYNAMIC_FORWARD_PROXY_CLUSTER = "envoy.clusters.dynamic_forward_proxy"
+TCP_PROXY = "envoy.filters.network.tcp_proxy"
+TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
+PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
 def outbound_cluster(ref: ClusterRef) -> str:
     """`outbound|9080|v2|reviews` — Istio's subset key; the subset part is empty without a subset."""
     return f"outbound|{ref.service.port}|{ref.subset}|{ref.service.host}"
+
+
+def inbound_cluster(port: int) -> str:
+    """`inbound|9101||` — Istio's inbound cluster name (empty subset and host)."""
+    return f"inbound|{port}||"
+
+
+def tcp_listener(address: str, port: int) -> str:
+    return f"{address}_{port}"
 
 
 def virtual_host(service: HostPort) -> str:

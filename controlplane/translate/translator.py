@@ -5,17 +5,23 @@ and every repeated field is built from the model's sorted tuples), so the snapsh
 resources by hashing their serialized bytes.
 
 Consistency the xDS layer relies on holds by construction: every EDS cluster gets a ClusterLoadAssignment
-of the same name, and every RDS name a listener refers to gets a RouteConfiguration.
+of the same name, and every RDS name a listener refers to gets a RouteConfiguration. Each resource made
+from policy records the objects it came from (`Resources.add(..., origins=...)`).
 """
 
 from __future__ import annotations
 
-from controlplane.build.model import Discovery, ProxyModel
+from collections.abc import Iterable
+
+from controlplane.build.model import Discovery, OutboundPolicy, PolicyRef, ProxyModel
 from controlplane.translate.clusters import translate_cluster
 from controlplane.translate.endpoints import load_assignment
+from controlplane.translate.inbound import inbound_clusters, inbound_listener, inbound_route_config
 from controlplane.translate.listeners import outbound_http_listener
-from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, Resources
+from controlplane.translate.passthrough import passthrough_cluster
+from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, Origin, Resources
 from controlplane.translate.routes import outbound_route_config
+from controlplane.translate.tcp import tcp_listener
 
 
 def translate_proxy(model: ProxyModel) -> Resources:
@@ -23,18 +29,38 @@ def translate_proxy(model: ProxyModel) -> Resources:
     resources = Resources()
     for cluster in model.clusters:
         envoy_cluster = translate_cluster(cluster)
-        resources.add(CLUSTER, envoy_cluster.name, envoy_cluster)
+        origins = _origins(cluster.origins)
+        resources.add(CLUSTER, envoy_cluster.name, envoy_cluster, origins)
         if cluster.discovery is Discovery.EDS:
             # STRICT_DNS clusters carry their endpoints inline; only EDS clusters need the resource.
             assignment = load_assignment(cluster)
-            resources.add(ENDPOINT, assignment.cluster_name, assignment)
+            resources.add(ENDPOINT, assignment.cluster_name, assignment, origins)
     if model.outbound_http is not None:
-        listener = outbound_http_listener(model.outbound_http)
+        outbound = model.outbound_http
+        if outbound.outbound_policy is OutboundPolicy.ALLOW_ANY:
+            passthrough = passthrough_cluster(model.mesh_connect_timeout_ms)
+            resources.add(CLUSTER, passthrough.name, passthrough)
+        listener = outbound_http_listener(outbound)
         resources.add(LISTENER, listener.name, listener)
-        route_config = outbound_route_config(model.outbound_http)
-        resources.add(ROUTE, route_config.name, route_config)
+        route_config = outbound_route_config(outbound)
+        origins = _origins(o for vhost in outbound.virtual_hosts for o in vhost.origins)
+        resources.add(ROUTE, route_config.name, route_config, origins)
+    for tcp in model.tcp_listeners:
+        envoy_listener = tcp_listener(tcp)
+        resources.add(LISTENER, envoy_listener.name, envoy_listener, _origins(tcp.origins))
+    if model.inbound is not None:
+        for inbound_cluster in inbound_clusters(model.inbound):
+            resources.add(CLUSTER, inbound_cluster.name, inbound_cluster)
+        in_listener = inbound_listener(model.inbound)
+        resources.add(LISTENER, in_listener.name, in_listener)
+        in_routes = inbound_route_config(model.inbound)
+        resources.add(ROUTE, in_routes.name, in_routes)
     _sort(resources)
     return resources
+
+
+def _origins(refs: Iterable[PolicyRef]) -> tuple[Origin, ...]:
+    return tuple(sorted({Origin(r.kind, r.namespace, r.name, r.file, r.line) for r in refs}))
 
 
 def _sort(resources: Resources) -> None:

@@ -36,8 +36,9 @@ def identity_of(node: base_pb2.Node) -> ProxyIdentity:
     try:
         role = Role(role_text)
     except ValueError:
-        raise NodeError(f"node {node.id}: metadata.{META_ROLE} must be sidecar or gateway, "
-                        f"got {role_text!r}") from None
+        raise NodeError(
+            f"node {node.id}: metadata.{META_ROLE} must be sidecar or gateway, got {role_text!r}"
+        ) from None
     labels = meta.get(META_LABELS, {})
     if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
         raise NodeError(f"node {node.id}: metadata.{META_LABELS} must be a map of strings")

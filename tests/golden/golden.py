@@ -1,7 +1,14 @@
 """Shared by the golden tests: run the pipeline on one input case and render the result as text.
 
 Each case is `testdata/in/<case>.yaml`, loaded as a policy directory of one file, built for a default
-sidecar (`ProxyIdentity()`: namespace default, outbound listener 127.0.0.1:15001) and translated. The
+sidecar (`ProxyIdentity()`: namespace default, outbound listener 127.0.0.1:15001) and translated. A case
+may describe its proxy differently in leading comment lines, in node-metadata terms:
+
+    # proxy.namespace: shop
+    # proxy.labels: app=web,version=v1
+    # proxy.inbound_address: 127.0.0.1:15006
+    # proxy.app_ports: 9101,9102
+ The
 outputs are JSON objects keyed by resource name with sorted keys, so diffs are stable and reviewable.
 """
 
@@ -9,13 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 from google.protobuf.json_format import MessageToDict
 
 from controlplane.api.loader import load_policy_dir
 from controlplane.build import build_proxy
-from controlplane.build.proxy import ProxyIdentity
+from controlplane.build.proxy import ProxyIdentity, SocketAddress, parse_ports
 from controlplane.translate.resources import SHORT_NAMES, Resources
 from controlplane.translate.translator import translate_proxy
 
@@ -32,11 +40,36 @@ def cases() -> list[str]:
     return sorted(path.stem for path in IN.glob("*.yaml"))
 
 
+def case_proxy(case: str) -> ProxyIdentity:
+    """The proxy a case is built for (its `# proxy.<key>: value` header lines, see the module docstring)."""
+    proxy = ProxyIdentity()
+    for line in (IN / f"{case}.yaml").read_text(encoding="utf-8").splitlines():
+        if not line.startswith("# proxy."):
+            continue
+        key, _, value = line.removeprefix("# proxy.").partition(":")
+        value = value.strip()
+        if key == "namespace":
+            proxy = dataclasses.replace(proxy, namespace=value)
+        elif key == "labels":
+            labels = tuple(sorted(tuple(item.split("=", 1)) for item in value.split(",")))
+            proxy = dataclasses.replace(proxy, labels=labels)  # type: ignore[arg-type]
+        elif key == "inbound_address":
+            proxy = dataclasses.replace(proxy, inbound_address=SocketAddress.parse(value))
+        elif key == "app_ports":
+            proxy = dataclasses.replace(proxy, app_ports=parse_ports(value))
+        else:
+            raise ValueError(f"{case}: unknown proxy key {key!r}")
+    return proxy
+
+
 def run_case(case: str) -> tuple[Resources, list[str]]:
     """Resources and diagnostic lines for one case (file names relative to testdata/in)."""
     policy, diagnostics = load_policy_dir(IN / f"{case}.yaml")
-    lines = [str(dataclasses.replace(d, file=Path(d.file).name)) for d in diagnostics]
-    return translate_proxy(build_proxy(policy, ProxyIdentity())), lines
+    # Messages naming another object's location carry its path too; keep goldens machine-independent.
+    lines = [
+        str(dataclasses.replace(d, file=Path(d.file).name)).replace(f"{IN}{os.sep}", "") for d in diagnostics
+    ]
+    return translate_proxy(build_proxy(policy, case_proxy(case))), lines
 
 
 def render(case: str) -> dict[str, str]:

@@ -108,12 +108,12 @@ def test_nested_field_line(old: str, new: str, line: int, field: str) -> None:
 def test_unsupported_field_is_an_error_at_its_line() -> None:
     text = ROUTES.replace(
         "    route:\n    - destination:\n        host: a\n",
-        "    route:\n    - destination:\n        host: a\n      weight: 50\n",
+        "    route:\n    - destination:\n        host: a\n      headers: {}\n",
     )
     keys, diagnostics = load(text)
     assert keys == []
     assert [str(d) for d in diagnostics] == [
-        "p.yaml:16: VirtualService/routes: spec.http[0].route[0].weight: unsupported field"
+        "p.yaml:16: VirtualService/routes: spec.http[0].route[0].headers: unsupported field"
     ]
 
 
@@ -142,7 +142,9 @@ def test_unknown_kind_and_non_mapping_documents() -> None:
     text = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: s}\n---\n- 1\n---\n"
     _, diagnostics = load(text)
     assert [str(d) for d in diagnostics] == [
-        "p.yaml:2: Sidecar/s: kind: unsupported kind 'Sidecar'; supported: ServiceEntry, VirtualService",
+        "p.yaml:2: Sidecar/s: kind: unsupported kind 'Sidecar'; supported: DestinationRule, MeshConfig, "
+        "ServiceEntry, VirtualService, WorkloadEntry, "
+        "WorkloadGroup",
         "p.yaml:5: -/-: -: expected a mapping (a policy object)",
     ]
 

@@ -52,11 +52,16 @@ def test_clusters_and_default_routes() -> None:
     ]
     assert model.outbound_http is not None
     hosts = model.outbound_http.virtual_hosts
-    assert [(str(v.service), v.authorities) for v in hosts] == [
+    assert [(str(v.service), v.authorities[:2]) for v in hosts] == [
         ("a:80", ("a:80", "a")),
-        ("a:8080", ("a:8080",)),
+        ("a:8080", ("a:8080", "a.default:8080")),
         ("b:8080", ("b:8080", "b")),
     ]
+    # Kubernetes-style names of a dot-less host, with the port and (only port / port 80) without.
+    assert hosts[2].authorities == (
+        "b:8080", "b", "b.default:8080", "b.default", "b.default.svc:8080", "b.default.svc",
+        "b.default.svc.cluster.local:8080", "b.default.svc.cluster.local",
+    )  # fmt: skip
     assert all(len(v.routes) == 1 and v.routes[0].is_default for v in hosts)
     assert hosts[1].routes[0].destination == ClusterRef(HostPort("a", 8080))
 
@@ -66,7 +71,8 @@ def test_authorities_stay_unique_for_unvalidated_policy() -> None:
     model = sidecar(PolicySet([entry("x", ("dup",), (80,)), entry("y", ("dup",), (80, 81))]))
     assert model.outbound_http is not None
     authorities = [a for v in model.outbound_http.virtual_hosts for a in v.authorities]
-    assert sorted(authorities) == ["dup", "dup:80"]
+    assert len(authorities) == len({a.lower() for a in authorities})
+    assert {"dup", "dup:80"} <= set(authorities)
 
 
 def test_routes_follow_the_virtual_service_and_stop_at_a_catch_all() -> None:
@@ -99,7 +105,8 @@ spec:
     assert grpc_cluster.protocol is UpstreamProtocol.HTTP2
     for virtual_host in model.outbound_http.virtual_hosts:
         assert [
-            (names.route(r), r.match.prefix, r.destination.service.port) for r in virtual_host.routes
+            (names.route(r), r.match.path.value, r.destination.service.port if r.destination else 0)
+            for r in virtual_host.routes
         ] == [
             ("one", "/one", 9000),
             ("one.m", "/uno", 9000),
@@ -111,7 +118,7 @@ spec:
 def test_translation_names_and_listener_address(address: str) -> None:
     identity = ProxyIdentity(outbound_address=SocketAddress.parse(address))
     resources = translate_proxy(build_proxy(PolicySet([entry("a", ("a",), (80,))]), identity))
-    assert list(resources.by_type[CLUSTER]) == ["outbound|80||a"]
+    assert list(resources.by_type[CLUSTER]) == [names.PASSTHROUGH_CLUSTER, "outbound|80||a"]
     assert list(resources.by_type[ROUTE]) == [names.OUTBOUND_HTTP_ROUTE_CONFIG]
     listener = resources.by_type[LISTENER][names.OUTBOUND_HTTP_LISTENER]
     socket = listener.address.socket_address

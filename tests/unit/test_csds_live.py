@@ -38,8 +38,11 @@ async def test_csds_reports_acked_resources() -> None:
             csds = csds_pb2_grpc.ClientStatusDiscoveryServiceStub(channel)
             before = await csds.FetchClientStatus(csds_pb2.ClientStatusRequest())
             assert before.config[0].generic_xds_configs[0].config_status == csds_pb2.STALE
-            await call.write(discovery_pb2.DiscoveryRequest(
-                type_url=CLUSTER, version_info=response.version_info, response_nonce=response.nonce))
+            await call.write(
+                discovery_pb2.DiscoveryRequest(
+                    type_url=CLUSTER, version_info=response.version_info, response_nonce=response.nonce
+                )
+            )
             for _ in range(50):
                 status = await csds.FetchClientStatus(csds_pb2.ClientStatusRequest())
                 if status.config[0].generic_xds_configs[0].config_status == csds_pb2.SYNCED:

@@ -1,0 +1,116 @@
+"""Value types several Istio kinds share: durations, percentages, string matches, selectors, port selectors.
+
+Istio writes durations as protobuf Duration strings ("2s", "500ms", "1.5s", "1m", "1h"); we parse them once,
+here, into whole milliseconds so later stages never see text. A duration given as a number is rejected, as
+Istio's CRD validation does: `timeout: 5` is a common slip and silently reading it as seconds would hide it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field, model_validator
+
+from controlplane.api.meta import IstioModel, PortNumber
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(h|ms|m|s|us|µs|ns)")
+_UNIT_MS = {"h": 3_600_000.0, "m": 60_000.0, "s": 1000.0, "ms": 1.0, "us": 0.001, "µs": 0.001, "ns": 1e-6}
+
+
+def parse_duration_ms(value: object) -> int:
+    """ "1.5s" → 1500. Go/protobuf duration syntax (one or more number+unit parts), non-negative."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected a duration such as '2s' or '500ms', got {value!r}")
+    text = value.strip()
+    pos = 0
+    total = 0.0
+    while pos < len(text):
+        match = _DURATION_PART.match(text, pos)
+        if match is None:
+            raise ValueError(f"invalid duration {value!r}: expected e.g. '2s', '500ms', '1m30s'")
+        total += float(match.group(1)) * _UNIT_MS[match.group(2)]
+        pos = match.end()
+    if not text:
+        raise ValueError("invalid duration '': expected e.g. '2s'")
+    return round(total)
+
+
+def _positive(value: int) -> int:
+    if value <= 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+# Milliseconds. `DurationMs` allows 0 (Istio's "disabled" for timeouts); `PositiveDurationMs` does not.
+DurationMs = Annotated[int, BeforeValidator(parse_duration_ms)]
+PositiveDurationMs = Annotated[int, BeforeValidator(parse_duration_ms), Field(gt=0)]
+
+
+def check_regex(value: str) -> str:
+    # Envoy uses RE2; Python's `re` accepts a superset of its syntax, so this catches most mistakes (an
+    # unbalanced parenthesis) before Envoy would NACK the route, but not RE2-only refusals (backreferences).
+    try:
+        re.compile(value)
+    except re.error as err:
+        raise ValueError(f"invalid regular expression {value!r}: {err}") from None
+    if re.search(r"\\[1-9]|\(\?[=!<]", value):
+        raise ValueError(f"invalid regular expression {value!r}: RE2 has no backreferences or lookaround")
+    return value
+
+
+class Percent(IstioModel):
+    """Istio's `Percent {value: double}`, 0 to 100."""
+
+    value: Annotated[float, Field(ge=0, le=100)]
+
+
+class StringMatch(IstioModel):
+    """Istio's StringMatch oneof: exactly one of `exact`, `prefix`, `regex` (an empty mapping is allowed
+    where Istio allows it — header matches, meaning "present"; callers decide)."""
+
+    exact: str | None = None
+    prefix: str | None = None
+    regex: str | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> StringMatch:
+        set_fields = [name for name in ("exact", "prefix", "regex") if getattr(self, name) is not None]
+        if len(set_fields) > 1:
+            raise ValueError(f"only one of exact, prefix, regex may be set (got {', '.join(set_fields)})")
+        if self.regex is not None:
+            check_regex(self.regex)
+        return self
+
+    @property
+    def is_empty(self) -> bool:
+        return self.exact is None and self.prefix is None and self.regex is None
+
+
+class PortSelector(IstioModel):
+    number: PortNumber
+
+
+class WorkloadSelector(IstioModel):
+    """`workloadSelector: {labels: {...}}`; an empty map would select nothing useful, so it is required."""
+
+    labels: dict[str, str] = Field(min_length=1)
+
+
+def labels_match(selector: dict[str, str] | tuple[tuple[str, str], ...], labels: dict[str, str]) -> bool:
+    """Kubernetes equality selector: every selector label is present with the same value."""
+    items = selector.items() if isinstance(selector, dict) else selector
+    return all(labels.get(key) == value for key, value in items)
+
+
+__all__ = [
+    "DurationMs",
+    "Percent",
+    "PortSelector",
+    "PositiveDurationMs",
+    "StringMatch",
+    "WorkloadSelector",
+    "check_regex",
+    "labels_match",
+    "parse_duration_ms",
+]

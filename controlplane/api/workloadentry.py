@@ -1,0 +1,104 @@
+"""WorkloadEntry and WorkloadGroup (networking.istio.io): workloads outside Kubernetes.
+
+`WorkloadEntrySpec` is also the inline `ServiceEntry.endpoints[]` form. A WorkloadEntry object is an
+endpoint of every ServiceEntry in its namespace whose `workloadSelector` its labels match (Istio's rule).
+
+A WorkloadGroup's `probe` is run in Istio by the VM's agent; we have no agent (and no kubelet), so it
+becomes Envoy active health checking on the clusters whose endpoints belong to the group: WorkloadEntries
+of the group's namespace whose labels include the group's `metadata.labels` (see build/healthchecks.py).
+Supported probe fields: httpGet (path, port, host, scheme HTTP, httpHeaders), tcpSocket (port),
+timeoutSeconds, periodSeconds, successThreshold, failureThreshold. See
+https://istio.io/latest/docs/reference/config/networking/workload-group/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from controlplane.api.meta import Host, IstioModel, PolicyObject, PortNumber, Problem
+
+
+class WorkloadEntrySpec(IstioModel):
+    """An endpoint: address, per-port-name ports, labels (subsets select on them), weight."""
+
+    # An IP for STATIC resolution (checked where the resolution is known), an IP or DNS name for DNS.
+    address: Host
+    # Port name → endpoint port; overrides the service port's targetPort for this endpoint.
+    ports: dict[str, PortNumber] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    # Istio treats 0 as "unset" (weight 1).
+    weight: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
+
+
+class WorkloadEntry(PolicyObject):
+    KIND: ClassVar[str] = "WorkloadEntry"
+
+    kind: Literal["WorkloadEntry"]
+    spec: WorkloadEntrySpec
+
+
+class HTTPHeader(IstioModel):
+    name: str = Field(min_length=1)
+    value: str
+
+
+class HTTPGetAction(IstioModel):
+    path: str = "/"
+    port: PortNumber
+    host: str | None = None
+    scheme: Literal["HTTP", "http"] = "HTTP"
+    http_headers: tuple[HTTPHeader, ...] = ()
+
+
+class TCPSocketAction(IstioModel):
+    port: PortNumber
+    host: str | None = None
+
+
+Seconds = Annotated[int, Field(ge=1, le=2**31 - 1)]
+
+
+class ReadinessProbe(IstioModel):
+    # Kubernetes' defaults, which Istio's agent follows.
+    timeout_seconds: Seconds = 1
+    period_seconds: Seconds = 10
+    success_threshold: Seconds = 1
+    failure_threshold: Seconds = 3
+    http_get: HTTPGetAction | None = None
+    tcp_socket: TCPSocketAction | None = None
+
+    @model_validator(mode="after")
+    def _one_action(self) -> ReadinessProbe:
+        if (self.http_get is None) == (self.tcp_socket is None):
+            raise ValueError("exactly one of httpGet, tcpSocket must be set")
+        return self
+
+
+class WorkloadGroupMetadata(IstioModel):
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class WorkloadGroupSpec(IstioModel):
+    metadata: WorkloadGroupMetadata = Field(default_factory=WorkloadGroupMetadata)
+    template: WorkloadEntrySpec | None = None
+    probe: ReadinessProbe | None = None
+
+
+class WorkloadGroup(PolicyObject):
+    KIND: ClassVar[str] = "WorkloadGroup"
+
+    kind: Literal["WorkloadGroup"]
+    spec: WorkloadGroupSpec
+
+    def check(self) -> Iterator[Problem]:
+        if self.spec.probe is not None and not self.spec.metadata.labels:
+            # Without labels the group would claim every workload of its namespace.
+            yield Problem(("spec", "metadata", "labels"), "a group with a probe needs metadata.labels")
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return self.spec.metadata.labels

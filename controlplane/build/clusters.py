@@ -1,0 +1,98 @@
+"""Clusters: one per service port, plus one per (port, DestinationRule subset), with their policies.
+
+Subset clusters (`outbound|<port>|<subset>|<host>`) carry the service's endpoints whose labels match the
+subset's labels, and the subset's policy merged over the rule's (see `destinationrules`). Every service
+port gets a cluster whatever its protocol: TCP ports need clusters too.
+
+Connect timeout: DestinationRule `connectionPool.tcp.connectTimeout`, else MeshConfig `connectTimeout`,
+else Istio's 10s.
+
+Active health checks come from WorkloadGroup probes (see `healthchecks`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from controlplane.api.common import labels_match
+from controlplane.api.policyset import PolicySet
+from controlplane.api.serviceentry import HTTP2_PROTOCOLS, ServicePort
+from controlplane.build.destinationrules import HostRules, cluster_policy
+from controlplane.build.healthchecks import probe_for
+from controlplane.build.model import (
+    Cluster,
+    ClusterRef,
+    Discovery,
+    Endpoint,
+    HostPort,
+    UpstreamProtocol,
+)
+from controlplane.build.services import Registry, Service
+
+
+def build_clusters(
+    policy: PolicySet, registry: Registry, rules: Mapping[str, HostRules], connect_timeout_ms: int
+) -> tuple[Cluster, ...]:
+    """Every cluster, sorted by (host, port, subset)."""
+    clusters: list[Cluster] = []
+    for service in registry.services.values():
+        host_rules = rules.get(service.host)
+        subsets = sorted(host_rules.subsets.items()) if host_rules else []
+        for port in service.ports:
+            clusters.append(_cluster(policy, service, port, host_rules, "", connect_timeout_ms, None))
+            for name, subset in subsets:
+                clusters.append(
+                    _cluster(policy, service, port, host_rules, name, connect_timeout_ms, subset.labels)
+                )
+    return tuple(sorted(clusters, key=lambda cluster: cluster.ref))
+
+
+def _cluster(
+    policy: PolicySet,
+    service: Service,
+    port: ServicePort,
+    rules: HostRules | None,
+    subset: str,
+    connect_timeout_ms: int,
+    subset_labels: dict[str, str] | None,
+) -> Cluster:
+    ref = ClusterRef(HostPort(service.host, port.number), subset)
+    if port.is_tcp:
+        protocol = UpstreamProtocol.TCP
+    elif port.protocol in HTTP2_PROTOCOLS:
+        protocol = UpstreamProtocol.HTTP2
+    else:
+        protocol = UpstreamProtocol.HTTP1
+    endpoints = service.endpoints(port)
+    if subset_labels is not None:
+        endpoints = [e for e in endpoints if labels_match(subset_labels, dict(e.labels))]
+    health_check, probe_port, group_labels = probe_for(policy, service)
+    if probe_port is not None and group_labels is not None:
+        endpoints = [
+            _with_probe_port(e, probe_port) if labels_match(group_labels, dict(e.labels)) else e
+            for e in endpoints
+        ]
+    discovery = Discovery.EDS
+    if service.spec.resolution == "DNS":
+        discovery = Discovery.STRICT_DNS
+        if not service.workloads:
+            # A DNS ServiceEntry without endpoints means "resolve the host itself" (Istio SE conversion).
+            endpoints = [Endpoint(service.host, port.target_port or port.number)]
+    cluster_policy_ = cluster_policy(rules, port.number, subset)
+    origins = (service.origin, *(rules.origins if rules else ()))
+    return Cluster(
+        ref,
+        discovery,
+        tuple(endpoints),
+        protocol,
+        policy=cluster_policy_,
+        connect_timeout_ms=cluster_policy_.connection_pool.connect_timeout_ms or connect_timeout_ms,
+        health_check=health_check,
+        origins=tuple(sorted(set(origins))),
+    )
+
+
+def _with_probe_port(endpoint: Endpoint, port: int) -> Endpoint:
+    if endpoint.port == port:
+        return endpoint
+    return Endpoint(endpoint.address, endpoint.port, endpoint.weight, endpoint.labels, port)

@@ -1,0 +1,36 @@
+"""References the model uses between its parts and back to policy: service ports, clusters, origins."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class HostPort:
+    """A service port as the mesh knows it: a ServiceEntry host (as written) and one of its port numbers."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, order=True)
+class ClusterRef:
+    """A set of upstream endpoints: a service port, optionally narrowed to a subset (DestinationRule)."""
+
+    service: HostPort
+    subset: str = ""
+
+
+@dataclass(frozen=True, order=True)
+class PolicyRef:
+    """A policy object that contributed to part of the model (provenance; translation turns it into
+    `translate.resources.Origin`)."""
+
+    kind: str
+    namespace: str
+    name: str
+    file: str = ""
+    line: int = 0

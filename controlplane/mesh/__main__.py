@@ -1,0 +1,156 @@
+"""`python -m controlplane.mesh` (what `make run` runs): bring the local mesh up, print where everything
+is, keep it running until Ctrl-C (SIGINT) or SIGTERM, then stop every process by PID.
+
+Exit codes: 0 after a clean stop, 1 when something failed to start or died (its name and the last lines
+of its log are printed), 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import TextIO
+
+from controlplane.build.proxy import Role
+from controlplane.mesh.plan import INGRESS, PlanError
+from controlplane.mesh.processes import MeshError, http_get
+from controlplane.mesh.runner import STATE_FILE, LocalMesh, MeshSettings
+from controlplane.ops import inspect
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m controlplane.mesh",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", type=Path, default=Path("config"), help="policy directory")
+    parser.add_argument("--log-dir", type=Path, default=Path("run/logs"), help="one log file per process")
+    parser.add_argument("--xds-port", type=int, default=18000, help="0: any free port")
+    parser.add_argument("--admin-port", type=int, default=18001, help="0: any free port")
+    parser.add_argument(
+        "--proxy-port-base",
+        type=int,
+        default=15000,
+        help="Envoy admin/outbound ports count up from here; 0: any free ports",
+    )
+    parser.add_argument("--sotw", action="store_true", help="Envoys use state-of-the-world ADS")
+    return parser
+
+
+def print_summary(mesh: LocalMesh, out: TextIO) -> None:
+    plan = mesh.plan
+    write = out.write
+    write(
+        f"\nmesh is up ({len(mesh.processes)} processes; logs in {mesh.settings.log_dir}/, "
+        f"state in {mesh.settings.log_dir / STATE_FILE})\n\n"
+    )
+    write(
+        f"  control plane   xDS {mesh.xds}   admin http://{mesh.admin}/debug/syncz  "
+        f"(controlplane status --admin-address {mesh.admin})\n"
+    )
+    for proxy in plan.proxies:
+        if proxy.role is not Role.GATEWAY:
+            continue
+        listeners = mesh.listeners(proxy)
+        where = (
+            ", ".join(listeners)
+            if listeners
+            else ("no listeners yet: gateways get an empty config until the policy has Gateway objects")
+        )
+        kind = "ingress" if proxy.node_id == INGRESS else "egress"
+        write(f"  {kind:<7} gateway admin http://{proxy.admin}   {where}\n")
+    write("\n  service instance                 listens on              sidecar admin / outbound\n")
+    for instance in plan.instances:
+        sidecar = plan.sidecar_of(instance)
+        listen = ",".join(str(a) for a in instance.listen)
+        write(f"  {instance.instance_id:<32} {listen:<23} http://{sidecar.admin}  {sidecar.outbound}\n")
+    for reason in plan.skipped:
+        write(f"  not started: {reason}\n")
+    for diagnostic in mesh.diagnostics:
+        write(f"  policy problem: {diagnostic}\n")
+    synced, streams = mesh.sync_status()
+    write("\nsync status" + ("" if synced else " (not every Envoy has ACKed its config yet)") + ":\n")
+    inspect.render_status(streams, out)
+    hint = _example(mesh)
+    if hint:
+        write(f"\ntry:  {hint}   (more in docs/tour.md)\n")
+    write("Ctrl-C stops everything.\n")
+    out.flush()
+
+
+def _example(mesh: LocalMesh) -> str | None:
+    """A curl through a sidecar that the current policy answers with 200 (paths vary with routes)."""
+    for instance in mesh.plan.instances:
+        outbound = str(mesh.plan.sidecar_of(instance).outbound)
+        for path in ("/", "/api/v1/hello"):
+            try:
+                status, _ = http_get(outbound, path, headers={"Host": instance.host})
+            except OSError:
+                continue
+            if status == 200:
+                return f"curl -s -H 'Host: {instance.host}' http://{outbound}{path}"
+    return None
+
+
+def run(settings: MeshSettings, out: TextIO = sys.stdout) -> int:
+    stopping: list[int] = []
+    up = False
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stopping.append(signum)
+        if not up:  # interrupt the start-up waits; start() stops what it started
+            raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    mesh: LocalMesh | None = None
+    try:
+        mesh = LocalMesh(settings)
+        out.write(
+            f"starting the mesh of {settings.config_dir}/ "
+            f"({len(mesh.plan.instances)} services, {len(mesh.plan.proxies)} Envoys)...\n"
+        )
+        out.flush()
+        mesh.start()
+        up = True
+        print_summary(mesh, out)
+        while not stopping:
+            mesh.check_alive()
+            time.sleep(0.2)
+        out.write("stopping...\n")
+        mesh.stop()
+        out.write("stopped.\n")
+        return 0
+    except (MeshError, PlanError) as exc:
+        if mesh is not None:
+            mesh.stop()
+        print(f"mesh: {exc}\nstopped everything else.", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        out.write("interrupted while starting; stopped.\n")
+        return 130
+    finally:
+        if mesh is not None:
+            mesh.stop()  # no-op unless an unexpected exception got here first
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not args.config.is_dir():
+        print(f"mesh: --config {args.config}: not a directory", file=sys.stderr)
+        return 2
+    settings = MeshSettings(
+        args.config, args.log_dir, args.xds_port, args.admin_port, args.proxy_port_base, delta=not args.sotw
+    )
+    return run(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Which processes the local mesh runs, and on which loopback addresses: a pure function of the policy.
+
+Every endpoint of a ServiceEntry with STATIC resolution on a loopback address (inline `endpoints`, or the
+WorkloadEntries its `workloadSelector` picks) becomes one demo service instance listening on that
+endpoint's address and ports, with its own sidecar Envoy (node id = instance id, labels = the endpoint's).
+Two gateways are always added: ingress (labels istio=ingressgateway) and egress (istio=egressgateway).
+Anything else (DNS services, endpoints elsewhere) is left to the outside world and listed in `skipped`.
+
+Envoy ports (admin; outbound for sidecars) come from a `Ports` source: consecutive numbers from a base
+(stable URLs for `make run`), or numbers the OS picked (tests).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from controlplane.api.common import WorkloadSelector
+from controlplane.api.policyset import PolicySet
+from controlplane.api.serviceentry import ServiceEntry, ServicePort
+from controlplane.api.workloadentry import WorkloadEntry, WorkloadEntrySpec
+from controlplane.build.proxy import Role, SocketAddress
+
+LOOPBACK = "127.0.0.1"
+GATEWAY_NAMESPACE = "istio-system"
+INGRESS = "istio-ingressgateway"
+EGRESS = "istio-egressgateway"
+
+
+class PlanError(ValueError):
+    """The policy asks for something the local mesh cannot run (e.g. two services on one address)."""
+
+
+class Ports:
+    """Hands out TCP ports: consecutive from `base`, or chosen by the OS when `base` is 0."""
+
+    def __init__(self, base: int = 0, host: str = LOOPBACK) -> None:
+        self._next = base
+        self._host = host
+        self._given: set[int] = set()
+
+    def take(self) -> int:
+        if self._next:
+            port = self._next
+            self._next += 1
+            return port
+        for _ in range(50):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind((self._host, 0))
+                port = int(sock.getsockname()[1])
+            if port not in self._given:
+                self._given.add(port)
+                return port
+        raise RuntimeError("the OS keeps handing out the same ports")
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One demo service process: a service's endpoint."""
+
+    service: str  # what it answers as (its `app` label, else the ServiceEntry's name)
+    host: str  # the ServiceEntry's first host, what clients send as Host
+    namespace: str
+    version: str
+    instance_id: str
+    listen: tuple[SocketAddress, ...]
+    labels: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """One Envoy: a gateway or an instance's sidecar."""
+
+    node_id: str
+    role: Role
+    namespace: str
+    labels: tuple[tuple[str, str], ...]
+    admin: SocketAddress
+    outbound: SocketAddress | None = None
+
+
+@dataclass(frozen=True)
+class MeshPlan:
+    instances: tuple[Instance, ...]
+    proxies: tuple[Proxy, ...]
+    skipped: tuple[str, ...] = field(default=())
+
+    def sidecar_of(self, instance: Instance) -> Proxy:
+        return next(p for p in self.proxies if p.node_id == instance.instance_id)
+
+    def proxy(self, node_id: str) -> Proxy:
+        return next(p for p in self.proxies if p.node_id == node_id)
+
+    def instances_of(self, host: str) -> list[Instance]:
+        return [i for i in self.instances if i.host == host]
+
+
+def is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def _selected(policy: PolicySet, namespace: str, selector: WorkloadSelector) -> list[WorkloadEntrySpec]:
+    return [
+        entry.spec
+        for entry in policy.of_kind(WorkloadEntry)
+        if entry.metadata.namespace == namespace
+        and all(entry.spec.labels.get(k) == v for k, v in selector.labels.items())
+    ]
+
+
+def _endpoint_port(endpoint: WorkloadEntrySpec, port: ServicePort) -> int:
+    # Istio's precedence: the endpoint's ports[<name>], else targetPort, else the port number
+    return endpoint.ports.get(port.name) or port.target_port or port.number
+
+
+def _endpoints(policy: PolicySet) -> Iterator[tuple[ServiceEntry, WorkloadEntrySpec | None, str]]:
+    """(entry, endpoint or None, why it is skipped or "") for every endpoint of every ServiceEntry."""
+    for entry in policy.of_kind(ServiceEntry):
+        spec = entry.spec
+        endpoints = list(spec.endpoints)
+        if spec.workload_selector is not None:
+            endpoints = _selected(policy, entry.metadata.namespace, spec.workload_selector)
+        if spec.resolution != "STATIC":
+            yield entry, None, f"{spec.resolution} resolution"
+            continue
+        if not endpoints:
+            yield entry, None, "no endpoints"
+        for endpoint in endpoints:
+            if is_loopback(endpoint.address):
+                yield entry, endpoint, ""
+            else:
+                yield entry, None, f"endpoint {endpoint.address} is not a loopback address"
+
+
+def _instances(policy: PolicySet) -> tuple[list[Instance], list[str]]:
+    instances: list[Instance] = []
+    skipped: list[str] = []
+    owners: dict[SocketAddress, str] = {}
+    counts: dict[str, int] = {}
+    for entry, endpoint, why in _endpoints(policy):
+        name = entry.metadata.name
+        if endpoint is None:
+            skipped.append(f"{entry.ref}: {why}")
+            continue
+        labels = {"app": name, **endpoint.labels}
+        service = labels["app"]
+        counts[service] = counts.get(service, 0) + 1
+        instance_id = f"{service}-{counts[service]}"
+        listen = tuple(
+            sorted(
+                {
+                    SocketAddress(endpoint.address, _endpoint_port(endpoint, port))
+                    for port in entry.spec.ports
+                },
+                key=str,
+            )
+        )
+        for address in listen:
+            if address in owners:
+                raise PlanError(
+                    f"{address} is an endpoint of both {owners[address]} and {instance_id} "
+                    f"({entry.ref}); the local mesh runs one process per address"
+                )
+            owners[address] = instance_id
+        instances.append(
+            Instance(
+                service,
+                entry.spec.hosts[0],
+                entry.metadata.namespace,
+                labels.get("version", "v1"),
+                instance_id,
+                listen,
+                tuple(sorted(labels.items())),
+            )
+        )
+    return instances, skipped
+
+
+def make_plan(policy: PolicySet, ports: Ports) -> MeshPlan:
+    """The processes for `policy`; PlanError when two endpoints share an address."""
+    instances, skipped = _instances(policy)
+    proxies = [
+        Proxy(
+            INGRESS,
+            Role.GATEWAY,
+            GATEWAY_NAMESPACE,
+            (("app", INGRESS), ("istio", "ingressgateway")),
+            SocketAddress(LOOPBACK, ports.take()),
+        ),
+        Proxy(
+            EGRESS,
+            Role.GATEWAY,
+            GATEWAY_NAMESPACE,
+            (("app", EGRESS), ("istio", "egressgateway")),
+            SocketAddress(LOOPBACK, ports.take()),
+        ),
+    ]
+    for instance in instances:
+        admin = SocketAddress(LOOPBACK, ports.take())
+        outbound = SocketAddress(LOOPBACK, ports.take())
+        proxies.append(
+            Proxy(instance.instance_id, Role.SIDECAR, instance.namespace, instance.labels, admin, outbound)
+        )
+    return MeshPlan(tuple(instances), tuple(proxies), tuple(skipped))

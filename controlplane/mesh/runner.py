@@ -1,0 +1,267 @@
+"""Brings a local mesh up and down: the control plane, then every demo service instance, then every Envoy
+(gateways and sidecars), each waited for until ready; `stop()` stops them all by PID in reverse order.
+
+`LocalMesh.start()` either returns with everything ready or raises MeshError naming the process that failed
+and the last lines of its log, after stopping everything it had started. `make run` (__main__.py) and the
+e2e tests both go through here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from controlplane.api.loader import load_policy_dir
+from controlplane.bootstrap import BootstrapSettings, bootstrap_yaml
+from controlplane.build.proxy import SocketAddress
+from controlplane.mesh.plan import LOOPBACK, Instance, MeshPlan, Ports, Proxy, make_plan
+from controlplane.mesh.processes import (
+    MeshError,
+    Process,
+    http_get,
+    port_in_use,
+    stop_all,
+    wait_ready,
+)
+from controlplane.ops import inspect
+
+STATE_FILE = "mesh.json"
+
+
+@dataclass(frozen=True)
+class MeshSettings:
+    config_dir: Path
+    log_dir: Path
+    xds_port: int = 18000  # 0: chosen by the OS (as every port below)
+    admin_port: int = 18001
+    proxy_port_base: int = 15000  # Envoy admin and outbound ports count up from here
+    envoy_bin: str | None = None  # default: $ENVOY_BIN, else `envoy` next to this Python, else on PATH
+    delta: bool = True
+    start_timeout: float = 30.0
+
+
+def find_envoy(configured: str | None = None) -> str:
+    binary = configured or os.environ.get("ENVOY_BIN")
+    if binary:
+        return binary
+    here = os.path.dirname(os.path.abspath(sys.executable))
+    found = shutil.which("envoy", path=os.pathsep.join([here, os.environ.get("PATH", "")]))
+    if found is None:
+        raise MeshError("no envoy binary: install the project (`make run` does) or set $ENVOY_BIN")
+    return found
+
+
+class LocalMesh:
+    def __init__(self, settings: MeshSettings) -> None:
+        self.settings = settings
+        policy, diagnostics = load_policy_dir(settings.config_dir)
+        self.diagnostics = [str(d) for d in diagnostics]
+        ports = Ports(0)
+        self.xds = SocketAddress(LOOPBACK, settings.xds_port or ports.take())
+        self.admin = SocketAddress(LOOPBACK, settings.admin_port or ports.take())
+        self.plan: MeshPlan = make_plan(policy, Ports(settings.proxy_port_base))
+        self.processes: list[Process] = []
+        self.envoy = find_envoy(settings.envoy_bin)
+
+    # -- addresses -------------------------------------------------------------------------------------
+
+    def _claims(self) -> list[tuple[SocketAddress, str]]:
+        claims = [(self.xds, "control plane xDS"), (self.admin, "control plane admin")]
+        for instance in self.plan.instances:
+            claims += [(address, f"service {instance.instance_id}") for address in instance.listen]
+        for proxy in self.plan.proxies:
+            claims.append((proxy.admin, f"envoy {proxy.node_id} admin"))
+            if proxy.outbound is not None:
+                claims.append((proxy.outbound, f"envoy {proxy.node_id} outbound listener"))
+        return claims
+
+    def check_ports(self) -> None:
+        """MeshError listing every address some other program already holds."""
+        busy = [
+            f"{address} ({what}) is already in use"
+            for address, what in self._claims()
+            if port_in_use(address.host, address.port)
+        ]
+        if busy:
+            raise MeshError(
+                "cannot start the mesh:\n  "
+                + "\n  ".join(busy)
+                + "\n(another `make run`? stop it, or free the ports)"
+            )
+
+    # -- starting ----------------------------------------------------------------------------------------
+
+    def _spawn(self, name: str, argv: list[str]) -> Process:
+        process = Process(name, argv, self.settings.log_dir)
+        self.processes.append(process)
+        return process
+
+    def _start_control_plane(self) -> None:
+        process = self._spawn(
+            "controlplane",
+            [
+                sys.executable,
+                "-m",
+                "controlplane",
+                "serve",
+                "--config",
+                str(self.settings.config_dir),
+                "--xds-address",
+                str(self.xds),
+                "--admin-address",
+                str(self.admin),
+            ],
+        )
+        admin = str(self.admin)
+        wait_ready({process: lambda: http_get(admin, "/readyz")[0] == 200}, self.settings.start_timeout)
+
+    def _start_service(self, instance: Instance) -> Process:
+        sidecar = self.plan.sidecar_of(instance)
+        argv = [
+            sys.executable,
+            "-m",
+            "controlplane.mesh.demo_service",
+            "--service",
+            instance.service,
+            "--version",
+            instance.version,
+            "--instance",
+            instance.instance_id,
+        ]
+        for address in instance.listen:
+            argv += ["--listen", str(address)]
+        if sidecar.outbound is not None:
+            argv += ["--proxy", str(sidecar.outbound)]
+        return self._spawn(f"service-{instance.instance_id}", argv)
+
+    def bootstrap_path(self, proxy: Proxy) -> Path:
+        return self.settings.log_dir / "bootstrap" / f"{proxy.node_id}.yaml"
+
+    def _start_envoy(self, proxy: Proxy) -> Process:
+        path = self.bootstrap_path(proxy)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            bootstrap_yaml(
+                BootstrapSettings(
+                    node_id=proxy.node_id,
+                    xds_address=self.xds,
+                    admin_address=proxy.admin,
+                    outbound_address=proxy.outbound,
+                    labels=proxy.labels,
+                    namespace=proxy.namespace,
+                    role=proxy.role,
+                    delta=self.settings.delta,
+                )
+            )
+        )
+        return self._spawn(
+            f"envoy-{proxy.node_id}",
+            [
+                self.envoy,
+                "-c",
+                str(path),
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "--log-level",
+                "info",
+            ],
+        )
+
+    def start(self) -> None:
+        """Start everything and wait until it is ready; on failure stop what started and raise MeshError."""
+        self.settings.log_dir.mkdir(parents=True, exist_ok=True)
+        self.check_ports()
+        try:
+            self._start_control_plane()
+            services = {self._start_service(i): _listening(i) for i in self.plan.instances}
+            wait_ready(services, self.settings.start_timeout)
+            envoys = {self._start_envoy(p): _envoy_live(p) for p in self.plan.proxies}
+            wait_ready(envoys, self.settings.start_timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.write_state()
+
+    # -- running ---------------------------------------------------------------------------------------
+
+    def check_alive(self) -> None:
+        """MeshError for the first process that has exited."""
+        for process in self.processes:
+            if not process.running():
+                raise MeshError(process.failure())
+
+    def sync_status(self, timeout: float = 10.0) -> tuple[bool, list[dict[str, Any]]]:
+        """Wait until every Envoy of the plan is connected and has ACKed its current config (the control
+        plane's /debug/syncz); (whether that happened within `timeout`, the streams)."""
+        nodes = {proxy.node_id for proxy in self.plan.proxies}
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                streams: list[dict[str, Any]] = inspect.fetch(str(self.admin), "/debug/syncz")
+            except inspect.AdminError:
+                streams = []
+            connected = {stream.get("node") for stream in streams}
+            if streams and nodes <= connected and inspect.all_synced(streams):
+                return True, streams
+            if time.monotonic() >= deadline:
+                return False, streams
+            time.sleep(0.1)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        stop_all(list(reversed(self.processes)), timeout)
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {p.name: p.pid for p in self.processes}
+
+    def listeners(self, proxy: Proxy) -> list[str]:
+        """The listener addresses an Envoy runs now (from its admin /listeners)."""
+        try:
+            status, body = http_get(str(proxy.admin), "/listeners?format=json")
+            data: dict[str, Any] = json.loads(body) if status == 200 else {}
+        except (OSError, ValueError):
+            return []
+        out = []
+        for listener in data.get("listener_statuses", []):
+            socket = listener.get("local_address", {}).get("socket_address", {})
+            out.append(f"{listener.get('name')} {socket.get('address')}:{socket.get('port_value')}")
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "control_plane": {"xds": str(self.xds), "admin": f"http://{self.admin}"},
+            "proxies": {
+                p.node_id: {
+                    "role": str(p.role),
+                    "admin": f"http://{p.admin}",
+                    "outbound": str(p.outbound) if p.outbound else None,
+                }
+                for p in self.plan.proxies
+            },
+            "services": {
+                i.instance_id: {"host": i.host, "listen": [str(a) for a in i.listen]}
+                for i in self.plan.instances
+            },
+            "processes": [{"name": p.name, "pid": p.pid, "log": str(p.log_path)} for p in self.processes],
+        }
+
+    def write_state(self) -> None:
+        (self.settings.log_dir / STATE_FILE).write_text(json.dumps(self.state(), indent=2) + "\n")
+
+
+def _listening(instance: Instance) -> Callable[[], bool]:
+    addresses = [str(a) for a in instance.listen]
+    return lambda: all(http_get(address, "/")[0] == 200 for address in addresses)
+
+
+def _envoy_live(proxy: Proxy) -> Callable[[], bool]:
+    # LIVE once the initial xDS fetch is done (Envoy's init manager), so it has its first config
+    return lambda: http_get(str(proxy.admin), "/ready") == (200, b"LIVE\n")
