@@ -19,6 +19,8 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import json_format, struct_pb2
 
 from controlplane.build.proxy import (
+    META_APP_PORTS,
+    META_INBOUND_ADDRESS,
     META_LABELS,
     META_NAMESPACE,
     META_OUTBOUND_ADDRESS,
@@ -37,6 +39,8 @@ class BootstrapSettings:
     xds_address: SocketAddress
     admin_address: SocketAddress = field(default_factory=lambda: SocketAddress("127.0.0.1", 15000))
     outbound_address: SocketAddress | None = None
+    inbound_address: SocketAddress | None = None
+    app_ports: tuple[int, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
     namespace: str = "default"
     role: Role = Role.SIDECAR
@@ -94,6 +98,10 @@ def build_bootstrap(settings: BootstrapSettings) -> bootstrap_pb2.Bootstrap:
     }
     if settings.outbound_address is not None:
         metadata[META_OUTBOUND_ADDRESS] = str(settings.outbound_address)
+    if settings.inbound_address is not None:
+        metadata[META_INBOUND_ADDRESS] = str(settings.inbound_address)
+    if settings.app_ports:
+        metadata[META_APP_PORTS] = ",".join(str(p) for p in settings.app_ports)
     node_metadata = struct_pb2.Struct()
     node_metadata.update(metadata)
     labels = dict(settings.labels)

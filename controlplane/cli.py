@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from controlplane.build.proxy import Role, SocketAddress
+from controlplane.build.proxy import Role, SocketAddress, parse_ports
 
 
 def _address(text: str) -> SocketAddress:
@@ -29,6 +29,13 @@ def _labels(text: str) -> tuple[tuple[str, str], ...]:
             raise argparse.ArgumentTypeError(f"expected k=v[,k=v...], got {text!r}")
         pairs.append((key.strip(), value.strip()))
     return tuple(sorted(pairs))
+
+
+def _ports(text: str) -> tuple[int, ...]:
+    try:
+        return parse_ports(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
                       help="where this Envoy's own admin interface listens")
     boot.add_argument("--outbound-address", type=_address,
                       help="where the sidecar's outbound HTTP listener binds (its apps' HTTP proxy)")
+    boot.add_argument("--inbound-address", type=_address,
+                      help="where the sidecar's inbound listener binds (traffic for the local app)")
+    boot.add_argument("--app-ports", type=_ports, default=(),
+                      help="the local app's ports, e.g. 9101 or 9101,9102 (needed with --inbound-address)")
     boot.add_argument("--labels", type=_labels, default=(), help="workload labels, k=v,k=v")
     boot.add_argument("--namespace", default="default")
     boot.add_argument("--role", choices=[r.value for r in Role], default=Role.SIDECAR.value)
@@ -93,11 +104,16 @@ def _serve(args: argparse.Namespace) -> int:
 def _bootstrap(args: argparse.Namespace) -> int:
     from controlplane.bootstrap import BootstrapSettings, bootstrap_yaml
 
+    if args.inbound_address is not None and not args.app_ports:
+        print("controlplane: --inbound-address needs --app-ports", file=sys.stderr)
+        return 2
     settings = BootstrapSettings(
         node_id=args.node_id,
         xds_address=args.xds_address,
         admin_address=args.admin_address,
         outbound_address=args.outbound_address,
+        inbound_address=args.inbound_address,
+        app_ports=args.app_ports,
         labels=args.labels,
         namespace=args.namespace,
         role=Role(args.role),
