@@ -39,6 +39,9 @@ def translate_cluster(cluster: Cluster) -> cluster_pb2.Cluster:
         out.type = cluster_pb2.Cluster.STRICT_DNS
         out.dns_refresh_rate.CopyFrom(duration_ms(cluster.dns_refresh_rate_ms))
         out.respect_dns_ttl = cluster.respect_dns_ttl
+        # Envoy's default (AUTO) prefers IPv6 and resolves "localhost" to [::1] even where only 127.0.0.1
+        # listens; Istio uses V4_ONLY on IPv4 hosts. V4_PREFERRED keeps IPv6-only names working.
+        out.dns_lookup_family = cluster_pb2.Cluster.V4_PREFERRED
         out.load_assignment.CopyFrom(load_assignment(cluster))
     policy = cluster.policy
     apply_load_balancer(out, policy.load_balancer)

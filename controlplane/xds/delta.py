@@ -53,6 +53,8 @@ class _TypeState:
     nacked: set[tuple[str, str]] = field(default_factory=set)
     pending: OrderedDict[str, _Sent] = field(default_factory=OrderedDict)
     synced_snapshot: str = ""
+    # removals held back for make-before-break
+    held: bool = False
 
     def in_scope(self, name: str) -> bool:
         return self.wildcard or name in self.names
@@ -80,10 +82,15 @@ class DeltaState:
                         self.status.node_id, type_url)
             return []
         state = self._types[type_url]
+        # a plain ACK changes nothing the diff depends on; only subscriptions, NACKs (which revert the
+        # client's versions) and a type's first request do — re-diffing a whole type on every ACK made
+        # pushes to many streams quadratic
+        touched = bool(request.resource_names_subscribe or request.resource_names_unsubscribe)
         if request.response_nonce:
-            self._on_reply(type_url, state, request)
+            touched |= self._on_reply(type_url, state, request)
         must = False
         if not state.started:
+            touched = True
             state.started = True
             state.known = dict(request.initial_resource_versions)
             must = not request.initial_resource_versions
@@ -102,7 +109,7 @@ class DeltaState:
                 state.absent.discard(name)
                 if not state.wildcard:
                     state.known.pop(name, None)
-        out = self._respond(type_url, must=must)
+        out = self._respond(type_url, must=must) if touched else []
         if out and type_url in (CLUSTER, LISTENER):
             out += self._respond(ENDPOINT if type_url == CLUSTER else ROUTE, must=False)
         return out + self._settle()
@@ -116,15 +123,16 @@ class DeltaState:
         return out + self._settle()
 
     def _on_reply(self, type_url: str, state: _TypeState,
-                  request: discovery_pb2.DeltaDiscoveryRequest) -> None:
+                  request: discovery_pb2.DeltaDiscoveryRequest) -> bool:
+        """Record an ACK or NACK; True when it changed what the client holds (a NACK)."""
         sent = state.pending.pop(request.response_nonce, None)
         if sent is None:
             log.debug("node %s: reply to unknown nonce %s for %s", self.status.node_id,
                       request.response_nonce, SHORT_NAMES[type_url])
-            return
+            return False
         if not request.HasField("error_detail"):
             self.status.acked(type_url, sent.snapshot_version)
-            return
+            return False
         for name, (version, previous) in sent.versions.items():
             state.nacked.add((name, version))
             self.status.remember_nack_of(type_url, version)
@@ -135,9 +143,11 @@ class DeltaState:
                     state.known[name] = previous
         error = request.error_detail.message
         origins = {str(o) for name in sent.versions for o in self.snapshot.origins_of(type_url, name)}
-        self.status.nacked(type_url, sent.snapshot_version, error, tuple(sorted(origins)))
+        self.status.nacked(type_url, sent.snapshot_version, error, tuple(sorted(origins)),
+                           tuple(sorted(sent.versions)))
         log.warning("node %s NACKed %s %s: %s", self.status.node_id, SHORT_NAMES[type_url],
                     ",".join(sorted(sent.versions)), request.error_detail.message)
+        return True
 
     def _settled(self) -> bool:
         for type_url in ROUTING_TYPES:
@@ -151,7 +161,10 @@ class DeltaState:
             return []
         out: list[Outgoing] = []
         for type_url in HELD_TYPES:
-            out += self._respond(type_url, must=False)
+            state = self._types[type_url]
+            if state.held:
+                state.held = False
+                out += self._respond(type_url, must=False)
         return out
 
     def _changes(self, type_url: str, state: _TypeState) -> tuple[dict[str, Resource], list[str], bool]:
@@ -159,18 +172,24 @@ class DeltaState:
         current = self.snapshot.of_type(type_url)
         send: dict[str, Resource] = {}
         blocked = False
+        any_nacks = bool(state.nacked) or self.status.has_nacks()
         for name, resource in current.items():
             if not state.in_scope(name):
                 continue
             if state.known.get(name) == resource.version and name not in state.resend:
                 continue
-            if (name, resource.version) in state.nacked or self.status.was_nacked(type_url, resource.version):
+            if any_nacks and (
+                (name, resource.version) in state.nacked or self.status.was_nacked(type_url, resource.version)
+            ):
                 blocked = True
                 continue
             send[name] = resource
+        gone = [n for n in sorted(state.known) if n not in current and state.in_scope(n)]
         removed: list[str] = []
         if type_url not in HELD_TYPES or self._settled():
-            removed = [n for n in sorted(state.known) if n not in current and state.in_scope(n)]
+            removed = gone
+        elif gone:
+            state.held = True  # sent by _settle() once listeners and routes are ACKed
         removed += [
             n for n in sorted(state.names)
             if n not in current and n not in state.known and n not in state.absent
@@ -185,8 +204,8 @@ class DeltaState:
         if not blocked:
             state.synced_snapshot = self.snapshot.version
         if not send and not removed and not must:
-            if not blocked:
-                self.status.in_sync(type_url, self.snapshot.version)
+            if not blocked and not state.pending:
+                self.status.in_sync(type_url, self.snapshot.version, delta=True)
             return []
         nonce = self._next_nonce()
         header = discovery_pb2.DeltaDiscoveryResponse(

@@ -12,6 +12,7 @@ from controlplane.build.proxy import (
     DEFAULT_NAMESPACE,
     DEFAULT_OUTBOUND_ADDRESS,
     META_APP_PORTS,
+    META_HEALTH_ADDRESS,
     META_INBOUND_ADDRESS,
     META_LABELS,
     META_NAMESPACE,
@@ -56,6 +57,12 @@ def identity_of(node: base_pb2.Node) -> ProxyIdentity:
         app_ports = parse_ports(meta.get(META_APP_PORTS, ()))
     except ValueError as exc:
         raise NodeError(f"node {node.id}: metadata.{META_APP_PORTS}: {exc}") from None
+    health = None
+    try:
+        if META_HEALTH_ADDRESS in meta:
+            health = SocketAddress.parse(str(meta[META_HEALTH_ADDRESS]))
+    except ValueError as exc:
+        raise NodeError(f"node {node.id}: metadata.{META_HEALTH_ADDRESS}: {exc}") from None
     if inbound is not None and not app_ports:
         raise NodeError(f"node {node.id}: metadata.{META_INBOUND_ADDRESS} needs metadata.{META_APP_PORTS}")
     return ProxyIdentity(
@@ -65,4 +72,5 @@ def identity_of(node: base_pb2.Node) -> ProxyIdentity:
         outbound_address=outbound,
         inbound_address=inbound,
         app_ports=app_ports,
+        health_address=health,
     )

@@ -6,6 +6,7 @@ serializer): the serialized resources cached in snapshots are never re-encoded p
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
@@ -15,6 +16,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.status.v3 import csds_pb2
 
 from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
+from controlplane.xds.budget import WriteBudget
 from controlplane.xds.cache import SnapshotCache
 from controlplane.xds.csds import SERVICE as CSDS_SERVICE
 from controlplane.xds.csds import Csds
@@ -60,11 +62,14 @@ class XdsServer:
         self.address = address
         self.port = 0
         self._server: grpc.aio.Server | None = None
+        self._closing = asyncio.Event()
+        self._budget = WriteBudget()
 
     def _handler(self, make_state: StateFactory, protocol: str, fixed: str | None) -> Handler:
         async def handle(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]) -> None:
             await serve_stream(requests, context, cache=self.cache, registry=self.registry,
-                               make_state=make_state, protocol=protocol, fixed_type=fixed)
+                               make_state=make_state, protocol=protocol, fixed_type=fixed,
+                               closing=self._closing, budget=self._budget)
         return handle
 
     def _generic_handlers(self) -> list[grpc.GenericRpcHandler]:
@@ -95,6 +100,7 @@ class XdsServer:
         return handlers
 
     async def start(self) -> None:
+        self._closing = asyncio.Event()
         self._server = grpc.aio.server(
             options=[
                 # Envoy keeps ADS streams open for hours; let its keepalive pings through.
@@ -102,6 +108,9 @@ class XdsServer:
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
                 ("grpc.max_receive_message_length", 64 * 1024 * 1024),
                 ("grpc.max_send_message_length", 256 * 1024 * 1024),
+                # grpc cancels calls not picked up within this time (default 30 s); a burst of new proxy
+                # shapes builds snapshots on the event loop, which must not cost connections
+                ("grpc.server_max_unrequested_time_in_server", 600),
             ]
         )
         self._server.add_generic_rpc_handlers(self._generic_handlers())
@@ -113,6 +122,7 @@ class XdsServer:
 
     async def close(self, grace: float = 1.0) -> None:
         """Stop accepting streams and end the open ones; proxies keep their config and reconnect."""
+        self._closing.set()
         if self._server is not None:
             await self._server.stop(grace)
 

@@ -83,6 +83,25 @@ def type_version(resources: Iterable[Resource]) -> str:
     return content_hash(*(p.encode() for p in parts)) if parts else "empty"
 
 
+MAX_CACHED_BODIES = 4096
+
+
+@dataclass(frozen=True)
+class SotwBody:
+    """What a SotW response carries for one selection of resources."""
+
+    resources: Mapping[str, Resource]
+    version: str
+    payload: bytes  # the spliced `resources` fields, sorted by name
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, resources: Mapping[str, Resource]) -> SotwBody:
+        ordered = sorted(resources.values(), key=lambda r: r.name)
+        return cls(dict(resources), type_version(ordered), b"".join(r.sotw_field for r in ordered),
+                   tuple(r.name for r in ordered))
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """Immutable resources of one proxy shape, by type URL then name."""
@@ -97,6 +116,10 @@ class Snapshot:
     origins: Mapping[tuple[str, str], tuple[Origin, ...]] = field(default_factory=dict)
     # time.monotonic() of the policy change this snapshot answers (convergence metrics); 0 if unknown
     changed_at: float = 0.0
+    # SotW response bodies by (type, selection), shared by every stream of the shape (see sotw_body)
+    _sotw_bodies: dict[tuple[str, object], SotwBody] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def build(cls, resources: Resources, interner: Interner, changed_at: float = 0.0) -> Snapshot:
@@ -121,6 +144,24 @@ class Snapshot:
 
     def of_type(self, type_url: str) -> Mapping[str, Resource]:
         return self.resources.get(type_url, {})
+
+    def sotw_body(self, type_url: str, names: frozenset[str] | None) -> SotwBody:
+        """The resources, version and spliced bytes of a SotW response for a wildcard (`names` None) or
+        named subscription. Computed once per snapshot and selection: a thousand streams of one shape
+        would otherwise each sort, hash and join the same resources."""
+        key = (type_url, names)
+        body = self._sotw_bodies.get(key)
+        if body is None:
+            current = self.of_type(type_url)
+            if names is None:
+                selected = dict(current)
+            else:
+                selected = {name: current[name] for name in sorted(names) if name in current}
+            body = SotwBody.of(selected)
+            if len(self._sotw_bodies) >= MAX_CACHED_BODIES:
+                self._sotw_bodies.clear()  # many distinct EDS name sets: keep memory bounded
+            self._sotw_bodies[key] = body
+        return body
 
     def origins_of(self, type_url: str, name: str) -> tuple[Origin, ...]:
         return self.origins.get((type_url, name), ())

@@ -22,7 +22,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SHORT_NAMES
 from controlplane.xds.response import Outgoing
-from controlplane.xds.snapshot import Resource, Snapshot, type_version
+from controlplane.xds.snapshot import Resource, Snapshot, SotwBody
 from controlplane.xds.status import StreamStatus
 
 log = logging.getLogger(__name__)
@@ -132,29 +132,27 @@ class SotwState:
                 out += self._respond(type_url, must=False)
         return out
 
-    def _select(self, type_url: str, state: _TypeState) -> dict[str, Resource]:
-        current = self.snapshot.of_type(type_url)
-        if state.wildcard:
-            selected = dict(current)
-        else:
-            selected = {name: current[name] for name in sorted(state.names) if name in current}
-        if type_url in HELD_TYPES:
-            if self._settled():
-                state.retained = {}
-            else:
-                for name, resource in state.sent.items():
-                    if name not in selected and (state.wildcard or name in state.names):
-                        state.retained.setdefault(name, resource)
-                state.retained = {n: r for n, r in state.retained.items() if n not in selected}
-                selected = {**state.retained, **selected}
-        return selected
+    def _select(self, type_url: str, state: _TypeState) -> SotwBody:
+        body = self.snapshot.sotw_body(type_url, None if state.wildcard else state.names)
+        if type_url not in HELD_TYPES:
+            return body
+        if self._settled():
+            state.retained = {}
+            return body
+        for name, resource in state.sent.items():
+            if name not in body.resources and (state.wildcard or name in state.names):
+                state.retained.setdefault(name, resource)
+        state.retained = {n: r for n, r in state.retained.items() if n not in body.resources}
+        if not state.retained:
+            return body
+        return SotwBody.of({**state.retained, **body.resources})
 
     def _respond(self, type_url: str, *, must: bool, reconnecting: bool = False) -> list[Outgoing]:
         state = self._types[type_url]
         if not state.requested:
             return []
-        resources = self._select(type_url, state)
-        version = type_version(resources.values())
+        body = self._select(type_url, state)
+        version = body.version
         rejected = version in state.nacked or self.status.was_nacked(type_url, version)
         if not (must or state.force):
             if version == state.sent_version:
@@ -167,12 +165,11 @@ class SotwState:
             return []
         nonce = self._next_nonce()
         header = discovery_pb2.DiscoveryResponse(version_info=version, type_url=type_url, nonce=nonce)
-        ordered = sorted(resources.values(), key=lambda r: r.name)
-        payload = header.SerializeToString() + b"".join(r.sotw_field for r in ordered)
-        state.sent, state.sent_version, state.sent_nonce = resources, version, nonce
+        payload = header.SerializeToString() + body.payload
+        state.sent, state.sent_version, state.sent_nonce = body.resources, version, nonce
         state.sent_snapshot, state.pending, state.force = self.snapshot.version, True, False
         self.status.sent(type_url, version, nonce, len(payload), self.snapshot.version)
         dependent = DEPENDENT.get(type_url)
         if dependent is not None:
             self._types[dependent].force = self._types[dependent].requested
-        return [Outgoing(type_url, payload, version, nonce, tuple(r.name for r in ordered))]
+        return [Outgoing(type_url, payload, version, nonce, body.names)]

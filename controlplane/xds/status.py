@@ -31,6 +31,8 @@ class TypeStatus:
     nacked_version: str = ""
     nack_error: str = ""
     nack_origins: tuple[str, ...] = ()
+    # delta: the resources of the rejected response
+    nacked_resources: tuple[str, ...] = ()
     # version of the snapshot the last response was cut from; SYNCED means the proxy ACKed it
     snapshot_version: str = ""
 
@@ -64,11 +66,20 @@ class StreamStatus:
             # a proxy's first sync measures its connection, not a policy change's convergence
             self._converged = version
 
-    def in_sync(self, type_url: str, snapshot_version: str) -> None:
-        """The proxy's copy of this type already equals the snapshot's: nothing had to be sent."""
-        if type_url in self.types:
-            self.types[type_url].snapshot_version = snapshot_version
-            self._check_converged()
+    def in_sync(self, type_url: str, snapshot_version: str, *, delta: bool = False) -> None:
+        """The proxy's copy of this type already equals the snapshot's: nothing had to be sent.
+
+        Delta: no ACK follows when nothing is sent, so this is recorded as ACKed here — an up-to-date proxy
+        that reconnected, or one whose NACKed resources have left the snapshot."""
+        if type_url not in self.types and not delta:
+            return
+        status = self.of(type_url)
+        status.snapshot_version = snapshot_version
+        if delta:
+            status.sent_version = status.acked_version = snapshot_version
+            status.nacked_version = status.nack_error = ""
+            status.nack_origins = status.nacked_resources = ()
+        self._check_converged()
 
     def _check_converged(self) -> None:
         version = self.snapshot_version
@@ -95,12 +106,14 @@ class StreamStatus:
         status = self.of(type_url)
         status.acked_version, status.acked_at = version, time.time()
         status.nack_error = status.nacked_version = ""
-        status.nack_origins = ()
+        status.nack_origins = status.nacked_resources = ()
         self._check_converged()
 
-    def nacked(self, type_url: str, version: str, error: str, origins: tuple[str, ...] = ()) -> None:
+    def nacked(self, type_url: str, version: str, error: str, origins: tuple[str, ...] = (),
+               resources: tuple[str, ...] = ()) -> None:
         status = self.of(type_url)
         status.nacked_version, status.nack_error, status.nack_origins = version, error, origins
+        status.nacked_resources = resources
         metrics.NACKS.labels(SHORT_NAMES.get(type_url, type_url)).inc()
         if self._registry is not None:
             self._registry.remember_nack(self.node_id, type_url, version)
@@ -112,6 +125,9 @@ class StreamStatus:
 
     def was_nacked(self, type_url: str, version: str) -> bool:
         return self._registry is not None and self._registry.was_nacked(self.node_id, type_url, version)
+
+    def has_nacks(self) -> bool:
+        return self._registry is not None and self._registry.has_nacks(self.node_id)
 
     def to_json(self, current_version: str | None = None) -> dict[str, Any]:
         """`current_version`: the shape's snapshot in the cache now, which the stream may not have
@@ -138,6 +154,7 @@ class StreamStatus:
                     "nacked_version": s.nacked_version,
                     "nack_error": s.nack_error,
                     "nack_origins": list(s.nack_origins),
+                    "nacked_resources": list(s.nacked_resources),
                 }
                 for t, s in sorted(self.types.items(), key=lambda item: _order(item[0]))
             },
@@ -171,6 +188,9 @@ class StatusRegistry:
 
     def was_nacked(self, node_id: str, type_url: str, version: str) -> bool:
         return (type_url, version) in self._nacks.get(node_id, ())
+
+    def has_nacks(self, node_id: str) -> bool:
+        return bool(self._nacks.get(node_id))
 
     def by_node(self, node_id: str) -> list[StreamStatus]:
         return [s for s in self.streams.values() if s.node_id == node_id]

@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError, Message
 from controlplane.build.proxy import ProxyIdentity
 from controlplane.translate.resources import SHORT_NAMES
 from controlplane.xds import metrics
+from controlplane.xds.budget import WriteBudget
 from controlplane.xds.cache import SnapshotCache
 from controlplane.xds.node import NodeError, identity_of
 from controlplane.xds.response import Outgoing, nonce_factory
@@ -45,6 +46,8 @@ async def serve_stream(
     make_state: StateFactory,
     protocol: str,
     fixed_type: str | None,
+    closing: asyncio.Event | None = None,
+    budget: WriteBudget | None = None,
 ) -> None:
     iterator = aiter(requests)
     try:
@@ -82,7 +85,8 @@ async def serve_stream(
     reader = asyncio.create_task(read(), name=f"xds-read-{status.stream_id}")
     try:
         state = make_state(status, watch.snapshot, nonce_factory(status.stream_id), fixed_type)
-        await _loop(state, queue, watch, context, status)
+        await _loop(state, queue, watch, context, status, closing or asyncio.Event(),
+                    budget or WriteBudget())
     finally:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -104,12 +108,20 @@ async def _loop(
     watch: Any,
     context: grpc.aio.ServicerContext[Any, Any],
     status: StreamStatus,
+    closing: asyncio.Event,
+    budget: WriteBudget,
 ) -> None:
     changed = asyncio.ensure_future(watch.changed())
+    # On shutdown the stream ends normally (status OK) instead of being cancelled by grpc after the
+    # grace period; the proxy keeps its config and reconnects to the next server.
+    stopping = asyncio.ensure_future(closing.wait())
     try:
         while True:
             got = asyncio.ensure_future(queue.get())
-            done, _ = await asyncio.wait({got, changed}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({got, changed, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if stopping in done:
+                got.cancel()
+                return
             out: list[Outgoing] = []
             if got in done:
                 request = got.result()
@@ -128,6 +140,8 @@ async def _loop(
                 log.debug("node %s <- %s version=%s nonce=%s names=%d removed=%d", status.node_id,
                           SHORT_NAMES[response.type_url], response.version, response.nonce,
                           len(response.names), len(response.removed))
-                await context.write(response.payload)
+                async with budget.hold(len(response.payload)):
+                    await context.write(response.payload)
     finally:
         changed.cancel()
+        stopping.cancel()
