@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= config
 
-.PHONY: run test lint typecheck golden bench clean
+.PHONY: run dev-up dev-down test lint typecheck golden bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,8 +13,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# the local mesh: control plane, ingress/egress gateways, every service of $(CONFIG) with its sidecar Envoy
 run: $(STAMP)
-	$(BIN)/controlplane serve --config $(CONFIG)
+	$(BIN)/python -m controlplane.mesh --config $(CONFIG) --log-dir run/logs
+
+# the same mesh in docker compose (compose/; regenerate it from config/ with `python -m controlplane.mesh.compose`)
+dev-up:
+	docker compose -f compose/docker-compose.yml up --build --detach
+	@echo "ingress :8080, control plane http://127.0.0.1:18001/debug/syncz, prometheus :9090, grafana :3000, jaeger :16686"
+
+dev-down:
+	docker compose -f compose/docker-compose.yml down --volumes --remove-orphans
 
 test: $(STAMP)
 	$(BIN)/ruff check controlplane tests bench

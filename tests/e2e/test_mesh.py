@@ -1,0 +1,277 @@
+"""The local mesh of `make run`, end to end: the same code (controlplane.mesh) starts the control plane,
+both gateways and every service of a copy of config/ with its sidecar; traffic goes from a sidecar through
+two services; an edit of the config directory shows in the traffic; stopping leaves no process (by PID).
+Bad input: a port in use, an Envoy that fails to start, a service that crashes.
+
+Two extra services (hop-a.test, hop-b.test, on ports the OS picked) are added to the copy, so the multi-hop
+and reload checks do not depend on what the seed mesh's routes allow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controlplane.api.loader import load_policy_dir
+from controlplane.mesh.demo_service import read_instructions
+from controlplane.mesh.plan import PlanError, Ports, make_plan
+from controlplane.mesh.processes import MeshError, http_get, pid_alive
+from controlplane.mesh.runner import STATE_FILE, LocalMesh, MeshSettings
+from tests.e2e.mesh import find_envoy
+from tests.harness import ProcessGroup, free_port, wait_until
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+
+
+def hops_yaml(port_a: int, port_b: int) -> str:
+    def entry(name: str, port: int) -> str:
+        return f"""\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: {name}
+spec:
+  hosts: [{name}.test]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints:
+  - address: 127.0.0.1
+    ports: {{http: {port}}}
+    labels: {{app: {name}, version: v7}}
+"""
+
+    return entry("hop-a", port_a) + "---\n" + entry("hop-b", port_b)
+
+
+ROUTE_A_TO_B = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: hop-a
+spec:
+  hosts: [hop-a.test]
+  http:
+  - match: [{uri: {prefix: /to-b}}]
+    route: [{destination: {host: hop-b.test}}]
+  - route: [{destination: {host: hop-a.test}}]
+"""
+
+
+def settings(config: Path, logs: Path, envoy: str | None = None) -> MeshSettings:
+    return MeshSettings(
+        config, logs, xds_port=0, admin_port=0, proxy_port_base=0, envoy_bin=envoy, start_timeout=40.0
+    )
+
+
+@pytest.fixture
+def envoy() -> str:
+    binary = find_envoy()
+    if binary is None:
+        pytest.skip("no envoy binary (set $ENVOY_BIN or put envoy on PATH)")
+    return binary
+
+
+@pytest.fixture
+def hops_only(tmp_path: Path) -> Path:
+    config = tmp_path / "hops-config"
+    config.mkdir()
+    (config / "hops.yaml").write_text(hops_yaml(free_port(), free_port()))
+    return config
+
+
+@pytest.fixture
+def started(envoy: str) -> Iterator[list[LocalMesh]]:
+    """Meshes a test starts; each is stopped (by PID) at the end even if the test failed."""
+    meshes: list[LocalMesh] = []
+    yield meshes
+    for mesh in meshes:
+        mesh.stop()
+
+
+def request(mesh: LocalMesh, node: str, host: str, path: str) -> tuple[int, Any]:
+    outbound = mesh.plan.proxy(node).outbound
+    assert outbound is not None
+    status, body = http_get(str(outbound), path, timeout=5, headers={"Host": host})
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, body
+
+
+def inbound_requests(mesh: LocalMesh, node: str) -> int:
+    _, text = http_get(str(mesh.plan.proxy(node).admin), "/stats?filter=inbound_http.downstream_rq_total")
+    return sum(int(line.rpartition(": ")[2]) for line in text.decode().splitlines() if ": " in line)
+
+
+def assert_all_stopped(pids: dict[str, int]) -> None:
+    alive = {name: pid for name, pid in pids.items() if pid_alive(pid)}
+    assert alive == {}, f"still running after stop: {alive}"
+
+
+def test_mesh_of_config_serves_reloads_and_stops(tmp_path: Path, started: list[LocalMesh]) -> None:
+    config = tmp_path / "config"
+    shutil.copytree(REPO / "config", config)
+    (config / "zz-e2e-hops.yaml").write_text(hops_yaml(free_port(), free_port()))
+    mesh = LocalMesh(settings(config, tmp_path / "logs"))
+    seed_ports = {a for i in mesh.plan.instances if not i.host.endswith(".test") for a in i.listen}
+    try:
+        mesh.check_ports()
+    except MeshError as exc:
+        if any(f"{address} (service" in str(exc) for address in seed_ports):
+            pytest.skip(f"config/'s service ports are taken (a `make run`?): {exc}")
+        raise
+    started.append(mesh)
+    mesh.start()
+    pids = mesh.pids
+    nodes = {p.node_id for p in mesh.plan.proxies}
+    assert {"istio-ingressgateway", "istio-egressgateway", "hop-a-1", "hop-b-1"} <= nodes
+    assert len(mesh.plan.instances) >= 4, mesh.plan  # the seed's services and the two hops
+    synced, streams = mesh.sync_status(timeout=20)
+    assert synced, streams
+
+    # multi-hop: sidecar of hop-a → hop-a's app → its sidecar → hop-b's app, trace headers carried along
+    status, body = request(mesh, "hop-a-1", "hop-a.test", "/call/hop-b.test/deeper?x=1")
+    assert status == 200, body
+    assert (body["service"], body["version"], body["instance"]) == ("hop-a", "v7", "hop-a-1")
+    called = body["called"]
+    assert called["status"] == 200 and called["body"]["service"] == "hop-b", called
+    assert called["body"]["path"] == "/deeper?x=1"
+    assert called["body"]["headers"]["x-request-id"] == body["headers"]["x-request-id"]
+    # hop-b was reached through its own sidecar's inbound listener (its endpoint), not directly
+    assert mesh.plan.proxy("hop-b-1").inbound == mesh.plan.instances_of("hop-b.test")[0].listen[0]
+    assert inbound_requests(mesh, "hop-b-1") >= 1
+    status, body = request(mesh, "hop-a-1", "hop-a.test", "/fail/503/x")
+    assert status == 503
+
+    # live reload: a new VirtualService sends /to-b on hop-a.test to hop-b
+    assert request(mesh, "hop-b-1", "hop-a.test", "/to-b/1")[1]["service"] == "hop-a"
+    (config / "zz-e2e-route.yaml").write_text(ROUTE_A_TO_B)
+    wait_until(
+        lambda: request(mesh, "hop-b-1", "hop-a.test", "/to-b/2")[1]["service"] == "hop-b",
+        timeout=15,
+        what="the edited route to take effect",
+    )
+    assert request(mesh, "hop-b-1", "hop-a.test", "/other")[1]["service"] == "hop-a"
+
+    mesh.stop()
+    assert_all_stopped(pids)
+
+
+def test_port_in_use_is_named_and_nothing_starts(
+    tmp_path: Path, hops_only: Path, started: list[LocalMesh]
+) -> None:
+    mesh = LocalMesh(settings(hops_only, tmp_path / "logs"))
+    started.append(mesh)
+    taken = mesh.plan.instances[0].listen[0]
+    with socket.socket() as holder:
+        holder.bind((taken.host, taken.port))
+        holder.listen()
+        with pytest.raises(MeshError, match=rf"{taken} \(service hop-a-1\) is already in use"):
+            mesh.start()
+    assert mesh.processes == []
+
+
+def test_envoy_that_fails_to_start_is_named_with_its_log(
+    tmp_path: Path, hops_only: Path, started: list[LocalMesh]
+) -> None:
+    fake = tmp_path / "envoy"
+    fake.write_text("#!/bin/sh\necho 'error initializing configuration: boom' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    mesh = LocalMesh(settings(hops_only, tmp_path / "logs", envoy=str(fake)))
+    started.append(mesh)
+    with pytest.raises(MeshError, match=r"envoy-istio-ingressgateway \(pid \d+\) exited with code 1") as err:
+        mesh.start()
+    assert "boom" in str(err.value)
+    assert_all_stopped(mesh.pids)  # the control plane and services it had started are gone
+
+
+def _runner(processes: ProcessGroup, config: Path, logs: Path) -> tuple[Any, dict[str, int]]:
+    runner = processes.start(
+        "mesh",
+        [
+            sys.executable,
+            "-m",
+            "controlplane.mesh",
+            "--config",
+            str(config),
+            "--log-dir",
+            str(logs),
+            "--xds-port",
+            "0",
+            "--admin-port",
+            "0",
+            "--proxy-port-base",
+            "0",
+        ],
+        cwd=REPO,
+    )
+
+    def up() -> bool:
+        if not runner.running():
+            raise AssertionError(f"the mesh runner exited: {runner.output()}")
+        return (logs / STATE_FILE).exists() and "Ctrl-C stops everything" in runner.output()
+
+    wait_until(up, timeout=60, what="the mesh runner to be up")
+    state = json.loads((logs / STATE_FILE).read_text())
+    return runner, {p["name"]: p["pid"] for p in state["processes"]}
+
+
+def test_ctrl_c_stops_everything_and_a_crash_is_reported(
+    tmp_path: Path, hops_only: Path, envoy: str, processes: ProcessGroup
+) -> None:
+    logs = tmp_path / "logs"
+    runner, pids = _runner(processes, hops_only, logs)
+    try:
+        assert set(pids) >= {"controlplane", "service-hop-a-1", "envoy-hop-b-1"}
+        assert "ingress gateway admin http://127.0.0.1:" in runner.output()
+        runner.send_signal(signal.SIGINT)
+        assert runner.wait(20) == 0, runner.output()
+        assert_all_stopped(pids)
+
+        # right after: a second run works; a crashing service is named, with its log, and the rest stop
+        runner, pids = _runner(processes, hops_only, logs)
+        processes_signal(pids["service-hop-b-1"])
+        assert runner.wait(20) == 1, runner.output()
+        output = runner.output()
+        assert "service-hop-b-1" in output and "exited with code" in output, output
+        assert_all_stopped(pids)
+    finally:
+        for pid in pids.values():  # if the runner itself failed, do not leave its children behind
+            if pid_alive(pid):
+                processes_signal(pid)
+
+
+def processes_signal(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+
+
+def test_demo_service_reads_instructions_from_path_headers_and_query() -> None:
+    todo = read_instructions("/fail/503/delay/250ms/x", {}, {})
+    assert (todo.fail, todo.delay, todo.call) == (503, 0.25, None)
+    todo = read_instructions("/x", {"x-demo-fail": "500", "x-demo-fail-fraction": "0.5"}, {"delay": "2s"})
+    assert (todo.fail, todo.fail_fraction, todo.delay) == (500, 0.5, 2.0)
+    # a path-form call takes the query string along; this hop ignores it
+    todo = read_instructions("/call/b.test/call/c.test/y", {}, {"fail": "503"}, "fail=503")
+    assert (todo.fail, todo.call) == (None, "b.test/call/c.test/y?fail=503")
+    assert read_instructions("/x", {"x-demo-call": "b/z"}, {}).call == "b/z"
+    with pytest.raises(ValueError):
+        read_instructions("/fail/42/x", {}, {})
+
+
+def test_two_services_on_one_address_are_refused(tmp_path: Path) -> None:
+    port = free_port()
+    (tmp_path / "a.yaml").write_text(hops_yaml(port, port))
+    policy, _ = load_policy_dir(tmp_path)
+    with pytest.raises(PlanError, match=rf"127.0.0.1:{port} is an endpoint of both hop-a-1 and hop-b-1"):
+        make_plan(policy, Ports(0))
