@@ -120,6 +120,7 @@ class Snapshot:
     _sotw_bodies: dict[tuple[str, object], SotwBody] = field(
         default_factory=dict, compare=False, repr=False
     )
+    _names: dict[frozenset[str], frozenset[str]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(cls, resources: Resources, interner: Interner, changed_at: float = 0.0) -> Snapshot:
@@ -144,6 +145,13 @@ class Snapshot:
 
     def of_type(self, type_url: str) -> Mapping[str, Resource]:
         return self.resources.get(type_url, {})
+
+    def shared_names(self, names: frozenset[str]) -> frozenset[str]:
+        """One instance of each distinct subscription set, shared by the streams of this snapshot."""
+        shared = self._names.setdefault(names, names)
+        if len(self._names) > MAX_CACHED_BODIES:
+            self._names.clear()
+        return shared
 
     def sotw_body(self, type_url: str, names: frozenset[str] | None) -> SotwBody:
         """The resources, version and spliced bytes of a SotW response for a wildcard (`names` None) or

@@ -85,8 +85,12 @@ class SotwState:
         wildcard = "*" in names or (
             type_url in WILDCARD_TYPES and not names and (first or state.wildcard)
         )
-        names_changed = (wildcard, names - {"*"}) != (state.wildcard, state.names)
-        state.wildcard, state.names = wildcard, names - {"*"}
+        if "*" in names:
+            names = names - {"*"}
+        names_changed = (wildcard, names) != (state.wildcard, state.names)
+        if names_changed:
+            # thousands of streams subscribe to the same names: keep one copy of the set
+            state.wildcard, state.names = wildcard, self.snapshot.shared_names(names)
         out: list[Outgoing] = []
         if first or names_changed:
             # On a reconnect Envoy names the version it runs; a version it rejected before is not re-sent.

@@ -71,11 +71,19 @@ async def serve_stream(
     watch = cache.watch(identity)
     log.info("node %s connected (%s, %s)", node.id, protocol, identity.describe())
     queue: asyncio.Queue[Message | DecodeError | None] = asyncio.Queue()
+    budget = budget or WriteBudget()
+    # bytes written per type and not yet answered by the proxy (see budget.py)
+    unanswered: dict[str, int] = {}
+
+    def answered(request: Message) -> None:
+        type_url = getattr(request, "type_url", "") or fixed_type or ""
+        budget.release(unanswered.pop(type_url, 0))
 
     async def read() -> None:
         try:
             await queue.put(first)
             async for request in iterator:
+                answered(request)
                 await queue.put(request)
         except DecodeError as exc:
             await queue.put(exc)
@@ -85,15 +93,32 @@ async def serve_stream(
     reader = asyncio.create_task(read(), name=f"xds-read-{status.stream_id}")
     try:
         state = make_state(status, watch.snapshot, nonce_factory(status.stream_id), fixed_type)
-        await _loop(state, queue, watch, context, status, closing or asyncio.Event(),
-                    budget or WriteBudget())
+        await _loop(state, queue, watch, context, status, closing or asyncio.Event(), budget, unanswered)
     finally:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await reader
         watch.cancel()
+        budget.release(sum(unanswered.values()))
         registry.close(status)
         log.info("node %s disconnected (%s)", node.id, protocol)
+
+
+async def _write(
+    out: list[Outgoing],
+    context: grpc.aio.ServicerContext[Any, Any],
+    status: StreamStatus,
+    budget: WriteBudget,
+    unanswered: dict[str, int],
+) -> None:
+    for response in out:
+        log.debug("node %s <- %s version=%s nonce=%s names=%d removed=%d", status.node_id,
+                  SHORT_NAMES[response.type_url], response.version, response.nonce,
+                  len(response.names), len(response.removed))
+        size = len(response.payload)
+        await budget.acquire(size)
+        unanswered[response.type_url] = unanswered.get(response.type_url, 0) + size
+        await context.write(response.payload)
 
 
 async def _malformed(context: grpc.aio.ServicerContext[Any, Any], exc: DecodeError) -> None:
@@ -110,6 +135,7 @@ async def _loop(
     status: StreamStatus,
     closing: asyncio.Event,
     budget: WriteBudget,
+    unanswered: dict[str, int],
 ) -> None:
     changed = asyncio.ensure_future(watch.changed())
     # On shutdown the stream ends normally (status OK) instead of being cancelled by grpc after the
@@ -136,12 +162,10 @@ async def _loop(
             if changed in done:
                 out += state.on_snapshot(watch.snapshot)
                 changed = asyncio.ensure_future(watch.changed())
-            for response in out:
-                log.debug("node %s <- %s version=%s nonce=%s names=%d removed=%d", status.node_id,
-                          SHORT_NAMES[response.type_url], response.version, response.nonce,
-                          len(response.names), len(response.removed))
-                async with budget.hold(len(response.payload)):
-                    await context.write(response.payload)
+            await _write(out, context, status, budget, unanswered)
+            # drop the payloads before waiting again: a thousand idle streams each holding their last
+            # responses would keep N x K bytes alive
+            out.clear()
     finally:
         changed.cancel()
         stopping.cancel()
