@@ -20,6 +20,7 @@ from google.protobuf import json_format, struct_pb2
 
 from controlplane.build.proxy import (
     META_APP_PORTS,
+    META_HEALTH_ADDRESS,
     META_INBOUND_ADDRESS,
     META_LABELS,
     META_NAMESPACE,
@@ -28,6 +29,7 @@ from controlplane.build.proxy import (
     Role,
     SocketAddress,
 )
+from controlplane.prometheus import prometheus_cluster, prometheus_listener
 
 XDS_CLUSTER = "xds_cluster"
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -41,8 +43,11 @@ class BootstrapSettings:
     outbound_address: SocketAddress | None = None
     inbound_address: SocketAddress | None = None
     app_ports: tuple[int, ...] = ()
+    health_address: SocketAddress | None = None
     labels: tuple[tuple[str, str], ...] = ()
     namespace: str = "default"
+    # Istio's 15090: a listener exposing only /stats/prometheus of the admin interface (prometheus.py).
+    prometheus_address: SocketAddress | None = None
     role: Role = Role.SIDECAR
     delta: bool = True
 
@@ -102,6 +107,8 @@ def build_bootstrap(settings: BootstrapSettings) -> bootstrap_pb2.Bootstrap:
         metadata[META_INBOUND_ADDRESS] = str(settings.inbound_address)
     if settings.app_ports:
         metadata[META_APP_PORTS] = ",".join(str(p) for p in settings.app_ports)
+    if settings.health_address is not None:
+        metadata[META_HEALTH_ADDRESS] = str(settings.health_address)
     node_metadata = struct_pb2.Struct()
     node_metadata.update(metadata)
     labels = dict(settings.labels)
@@ -133,6 +140,9 @@ def build_bootstrap(settings: BootstrapSettings) -> bootstrap_pb2.Bootstrap:
             clusters=[_xds_cluster(settings.xds_address)]
         ),
     )
+    if settings.prometheus_address is not None:
+        bootstrap.static_resources.clusters.append(prometheus_cluster(settings.admin_address))
+        bootstrap.static_resources.listeners.append(prometheus_listener(settings.prometheus_address))
     return bootstrap
 
 

@@ -62,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
                       help="where the sidecar's inbound listener binds (traffic for the local app)")
     boot.add_argument("--app-ports", type=_ports, default=(),
                       help="the local app's ports, e.g. 9101 or 9101,9102 (needed with --inbound-address)")
+    boot.add_argument("--health-address", type=_address,
+                      help="gateways: where /healthz/ready is served (Istio: 0.0.0.0:15021; default: none)")
+    boot.add_argument("--prometheus-address", type=_address,
+                      help="where a listener exposing /stats/prometheus binds (Istio: 0.0.0.0:15090)")
     boot.add_argument("--labels", type=_labels, default=(), help="workload labels, k=v,k=v")
     boot.add_argument("--namespace", default="default")
     boot.add_argument("--role", choices=[r.value for r in Role], default=Role.SIDECAR.value)
@@ -114,6 +118,8 @@ def _bootstrap(args: argparse.Namespace) -> int:
         outbound_address=args.outbound_address,
         inbound_address=args.inbound_address,
         app_ports=args.app_ports,
+        health_address=args.health_address,
+        prometheus_address=args.prometheus_address,
         labels=args.labels,
         namespace=args.namespace,
         role=Role(args.role),

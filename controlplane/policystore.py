@@ -4,6 +4,10 @@ A file with any problem is never half-applied. If an earlier version of it was v
 in effect (an invalid edit changes nothing that is served); a file that was never valid is left out (at
 startup the valid files are served). Deleting a file is a valid edit. The diagnostics always describe the
 files as they are on disk, so the user sees what to fix.
+
+Gateway credentials (`credentials/<name>/{tls.crt,tls.key,ca.crt}`, see api/credentials.py) follow the same
+rule per credential: one that stops being usable (a rotation caught half-way, a key that does not match)
+keeps its last usable version in effect, so a bad rotation never takes a listener down.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from controlplane.api.credentials import CREDENTIALS_DIR, Credential, load_credentials
 from controlplane.api.diagnostics import UNKNOWN, Diagnostic
 from controlplane.api.loader import load_policy_texts, policy_files
 from controlplane.api.policyset import PolicySet
@@ -37,6 +42,7 @@ class PolicyStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._good: dict[str, str] = {}
+        self._good_credentials: dict[str, Credential] = {}
 
     def load(self) -> LoadResult:
         texts: dict[str, str] = {}
@@ -53,8 +59,9 @@ class PolicyStore:
                 unreadable.append(Diagnostic(str(path), 1, UNKNOWN, UNKNOWN, UNKNOWN, f"cannot read: {exc}"))
         if not self.root.is_dir():
             unreadable.append(Diagnostic(str(self.root), 1, UNKNOWN, UNKNOWN, UNKNOWN, "not a directory"))
-        _, diagnostics = load_policy_texts(sorted(texts.items()))
-        diagnostics = sorted(unreadable + diagnostics)
+        credentials, bad_credentials = self._credentials()
+        _, diagnostics = load_policy_texts(sorted(texts.items()), credentials)
+        diagnostics = sorted(unreadable + bad_credentials + diagnostics)
         bad = {d.file for d in diagnostics}
         served: dict[str, str] = {}
         kept, excluded = [], []
@@ -66,7 +73,7 @@ class PolicyStore:
                 kept.append(file)
             else:
                 excluded.append(file)
-        policy, _ = load_policy_texts(sorted(served.items()))
+        policy, _ = load_policy_texts(sorted(served.items()), credentials)
         # remember the valid versions; forget deleted files
         self._good = {file: text for file, text in served.items() if file in texts}
         for file in kept:
@@ -74,3 +81,15 @@ class PolicyStore:
         for file in excluded:
             log.warning("%s has errors and was never valid; it is not applied", file)
         return LoadResult(policy, diagnostics, kept, excluded)
+
+    def _credentials(self) -> tuple[dict[str, Credential], list[Diagnostic]]:
+        """The usable credentials on disk, plus the last usable version of any that is unusable now."""
+        directory = self.root / CREDENTIALS_DIR
+        found, diagnostics = load_credentials(directory)
+        present = {p.name for p in directory.iterdir() if p.is_dir()} if directory.is_dir() else set()
+        for name, previous in self._good_credentials.items():
+            if name not in found and name in present:
+                log.warning("credential %s is not usable; its last usable version stays in effect", name)
+                found[name] = previous
+        self._good_credentials = dict(found)
+        return dict(sorted(found.items())), diagnostics

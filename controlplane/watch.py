@@ -24,6 +24,7 @@ from pathlib import Path
 import watchfiles
 from prometheus_client import Histogram
 
+from controlplane.api.credentials import CREDENTIALS_DIR
 from controlplane.api.loader import YAML_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,8 @@ DEBOUNCE_SECONDS = Histogram(
 class PolicyFileFilter(watchfiles.DefaultFilter):
     """Policy files only: a log file or an editor's swap file in the directory must not cause reloads
     (a log written into the watched directory would otherwise reload forever). Deletions always count:
-    a deleted directory may have held policy files."""
+    a deleted directory may have held policy files. Gateway credentials (`credentials/<name>/*`, any
+    name) count too: replacing a certificate's files is how it is rotated."""
 
     def __call__(self, change: watchfiles.Change, path: str) -> bool:
         if not super().__call__(change, path):
@@ -49,7 +51,9 @@ class PolicyFileFilter(watchfiles.DefaultFilter):
         name = Path(path).name
         if change == watchfiles.Change.deleted or os.path.isdir(path):
             return True
-        return name.endswith(YAML_SUFFIXES) and not name.startswith(".")
+        if name.startswith("."):
+            return False
+        return name.endswith(YAML_SUFFIXES) or CREDENTIALS_DIR in Path(path).parts[-3:-1]
 
 
 class PolicyWatcher:

@@ -10,6 +10,7 @@ depends on the file system's listing order), every document in each file, and ne
 - two objects with the same kind/namespace/name → the second (in file order) is left out;
 - then cross-object validation (`controlplane.api.validate`) prunes what refers to missing things.
 
+The top-level `observability/` directory (Prometheus configuration, not policy) is skipped too.
 Hidden files and directories (names starting with ".") are skipped: editors leave swap files there, and
 Kubernetes ConfigMap volumes keep a second copy of every file under `..data/`.
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from controlplane.api.credentials import Credential, credentials_dir, load_credentials
 from controlplane.api.destinationrule import DestinationRule
 from controlplane.api.diagnostics import (
     REQUIRED_FIELD,
@@ -34,10 +36,13 @@ from controlplane.api.diagnostics import (
     relevant_errors,
 )
 from controlplane.api.documents import Document, Source, parse_documents
+from controlplane.api.gateway import Gateway
 from controlplane.api.meshconfig import MeshConfig
 from controlplane.api.meta import ObjectKey, PolicyObject
 from controlplane.api.policyset import PolicySet
+from controlplane.api.ratelimit import RateLimitPolicy
 from controlplane.api.serviceentry import ServiceEntry
+from controlplane.api.telemetry import Telemetry
 from controlplane.api.validate import validate_policy
 from controlplane.api.virtualservice import VirtualService
 from controlplane.api.workloadentry import WorkloadEntry, WorkloadGroup
@@ -45,10 +50,16 @@ from controlplane.api.workloadentry import WorkloadEntry, WorkloadGroup
 # Every kind we understand, by `kind:` value. A new kind is a model module plus one entry here.
 KINDS: Mapping[str, type[PolicyObject]] = {
     cls.KIND: cls
-    for cls in (DestinationRule, MeshConfig, ServiceEntry, VirtualService, WorkloadEntry, WorkloadGroup)
+    for cls in (
+        DestinationRule, MeshConfig, ServiceEntry, Telemetry, VirtualService, WorkloadEntry, WorkloadGroup,
+        Gateway, RateLimitPolicy,
+    )
 }
 
 YAML_SUFFIXES = (".yaml", ".yml")
+# Top-level directories of a policy directory that hold other tools' YAML, not policy: `observability/`
+# keeps the Prometheus scrape configuration next to the mesh it scrapes (docs/telemetry.md).
+NOT_POLICY_DIRS = ("observability",)
 
 
 def load_policy_dir(path: str | os.PathLike[str]) -> tuple[PolicySet, list[Diagnostic]]:
@@ -60,14 +71,20 @@ def load_policy_dir(path: str | os.PathLike[str]) -> tuple[PolicySet, list[Diagn
         files = policy_files(root)
     else:
         return PolicySet(), [Diagnostic(str(root), 1, UNKNOWN, UNKNOWN, UNKNOWN, "no such file or directory")]
-    return load_policy_files(files)
+    # Gateway certificates live next to the policy (api/credentials.py).
+    credentials, problems = load_credentials(credentials_dir(root))
+    policy, diagnostics = load_policy_files(files, credentials)
+    return policy, sorted(problems + diagnostics)
 
 
 def policy_files(root: Path) -> list[Path]:
     """The YAML files under `root` that `load_policy_dir` reads, in the order it reads them."""
     found: list[Path] = []
     for directory, dirnames, filenames in os.walk(root):
-        dirnames[:] = [name for name in dirnames if not name.startswith(".")]
+        top = Path(directory) == root
+        dirnames[:] = [
+            name for name in dirnames if not name.startswith(".") and not (top and name in NOT_POLICY_DIRS)
+        ]
         found.extend(
             Path(directory, name)
             for name in filenames
@@ -76,7 +93,9 @@ def policy_files(root: Path) -> list[Path]:
     return sorted(found, key=lambda file: file.relative_to(root).as_posix())
 
 
-def load_policy_files(files: Iterable[str | os.PathLike[str]]) -> tuple[PolicySet, list[Diagnostic]]:
+def load_policy_files(
+    files: Iterable[str | os.PathLike[str]], credentials: Mapping[str, Credential] | None = None
+) -> tuple[PolicySet, list[Diagnostic]]:
     """Load the given files in the given order (see the module docstring for what is kept)."""
     texts: list[tuple[str, str]] = []
     diagnostics: list[Diagnostic] = []
@@ -87,11 +106,13 @@ def load_policy_files(files: Iterable[str | os.PathLike[str]]) -> tuple[PolicySe
         except (OSError, UnicodeDecodeError) as err:
             message = f"cannot read file: {err.strerror if isinstance(err, OSError) else err}"
             diagnostics.append(Diagnostic(name, 1, UNKNOWN, UNKNOWN, UNKNOWN, message))
-    policy, more = load_policy_texts(texts)
+    policy, more = load_policy_texts(texts, credentials)
     return policy, sorted(diagnostics + more)
 
 
-def load_policy_texts(texts: Iterable[tuple[str, str]]) -> tuple[PolicySet, list[Diagnostic]]:
+def load_policy_texts(
+    texts: Iterable[tuple[str, str]], credentials: Mapping[str, Credential] | None = None
+) -> tuple[PolicySet, list[Diagnostic]]:
     """Load policy from (file name, YAML text) pairs; the pure core of the loader, handy in tests."""
     diagnostics: list[Diagnostic] = []
     objects: dict[ObjectKey, PolicyObject] = {}
@@ -112,7 +133,7 @@ def load_policy_texts(texts: Iterable[tuple[str, str]]) -> tuple[PolicySet, list
                 continue
             objects[obj.key] = obj
             sources[obj.key] = document.source
-    policy, semantic = validate_policy(PolicySet(objects.values(), sources=sources))
+    policy, semantic = validate_policy(PolicySet(objects.values(), sources=sources, credentials=credentials))
     return policy, sorted(diagnostics + semantic)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TypeVar
 
+from controlplane.api.credentials import Credential
 from controlplane.api.destinationrule import DestinationRule
 from controlplane.api.documents import Source
 from controlplane.api.meshconfig import MeshConfig
@@ -25,13 +26,14 @@ T = TypeVar("T", bound=PolicyObject)
 class PolicySet:
     """Valid policy objects by `ObjectKey`, plus each object's `Source` (file and field lines) if known."""
 
-    __slots__ = ("_objects", "_sources")
+    __slots__ = ("_by_type", "_credentials", "_objects", "_sources")
 
     def __init__(
         self,
         objects: Iterable[PolicyObject] = (),
         *,
         sources: Mapping[ObjectKey, Source] | None = None,
+        credentials: Mapping[str, Credential] | None = None,
     ) -> None:
         found: dict[ObjectKey, PolicyObject] = {}
         for obj in objects:
@@ -39,8 +41,11 @@ class PolicySet:
                 raise ValueError(f"duplicate policy object {obj.key}")
             found[obj.key] = obj
         self._objects: dict[ObjectKey, PolicyObject] = dict(sorted(found.items()))
+        self._by_type: dict[type, list[PolicyObject]] | None = None
         known = sources or {}
         self._sources: dict[ObjectKey, Source] = {key: known[key] for key in self._objects if key in known}
+        # Certificate files named by Gateway `credentialName` (read by the loader, see api/credentials.py).
+        self._credentials: dict[str, Credential] = dict(sorted((credentials or {}).items()))
 
     # -- lookup ------------------------------------------------------------------------------------
 
@@ -73,10 +78,23 @@ class PolicySet:
     def sources(self) -> Mapping[ObjectKey, Source]:
         return self._sources
 
+    @property
+    def credentials(self) -> Mapping[str, Credential]:
+        return self._credentials
+
     # -- typed iteration ---------------------------------------------------------------------------
 
     def of_kind(self, cls: type[T]) -> list[T]:
-        """All objects of one kind, sorted by (namespace, name)."""
+        """All objects of one kind, sorted by (namespace, name). Indexed once per set: the build stage
+        asks per cluster, and a scan each time made builds quadratic in the number of services."""
+        by_type = self._by_type
+        if by_type is None:
+            by_type = {}
+            for obj in self._objects.values():
+                by_type.setdefault(type(obj), []).append(obj)
+            self._by_type = by_type
+        if cls in by_type or not any(issubclass(kind, cls) for kind in by_type):
+            return list(by_type.get(cls, []))  # type: ignore[arg-type]
         return [obj for obj in self._objects.values() if isinstance(obj, cls)]
 
     def in_namespace(self, namespace: str) -> list[PolicyObject]:
@@ -109,4 +127,4 @@ class PolicySet:
 
     def replace(self, objects: Iterable[PolicyObject]) -> PolicySet:
         """A new set with `objects` (same sources for keys that survive)."""
-        return PolicySet(objects, sources=self._sources)
+        return PolicySet(objects, sources=self._sources, credentials=self._credentials)

@@ -13,6 +13,10 @@ first in (kind, namespace, name) order — Istio uses creation time, which files
   (a later one's is reported and removed), subsets are the union, and a subset name already defined by an
   earlier rule is reported and removed from the later one.
 - VirtualService checks: see `validate_routes`.
+- Gateways (credentials, conflicting servers), VirtualService `gateways` references, RateLimitPolicy
+  targets: see `validate_gateways`.
+- Telemetry naming a provider the MeshConfig does not define: dropped; a second Telemetry for the same
+  scope: dropped (see `api.telemetry.check_telemetries`).
 
 Field paths in diagnostics refer to the object as written (indexes before anything was removed).
 """
@@ -25,11 +29,14 @@ from dataclasses import dataclass, field
 from controlplane.api.common import labels_match
 from controlplane.api.destinationrule import DestinationRule
 from controlplane.api.diagnostics import UNKNOWN, Diagnostic, FieldPath, format_path
+from controlplane.api.gateway import Gateway
 from controlplane.api.hosts import HostIndex
 from controlplane.api.meshconfig import MeshConfig
 from controlplane.api.meta import PolicyObject
 from controlplane.api.policyset import PolicySet
+from controlplane.api.ratelimit import RateLimitPolicy
 from controlplane.api.serviceentry import ServiceEntry, ServiceEntrySpec
+from controlplane.api.telemetry import Telemetry, check_telemetries
 from controlplane.api.virtualservice import VirtualService
 from controlplane.api.workloadentry import WorkloadEntry
 
@@ -76,6 +83,7 @@ class Context:
 def validate_policy(policy: PolicySet) -> tuple[PolicySet, list[Diagnostic]]:
     """The policy with cross-object errors pruned (see the module docstring), and what was pruned."""
     # Imported here: validate_routes needs Context from this module.
+    from controlplane.api.validate_gateways import check_gateway_refs, check_gateways, check_rate_limits
     from controlplane.api.validate_routes import check_virtual_service
 
     ctx = Context(policy)
@@ -86,13 +94,21 @@ def validate_policy(policy: PolicySet) -> tuple[PolicySet, list[Diagnostic]]:
             kept.append(checked)
     ctx.index = HostIndex((host, se.metadata.namespace) for host, (se, _) in ctx.services.items())
     _workload_entries(ctx, policy.workload_entries())
-    kept.extend(_mesh_configs(ctx, policy.of_kind(MeshConfig)))
+    meshes = _mesh_configs(ctx, policy.of_kind(MeshConfig))
+    kept.extend(meshes)
+    telemetries, problems = check_telemetries(policy.of_kind(Telemetry), meshes[0] if meshes else None)
+    for telemetry, path, message in problems:
+        ctx.report(telemetry, path, message)
+    kept.extend(telemetries)
     kept.extend(_destination_rule(ctx, dr) for dr in policy.destination_rules())
     for vs in policy.virtual_services():
         checked_vs = check_virtual_service(ctx, vs)
         if checked_vs is not None:
             kept.append(checked_vs)
-    handled = (ServiceEntry, MeshConfig, DestinationRule, VirtualService)
+    kept.extend(check_gateways(ctx, policy.of_kind(Gateway)))
+    kept.extend(check_rate_limits(ctx, policy.of_kind(RateLimitPolicy)))
+    kept = check_gateway_refs(ctx, kept)
+    handled = (ServiceEntry, MeshConfig, DestinationRule, VirtualService, Telemetry, Gateway, RateLimitPolicy)
     kept.extend(obj for obj in policy if not isinstance(obj, handled))
     return policy.replace(kept), ctx.diagnostics
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from controlplane.build.gatewaymodel import GatewayConfig
 from controlplane.build.policy import (
     DEFAULT_CONNECT_TIMEOUT_MS,
     DEFAULT_DNS_REFRESH_RATE_MS,
@@ -28,6 +29,7 @@ from controlplane.build.policy import (
 from controlplane.build.proxy import Role, SocketAddress
 from controlplane.build.refs import ClusterRef, HostPort, PolicyRef
 from controlplane.build.routemodel import MatchKind, Route, RouteMatch, StringMatch, WeightedCluster
+from controlplane.build.telemetry import ProxyTelemetry
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_MS",
@@ -37,6 +39,7 @@ __all__ = [
     "ClusterRef",
     "Discovery",
     "Endpoint",
+    "GatewayConfig",
     "HostPort",
     "Inbound",
     "LbPolicy",
@@ -45,6 +48,7 @@ __all__ = [
     "OutboundPolicy",
     "PolicyRef",
     "ProxyModel",
+    "ProxyTelemetry",
     "Route",
     "RouteMatch",
     "StringMatch",
@@ -181,3 +185,7 @@ class ProxyModel:
     inbound: Inbound | None = None
     # ALLOW_ANY needs the passthrough cluster; kept here so translation need not look into outbound_http.
     mesh_connect_timeout_ms: int = DEFAULT_CONNECT_TIMEOUT_MS
+    # Gateways only: listeners from Gateway servers, readiness, rate limits (build/gateway.py).
+    gateway: GatewayConfig | None = None
+    # Tracing and access logging for every HTTP connection manager of the proxy (build/telemetry.py).
+    telemetry: ProxyTelemetry = field(default_factory=ProxyTelemetry)

@@ -11,6 +11,9 @@ with equal metadata get the same configuration (and share one snapshot):
     inbound_address  "HOST:PORT" the sidecar's inbound HTTP listener binds (absent: no inbound listener)
     app_ports        the local app's ports, "9101" or "9101,9102" (or a list of numbers); the inbound
                      listener forwards to them (first port by default, see build/inbound.py)
+    health_address   gateways: "HOST:PORT" of the readiness listener (GET /healthz/ready; Istio uses
+                     0.0.0.0:15021); pushed over xDS, so it answers only once config arrived. Absent:
+                     no readiness listener (two gateways on one host would fight over a default)
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ META_LABELS = "labels"
 META_OUTBOUND_ADDRESS = "outbound_address"
 META_INBOUND_ADDRESS = "inbound_address"
 META_APP_PORTS = "app_ports"
+META_HEALTH_ADDRESS = "health_address"
 
 DEFAULT_NAMESPACE = "default"
 DEFAULT_OUTBOUND_ADDRESS = "127.0.0.1:15001"
@@ -83,6 +87,8 @@ class ProxyIdentity:
 
     inbound_address: SocketAddress | None = None
     app_ports: tuple[int, ...] = ()
+    # Gateways only; None: no readiness listener.
+    health_address: SocketAddress | None = None
 
     @property
     def label_map(self) -> dict[str, str]:

@@ -8,27 +8,32 @@ Roles:
 - sidecar: every service's clusters (with DestinationRule policy and subsets), one outbound HTTP listener
   at the proxy's `outbound_address` routing by authority (see `routing`), TCP/TLS listeners on service
   addresses (see `tcp`), and an inbound listener when the proxy names its app (see `inbound`);
-- gateway: an empty model for now; Gateway resources arrive with the wider traffic API.
+- gateway: every cluster, plus listeners from the Gateway servers that select it (see `gateway`).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from controlplane.api.policyset import PolicySet
 from controlplane.build.clusters import build_clusters
 from controlplane.build.destinationrules import destination_rules
+from controlplane.build.gateway import build_gateway
 from controlplane.build.inbound import build_inbound
 from controlplane.build.model import DEFAULT_CONNECT_TIMEOUT_MS, OutboundHttp, OutboundPolicy, ProxyModel
 from controlplane.build.proxy import ProxyIdentity, Role
 from controlplane.build.routing import build_virtual_hosts
 from controlplane.build.services import service_registry
 from controlplane.build.tcp import build_tcp_listeners
+from controlplane.build.telemetry import build_telemetry
 
 
 def build_proxy(policy: PolicySet, proxy: ProxyIdentity) -> ProxyModel:
     """What `proxy` should be configured with under `policy`."""
-    if proxy.role is Role.GATEWAY:
-        return ProxyModel(role=Role.GATEWAY)
-    return build_sidecar(policy, proxy)
+    model = build_gateway(policy, proxy) if proxy.role is Role.GATEWAY else build_sidecar(policy, proxy)
+    # Telemetry is the same for every role (Istio applies it to sidecars and gateways alike), so it is
+    # added here once rather than by each role's builder.
+    return replace(model, telemetry=build_telemetry(policy, proxy))
 
 
 def build_sidecar(policy: PolicySet, proxy: ProxyIdentity) -> ProxyModel:

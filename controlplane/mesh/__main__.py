@@ -65,11 +65,17 @@ def print_summary(mesh: LocalMesh, out: TextIO) -> None:
         )
         kind = "ingress" if proxy.node_id == INGRESS else "egress"
         write(f"  {kind:<7} gateway admin http://{proxy.admin}   {where}\n")
-    write("\n  service instance                 listens on              sidecar admin / outbound\n")
+    header = f"{'service instance':<24} {'endpoint (who binds it)':<40} {'sidecar admin':<24} outbound"
+    write(f"\n  {header}\n")
     for instance in plan.instances:
         sidecar = plan.sidecar_of(instance)
-        listen = ",".join(str(a) for a in instance.listen)
-        write(f"  {instance.instance_id:<32} {listen:<23} http://{sidecar.admin}  {sidecar.outbound}\n")
+        endpoint = ",".join(str(a) for a in instance.listen)
+        if sidecar.inbound is not None:
+            endpoint += f" (sidecar → app :{sidecar.app_ports[0]})"
+        else:
+            endpoint += " (app)"
+        admin = f"http://{sidecar.admin}"
+        write(f"  {instance.instance_id:<24} {endpoint:<40} {admin:<24} {sidecar.outbound}\n")
     for reason in plan.skipped:
         write(f"  not started: {reason}\n")
     for diagnostic in mesh.diagnostics:

@@ -6,8 +6,10 @@ the demo service (named after its service, or `<service>-<n>` when there are sev
 sharing its network namespace (`network_mode: service:<app>`), so the sidecar's outbound listener is the
 app's 127.0.0.1:15001 and its admin (scraped by Prometheus) is <app>:15000. The policy is rewritten for the
 compose network into compose/config/: STATIC loopback endpoints become DNS endpoints naming the instance's
-container. Every Envoy bootstrap is the output of `controlplane bootstrap`, whose arguments head the file.
-Hand-written, not generated: the Dockerfile, the OpenTelemetry collector config and Grafana provisioning.
+container, whose sidecar's inbound listener takes the endpoint port and forwards to the app on the
+namespace's loopback (as in the local mesh). Every Envoy bootstrap is the output of `controlplane
+bootstrap`, whose arguments head the file. Hand-written, not generated: the Dockerfile, the OpenTelemetry
+collector config and Grafana provisioning.
 """
 
 from __future__ import annotations
@@ -64,6 +66,10 @@ def bootstrap_args(proxy: Proxy) -> list[str]:
     ]
     if proxy.role is Role.SIDECAR:
         args += ["--outbound-address", OUTBOUND]
+    if proxy.inbound is not None:
+        # the endpoint port on every interface of the app's network namespace; the app is on its loopback
+        args += ["--inbound-address", f"0.0.0.0:{proxy.inbound.port}"]
+        args += ["--app-ports", ",".join(str(port) for port in proxy.app_ports)]
     return args
 
 
@@ -107,8 +113,10 @@ def _app(instance: Instance) -> dict[str, Any]:
         "--proxy",
         OUTBOUND,
     ]
-    for address in instance.listen:
-        command += ["--listen", f"0.0.0.0:{address.port}"]
+    if instance.app_listen:  # behind its sidecar's inbound listener
+        command += [arg for a in instance.app_listen for arg in ("--listen", f"127.0.0.1:{a.port}")]
+    else:
+        command += [arg for a in instance.listen for arg in ("--listen", f"0.0.0.0:{a.port}")]
     return {
         "image": APP_IMAGE,
         "build": {"context": "..", "dockerfile": "compose/Dockerfile"},

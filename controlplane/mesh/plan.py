@@ -1,10 +1,14 @@
-"""Which processes the local mesh runs, and on which loopback addresses: a pure function of the policy.
+"""Which processes the local mesh runs, and on which loopback addresses, decided from the policy.
 
 Every endpoint of a ServiceEntry with STATIC resolution on a loopback address (inline `endpoints`, or the
 WorkloadEntries its `workloadSelector` picks) becomes one demo service instance listening on that
 endpoint's address and ports, with its own sidecar Envoy (node id = instance id, labels = the endpoint's).
-Two gateways are always added: ingress (labels istio=ingressgateway) and egress (istio=egressgateway).
-Anything else (DNS services, endpoints elsewhere) is left to the outside world and listed in `skipped`.
+When the service has one port and it speaks HTTP, the endpoint address is the sidecar's inbound listener
+(as Istio's iptables capture would make it) and the app listens on a port of its own behind it, so traffic
+between services goes client app → client sidecar → server sidecar → server app. Other instances (several
+ports, TCP) listen on their endpoint addresses themselves. Two gateways are always added: ingress (labels
+istio=ingressgateway) and egress (istio=egressgateway). Anything else (DNS services, endpoints elsewhere)
+is left to the outside world and listed in `skipped`.
 
 Envoy ports (admin; outbound for sidecars) come from a `Ports` source: consecutive numbers from a base
 (stable URLs for `make run`), or numbers the OS picked (tests).
@@ -14,8 +18,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 
 from controlplane.api.common import WorkloadSelector
 from controlplane.api.policyset import PolicySet
@@ -33,13 +37,20 @@ class PlanError(ValueError):
     """The policy asks for something the local mesh cannot run (e.g. two services on one address)."""
 
 
+# OS-chosen ports handed out in this process: the OS often returns a just-closed port again
+_given: set[int] = set()
+
+
 class Ports:
     """Hands out TCP ports: consecutive from `base`, or chosen by the OS when `base` is 0."""
 
     def __init__(self, base: int = 0, host: str = LOOPBACK) -> None:
         self._next = base
         self._host = host
-        self._given: set[int] = set()
+
+    def avoid(self, ports: Iterable[int]) -> None:
+        """Never hand out these (ports the policy's endpoints use)."""
+        _given.update(ports)
 
     def take(self) -> int:
         if self._next:
@@ -50,8 +61,8 @@ class Ports:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
                 sock.bind((self._host, 0))
                 port = int(sock.getsockname()[1])
-            if port not in self._given:
-                self._given.add(port)
+            if port not in _given:
+                _given.add(port)
                 return port
         raise RuntimeError("the OS keeps handing out the same ports")
 
@@ -65,8 +76,14 @@ class Instance:
     namespace: str
     version: str
     instance_id: str
-    listen: tuple[SocketAddress, ...]
+    listen: tuple[SocketAddress, ...]  # its endpoint addresses: where the mesh sends its traffic
     labels: tuple[tuple[str, str], ...]
+    http: bool = True  # every port speaks HTTP
+    app_listen: tuple[SocketAddress, ...] = ()  # where the demo process binds (behind the sidecar's inbound)
+
+    @property
+    def binds(self) -> tuple[SocketAddress, ...]:
+        return self.app_listen or self.listen
 
 
 @dataclass(frozen=True)
@@ -79,6 +96,8 @@ class Proxy:
     labels: tuple[tuple[str, str], ...]
     admin: SocketAddress
     outbound: SocketAddress | None = None
+    inbound: SocketAddress | None = None
+    app_ports: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -176,6 +195,7 @@ def _instances(policy: PolicySet) -> tuple[list[Instance], list[str]]:
                 instance_id,
                 listen,
                 tuple(sorted(labels.items())),
+                http=all(port.is_http for port in entry.spec.ports),
             )
         )
     return instances, skipped
@@ -184,6 +204,7 @@ def _instances(policy: PolicySet) -> tuple[list[Instance], list[str]]:
 def make_plan(policy: PolicySet, ports: Ports) -> MeshPlan:
     """The processes for `policy`; PlanError when two endpoints share an address."""
     instances, skipped = _instances(policy)
+    ports.avoid(address.port for instance in instances for address in instance.listen)
     proxies = [
         Proxy(
             INGRESS,
@@ -206,4 +227,11 @@ def make_plan(policy: PolicySet, ports: Ports) -> MeshPlan:
         proxies.append(
             Proxy(instance.instance_id, Role.SIDECAR, instance.namespace, instance.labels, admin, outbound)
         )
+    # app ports last, so that the Envoy ports above do not shift with the kinds of services
+    for index, instance in enumerate(instances):
+        if instance.http and len(instance.listen) == 1:
+            app = SocketAddress(LOOPBACK, ports.take())
+            instances[index] = replace(instance, app_listen=(app,))
+            sidecar = next(i for i, p in enumerate(proxies) if p.node_id == instance.instance_id)
+            proxies[sidecar] = replace(proxies[sidecar], inbound=instance.listen[0], app_ports=(app.port,))
     return MeshPlan(tuple(instances), tuple(proxies), tuple(skipped))

@@ -63,10 +63,10 @@ class LocalMesh:
         self.settings = settings
         policy, diagnostics = load_policy_dir(settings.config_dir)
         self.diagnostics = [str(d) for d in diagnostics]
-        ports = Ports(0)
+        self.plan: MeshPlan = make_plan(policy, Ports(settings.proxy_port_base))
+        ports = Ports(0)  # after the plan: OS-chosen ports never repeat one the plan uses
         self.xds = SocketAddress(LOOPBACK, settings.xds_port or ports.take())
         self.admin = SocketAddress(LOOPBACK, settings.admin_port or ports.take())
-        self.plan: MeshPlan = make_plan(policy, Ports(settings.proxy_port_base))
         self.processes: list[Process] = []
         self.envoy = find_envoy(settings.envoy_bin)
 
@@ -75,7 +75,9 @@ class LocalMesh:
     def _claims(self) -> list[tuple[SocketAddress, str]]:
         claims = [(self.xds, "control plane xDS"), (self.admin, "control plane admin")]
         for instance in self.plan.instances:
+            # an endpoint is the service's address, whether its app or its sidecar's inbound binds it
             claims += [(address, f"service {instance.instance_id}") for address in instance.listen]
+            claims += [(address, f"service {instance.instance_id} app") for address in instance.app_listen]
         for proxy in self.plan.proxies:
             claims.append((proxy.admin, f"envoy {proxy.node_id} admin"))
             if proxy.outbound is not None:
@@ -135,7 +137,7 @@ class LocalMesh:
             "--instance",
             instance.instance_id,
         ]
-        for address in instance.listen:
+        for address in instance.binds:
             argv += ["--listen", str(address)]
         if sidecar.outbound is not None:
             argv += ["--proxy", str(sidecar.outbound)]
@@ -154,6 +156,8 @@ class LocalMesh:
                     xds_address=self.xds,
                     admin_address=proxy.admin,
                     outbound_address=proxy.outbound,
+                    inbound_address=proxy.inbound,
+                    app_ports=proxy.app_ports,
                     labels=proxy.labels,
                     namespace=proxy.namespace,
                     role=proxy.role,
@@ -243,11 +247,16 @@ class LocalMesh:
                     "role": str(p.role),
                     "admin": f"http://{p.admin}",
                     "outbound": str(p.outbound) if p.outbound else None,
+                    "inbound": str(p.inbound) if p.inbound else None,
                 }
                 for p in self.plan.proxies
             },
             "services": {
-                i.instance_id: {"host": i.host, "listen": [str(a) for a in i.listen]}
+                i.instance_id: {
+                    "host": i.host,
+                    "endpoints": [str(a) for a in i.listen],
+                    "app": [str(a) for a in i.binds],
+                }
                 for i in self.plan.instances
             },
             "processes": [{"name": p.name, "pid": p.pid, "log": str(p.log_path)} for p in self.processes],
@@ -258,7 +267,7 @@ class LocalMesh:
 
 
 def _listening(instance: Instance) -> Callable[[], bool]:
-    addresses = [str(a) for a in instance.listen]
+    addresses = [str(a) for a in instance.binds]
     return lambda: all(http_get(address, "/")[0] == 200 for address in addresses)
 
 

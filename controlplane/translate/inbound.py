@@ -15,17 +15,22 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 
 from controlplane.build.model import Inbound
+from controlplane.build.telemetry import ProxyTelemetry
 from controlplane.translate import names
 from controlplane.translate.listeners import http_connection_manager, http_listener, socket_address
+from controlplane.translate.observability import Direction, apply_observability, listener_traffic_direction
 from controlplane.translate.protos import duration_ms
 
 INBOUND_RETRIES = 2
 INBOUND_CONNECT_TIMEOUT_MS = 10_000
 
 
-def inbound_listener(inbound: Inbound) -> listener_pb2.Listener:
+def inbound_listener(inbound: Inbound, telemetry: ProxyTelemetry | None = None) -> listener_pb2.Listener:
     manager = http_connection_manager(names.INBOUND_HTTP_STAT_PREFIX, names.INBOUND_HTTP_ROUTE_CONFIG, [])
-    return http_listener(names.INBOUND_HTTP_LISTENER, inbound.address, manager)
+    apply_observability(manager, telemetry or ProxyTelemetry(), Direction.INBOUND)
+    listener = http_listener(names.INBOUND_HTTP_LISTENER, inbound.address, manager)
+    listener.traffic_direction = listener_traffic_direction(Direction.INBOUND)
+    return listener
 
 
 def inbound_clusters(inbound: Inbound) -> list[cluster_pb2.Cluster]:

@@ -11,6 +11,9 @@ cases Envoy routes on the resulting `:authority`.
 HTTP filters, in Istio's order (core/listener_builder.go): fault, cors, [dynamic_forward_proxy for
 ALLOW_ANY], router. Fault and CORS are always present with empty configs so that a route gaining a fault
 or CORS policy is a route update only; they act only on routes with a per-route config.
+
+Tracing and access logs: every HTTP connection manager goes through `observability.apply_observability`
+(the one hook for all of them, gateways included).
 """
 
 from __future__ import annotations
@@ -24,13 +27,17 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 
 from controlplane.build.model import OutboundHttp, OutboundPolicy
 from controlplane.build.proxy import SocketAddress
+from controlplane.build.telemetry import ProxyTelemetry
 from controlplane.translate import names
 from controlplane.translate.ads import ads_config_source
+from controlplane.translate.observability import Direction, apply_observability, listener_traffic_direction
 from controlplane.translate.passthrough import dynamic_forward_proxy_filter
 from controlplane.translate.protos import pack
 
 
-def outbound_http_listener(outbound: OutboundHttp) -> listener_pb2.Listener:
+def outbound_http_listener(
+    outbound: OutboundHttp, telemetry: ProxyTelemetry | None = None
+) -> listener_pb2.Listener:
     filters = [
         hcm.HttpFilter(name=names.FAULT, typed_config=pack(fault_pb2.HTTPFault())),
         hcm.HttpFilter(name=names.CORS, typed_config=pack(cors_pb2.Cors())),
@@ -46,7 +53,10 @@ def outbound_http_listener(outbound: OutboundHttp) -> listener_pb2.Listener:
     )
     # Explicit-proxy clients send absolute-form request lines; say so rather than rely on Envoy's default.
     manager.http_protocol_options.allow_absolute_url.value = True
-    return http_listener(names.OUTBOUND_HTTP_LISTENER, outbound.address, manager)
+    apply_observability(manager, telemetry or ProxyTelemetry(), Direction.OUTBOUND)
+    listener = http_listener(names.OUTBOUND_HTTP_LISTENER, outbound.address, manager)
+    listener.traffic_direction = listener_traffic_direction(Direction.OUTBOUND)
+    return listener
 
 
 def http_connection_manager(

@@ -10,6 +10,8 @@ so they are defined here once and nowhere else. They follow Istio where Istio ha
     route           <http name>[.<match name>] (empty without an http name), "default" for a default route
     TCP listener    <address>_<port>                    (Istio's outbound listener names)
     special         PassthroughCluster                  (ALLOW_ANY; a dynamic forward proxy here)
+    tracing cluster telemetry|<port>||<host>            (a tracing provider's collector; Istio reuses the
+                                                         collector service's outbound cluster)
 
 Hosts are used as written in the ServiceEntry. Istio would qualify short Kubernetes names to FQDNs
 (`reviews` → `reviews.default.svc.cluster.local`); our hosts are not Kubernetes services, so cluster names
@@ -52,6 +54,9 @@ TCP_PROXY = "envoy.filters.network.tcp_proxy"
 TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
 PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+OPENTELEMETRY_TRACER = "envoy.tracers.opentelemetry"
+ZIPKIN_TRACER = "envoy.tracers.zipkin"
+FILE_ACCESS_LOG = "envoy.access_loggers.file"
 
 
 def outbound_cluster(ref: ClusterRef) -> str:
@@ -82,3 +87,51 @@ def route(route: Route) -> str:
     if not route.http_name:
         return ""
     return f"{route.http_name}.{route.match_name}" if route.match_name else route.http_name
+
+
+def telemetry_cluster(host: str, port: int) -> str:
+    """`telemetry|4317||otel-collector`: the collector cluster of a tracing provider. Not `outbound|...`,
+    so that it never collides with a ServiceEntry's cluster for the same host and port (which may use
+    another protocol or policy than the tracer needs)."""
+    return f"telemetry|{port}||{host}"
+
+
+# --- gateways (translate/gateway*.py): Istio's gateway names where Istio has them --------------------------
+
+LOCAL_RATELIMIT = "envoy.filters.http.local_ratelimit"
+TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
+# Route metadata namespace carrying a gateway route's rate-limit keys (read by the local rate limit filter).
+RATELIMIT_METADATA = "controlplane.ratelimit"
+GATEWAY_RATELIMIT_STAT_PREFIX = "gateway_ratelimit"
+# The readiness listener's path (Istio's pilot-agent serves the same on 15021).
+GATEWAY_HEALTH_PATH = "/healthz/ready"
+GATEWAY_HEALTH_ROUTE_CONFIG = "gateway_health"
+
+
+def gateway_http_route_config(port: int) -> str:
+    """`http.80`: the route table all plain HTTP servers of a port share."""
+    return f"http.{port}"
+
+
+def gateway_https_route_config(port: int, port_name: str, gateway: str, namespace: str) -> str:
+    """`https.443.https.ingress.istio-system`: the route table of one TLS-terminating server."""
+    return f"https.{port}.{port_name}.{gateway}.{namespace}"
+
+
+def gateway_virtual_host(host: str, port: int) -> str:
+    return f"{host}:{port}"
+
+
+def gateway_blackhole(port: int) -> str:
+    """The virtual host of a route table nothing is bound to (every request gets 404)."""
+    return f"blackhole:{port}"
+
+
+def secret(credential: str) -> str:
+    """The SDS secret with a credential's certificate and key: the credentialName itself."""
+    return credential
+
+
+def ca_secret(credential: str) -> str:
+    """The SDS secret with a credential's CA (tls mode MUTUAL); Istio's `<credentialName>-cacert`."""
+    return f"{credential}-cacert"

@@ -16,8 +16,10 @@ from collections.abc import Iterable
 from controlplane.build.model import Discovery, OutboundPolicy, PolicyRef, ProxyModel
 from controlplane.translate.clusters import translate_cluster
 from controlplane.translate.endpoints import load_assignment
+from controlplane.translate.gateway import gateway_resources
 from controlplane.translate.inbound import inbound_clusters, inbound_listener, inbound_route_config
 from controlplane.translate.listeners import outbound_http_listener
+from controlplane.translate.observability import telemetry_clusters
 from controlplane.translate.passthrough import passthrough_cluster
 from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, Origin, Resources
 from controlplane.translate.routes import outbound_route_config
@@ -40,7 +42,7 @@ def translate_proxy(model: ProxyModel) -> Resources:
         if outbound.outbound_policy is OutboundPolicy.ALLOW_ANY:
             passthrough = passthrough_cluster(model.mesh_connect_timeout_ms)
             resources.add(CLUSTER, passthrough.name, passthrough)
-        listener = outbound_http_listener(outbound)
+        listener = outbound_http_listener(outbound, model.telemetry)
         resources.add(LISTENER, listener.name, listener)
         route_config = outbound_route_config(outbound)
         origins = _origins(o for vhost in outbound.virtual_hosts for o in vhost.origins)
@@ -51,10 +53,17 @@ def translate_proxy(model: ProxyModel) -> Resources:
     if model.inbound is not None:
         for inbound_cluster in inbound_clusters(model.inbound):
             resources.add(CLUSTER, inbound_cluster.name, inbound_cluster)
-        in_listener = inbound_listener(model.inbound)
+        in_listener = inbound_listener(model.inbound, model.telemetry)
         resources.add(LISTENER, in_listener.name, in_listener)
         in_routes = inbound_route_config(model.inbound)
         resources.add(ROUTE, in_routes.name, in_routes)
+    if model.gateway is not None:
+        gateway_origins = _origins(o for listener in model.gateway.listeners for o in listener.origins)
+        for type_url, name, message in gateway_resources(model.gateway, model.telemetry):
+            resources.add(type_url, name, message, gateway_origins)
+    telemetry_origins = _origins(model.telemetry.origins)
+    for collector in telemetry_clusters(model.telemetry, model.mesh_connect_timeout_ms):
+        resources.add(CLUSTER, collector.name, collector, telemetry_origins)
     _sort(resources)
     return resources
 

@@ -8,6 +8,8 @@ may describe its proxy differently in leading comment lines, in node-metadata te
     # proxy.labels: app=web,version=v1
     # proxy.inbound_address: 127.0.0.1:15006
     # proxy.app_ports: 9101,9102
+    # proxy.role: gateway
+    # proxy.health_address: 0.0.0.0:15021
  The
 outputs are JSON objects keyed by resource name with sorted keys, so diffs are stable and reviewable.
 """
@@ -23,7 +25,7 @@ from google.protobuf.json_format import MessageToDict
 
 from controlplane.api.loader import load_policy_dir
 from controlplane.build import build_proxy
-from controlplane.build.proxy import ProxyIdentity, SocketAddress, parse_ports
+from controlplane.build.proxy import ProxyIdentity, Role, SocketAddress, parse_ports
 from controlplane.translate.resources import SHORT_NAMES, Resources
 from controlplane.translate.translator import translate_proxy
 
@@ -57,6 +59,10 @@ def case_proxy(case: str) -> ProxyIdentity:
             proxy = dataclasses.replace(proxy, inbound_address=SocketAddress.parse(value))
         elif key == "app_ports":
             proxy = dataclasses.replace(proxy, app_ports=parse_ports(value))
+        elif key == "role":
+            proxy = dataclasses.replace(proxy, role=Role(value))
+        elif key == "health_address":
+            proxy = dataclasses.replace(proxy, health_address=SocketAddress.parse(value))
         else:
             raise ValueError(f"{case}: unknown proxy key {key!r}")
     return proxy

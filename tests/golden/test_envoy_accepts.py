@@ -4,7 +4,8 @@ Envoy's validation is stricter than the protos (duplicate virtual host domains, 
 types, invalid addresses are only caught there), so this is the check that a snapshot will not be NACKed.
 `--mode validate` has no management server, so the dynamic parts are inlined into a static bootstrap:
 EDS clusters become STATIC clusters carrying their ClusterLoadAssignment, and the listener's RDS
-reference becomes an inline `route_config`. Everything else is checked exactly as generated.
+reference becomes an inline `route_config`, and SDS secrets become static secrets (their references lose
+the ADS config source). Everything else is checked exactly as generated.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from golden import cases, run_case
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
@@ -29,7 +31,7 @@ from google.protobuf.message import Message
 from controlplane.api.loader import load_policy_dir
 from controlplane.build import build_proxy
 from controlplane.build.proxy import ProxyIdentity
-from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, Resources
+from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, Resources
 from controlplane.translate.translator import translate_proxy
 
 
@@ -50,6 +52,7 @@ def static_bootstrap(resources: Resources) -> dict[str, object]:
         "static_resources": {
             "clusters": [_to_dict(c) for c in clusters],
             "listeners": [_to_dict(listener) for listener in listeners],
+            "secrets": [_to_dict(secret) for secret in resources.by_type[SECRET].values()],
         }
     }
 
@@ -70,6 +73,15 @@ def _static_listener(message: Message, routes: dict[str, Message]) -> listener_p
     listener = listener_pb2.Listener()
     listener.CopyFrom(message)
     for chain in listener.filter_chains:
+        tls = tls_pb2.DownstreamTlsContext()
+        if chain.transport_socket.typed_config.Unpack(tls):
+            common = tls.common_tls_context
+            validation = common.validation_context_sds_secret_config
+            for sds in [*common.tls_certificate_sds_secret_configs, validation]:
+                sds.ClearField("sds_config")
+            if not common.validation_context_sds_secret_config.name:
+                common.ClearField("validation_context_sds_secret_config")
+            chain.transport_socket.typed_config.Pack(tls)
         for network_filter in chain.filters:
             manager = hcm.HttpConnectionManager()
             if not network_filter.typed_config.Unpack(manager) or not manager.HasField("rds"):

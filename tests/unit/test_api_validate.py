@@ -101,8 +101,14 @@ def test_undeclared_vs_host_is_reported_but_kept() -> None:
 
 
 def test_gateway_only_vs_hosts_are_not_checked() -> None:
+    gateway = (
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: ingress}\n"
+        "spec:\n  selector: {istio: ingressgateway}\n"
+        "  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]\n"
+    )
     _, diagnostics = load(
         service("a", "[a]"),
         virtual_service("vs", "[public.example.com]", route("a"), extra="  gateways: [ingress]\n"),
+        gateway,
     )
     assert diagnostics == []

@@ -35,12 +35,14 @@ def sidecar(policy: PolicySet) -> ProxyModel:
     return build_proxy(policy, ProxyIdentity(outbound_address=SocketAddress("127.0.0.1", 15001)))
 
 
-def test_gateway_role_gets_an_empty_model() -> None:
+def test_gateway_role_without_gateways_gets_clusters_and_readiness_only() -> None:
     policy = PolicySet([entry("a", ("a",), (80,))])
     model = build_proxy(policy, ProxyIdentity(role=Role.GATEWAY))
-    assert model == ProxyModel(role=Role.GATEWAY)
+    assert model.role is Role.GATEWAY and model.outbound_http is None
+    assert model.gateway is not None and model.gateway.listeners == ()
     resources = translate_proxy(model)
-    assert all(not by_name for by_name in resources.by_type.values())
+    assert sorted(resources.by_type[LISTENER]) == []  # no health_address metadata: no readiness listener
+    assert sorted(resources.by_type[CLUSTER]) == ["outbound|80||a"]
 
 
 def test_clusters_and_default_routes() -> None:
