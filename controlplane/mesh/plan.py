@@ -98,6 +98,8 @@ class Proxy:
     outbound: SocketAddress | None = None
     inbound: SocketAddress | None = None
     app_ports: tuple[int, ...] = ()
+    # gateways: where /healthz/ready answers once the gateway has its config (Istio's 15021)
+    health: SocketAddress | None = None
 
 
 @dataclass(frozen=True)
@@ -212,6 +214,7 @@ def make_plan(policy: PolicySet, ports: Ports) -> MeshPlan:
             GATEWAY_NAMESPACE,
             (("app", INGRESS), ("istio", "ingressgateway")),
             SocketAddress(LOOPBACK, ports.take()),
+            health=SocketAddress(LOOPBACK, ports.take()),
         ),
         Proxy(
             EGRESS,
@@ -219,6 +222,7 @@ def make_plan(policy: PolicySet, ports: Ports) -> MeshPlan:
             GATEWAY_NAMESPACE,
             (("app", EGRESS), ("istio", "egressgateway")),
             SocketAddress(LOOPBACK, ports.take()),
+            health=SocketAddress(LOOPBACK, ports.take()),
         ),
     ]
     for instance in instances:

@@ -82,6 +82,8 @@ class LocalMesh:
             claims.append((proxy.admin, f"envoy {proxy.node_id} admin"))
             if proxy.outbound is not None:
                 claims.append((proxy.outbound, f"envoy {proxy.node_id} outbound listener"))
+            if proxy.health is not None:
+                claims.append((proxy.health, f"envoy {proxy.node_id} readiness listener"))
         return claims
 
     def check_ports(self) -> None:
@@ -158,6 +160,7 @@ class LocalMesh:
                     outbound_address=proxy.outbound,
                     inbound_address=proxy.inbound,
                     app_ports=proxy.app_ports,
+                    health_address=proxy.health,
                     labels=proxy.labels,
                     namespace=proxy.namespace,
                     role=proxy.role,
@@ -248,6 +251,7 @@ class LocalMesh:
                     "admin": f"http://{p.admin}",
                     "outbound": str(p.outbound) if p.outbound else None,
                     "inbound": str(p.inbound) if p.inbound else None,
+                    "ready": f"http://{p.health}/healthz/ready" if p.health else None,
                 }
                 for p in self.plan.proxies
             },
