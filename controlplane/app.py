@@ -132,7 +132,8 @@ class ControlPlane:
     def policy_report(self) -> dict[str, Any]:
         return {
             "config_dir": str(self.settings.config_dir),
-            "reload_pending": self.watcher is not None and self.watcher.pending,
+            "reload_pending": (self.watcher is not None and self.watcher.pending)
+            or (self.settings.watch and self.store.fingerprint() != self.store.loaded_fingerprint),
             "objects": [str(obj.key) for obj in self.policy],
             "diagnostics": [str(d) for d in self.diagnostics],
             "shapes": {identity.describe(): {"version": snap.version, "streams": streams}

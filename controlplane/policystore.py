@@ -43,8 +43,22 @@ class PolicyStore:
         self.root = root
         self._good: dict[str, str] = {}
         self._good_credentials: dict[str, Credential] = {}
+        self.loaded_fingerprint: tuple[tuple[str, int, int], ...] = ()
+
+    def fingerprint(self) -> tuple[tuple[str, int, int], ...]:
+        """(path, mtime, size) of every policy file: differs from `loaded_fingerprint` while an edit has
+        not been loaded yet, even before the watcher has seen it (status --wait must not pass early)."""
+        found = []
+        for path in policy_files(self.root) if self.root.is_dir() else []:
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            found.append((str(path), stat.st_mtime_ns, stat.st_size))
+        return tuple(found)
 
     def load(self) -> LoadResult:
+        self.loaded_fingerprint = self.fingerprint()
         texts: dict[str, str] = {}
         unreadable: list[Diagnostic] = []
         for path in policy_files(self.root) if self.root.is_dir() else []:

@@ -113,12 +113,16 @@ class MeshConfig(PolicyObject):
         for index, name in enumerate(spec.default_providers.tracing):
             if name not in tracing:
                 known = ", ".join(sorted(tracing)) or "none defined"
-                yield Problem(("spec", "defaultProviders", "tracing", index),
-                              f"unknown tracing provider {name!r} (extensionProviders: {known})")
+                yield Problem(
+                    ("spec", "defaultProviders", "tracing", index),
+                    f"unknown tracing provider {name!r} (extensionProviders: {known})",
+                )
         for index, name in enumerate(spec.default_providers.access_logging):
             if name not in spec.access_log_providers():
-                yield Problem(("spec", "defaultProviders", "accessLogging", index),
-                              f"unknown access log provider {name!r} (known: {ENVOY_ACCESS_LOG_PROVIDER})")
+                yield Problem(
+                    ("spec", "defaultProviders", "accessLogging", index),
+                    f"unknown access log provider {name!r} (known: {ENVOY_ACCESS_LOG_PROVIDER})",
+                )
         if spec.access_log_format and spec.access_log_encoding == "JSON":
             yield from _check_json_format(spec.access_log_format)
 
@@ -131,5 +135,7 @@ def _check_json_format(text: str) -> Iterator[Problem]:
         yield Problem(("spec", "accessLogFormat"), f"invalid JSON for accessLogEncoding JSON: {err}")
         return
     if not isinstance(value, dict) or not value or not all(isinstance(v, str) for v in value.values()):
-        yield Problem(("spec", "accessLogFormat"),
-                      "with accessLogEncoding JSON, expected a JSON object of key: format string")
+        yield Problem(
+            ("spec", "accessLogFormat"),
+            "with accessLogEncoding JSON, expected a JSON object of key: format string",
+        )

@@ -140,8 +140,10 @@ def _tracing(mesh: MeshConfigSpec, chain: list[Telemetry], proxy: ProxyIdentity)
         tags.update(tracing.custom_tags)
     # A Telemetry that configures tracing turns it on even with enableTracing off (Istio: the Telemetry
     # API takes precedence over the legacy MeshConfig switch); disableSpanReporting turns it off.
-    disabled = span_reporting_disabled if span_reporting_disabled is not None else (
-        not mesh.enable_tracing and not configured
+    disabled = (
+        span_reporting_disabled
+        if span_reporting_disabled is not None
+        else (not mesh.enable_tracing and not configured)
     )
     known = mesh.tracing_providers()
     names = [name for name in providers if name in known]

@@ -53,9 +53,21 @@ def render_status(streams: list[dict[str, Any]], out: TextIO) -> None:
     for stream in streams:
         for type_name, state in stream["types"].items():
             if state["state"] == "NACKED":
-                origins = ", ".join(state.get("nack_origins") or []) or "unknown policy"
+                origins = _summarize(state.get("nack_origins") or []) or "unknown policy"
                 out.write(f"\n{stream['node']} rejected {type_name} {state['nacked_version'][:8]} "
                           f"(from {origins}):\n  {state['nack_error']}\n")
+
+
+MAX_ORIGINS = 5
+
+
+def _summarize(origins: list[str]) -> str:
+    """A rejected route configuration can come from thousands of objects; routing kinds first (they are
+    the usual culprits), then a count."""
+    ranked = sorted(origins, key=lambda o: (not o.startswith(("VirtualService/", "Gateway/")), o))
+    shown = ", ".join(ranked[:MAX_ORIGINS])
+    more = len(ranked) - MAX_ORIGINS
+    return f"{shown} and {more} more" if more > 0 else shown
 
 
 def all_synced(streams: list[dict[str, Any]]) -> bool:

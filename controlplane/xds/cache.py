@@ -10,6 +10,7 @@ Proxies with equal identity share one snapshot; a shape's snapshot is dropped wh
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -95,6 +96,9 @@ class SnapshotCache:
         for identity, shape in self._shapes.items():
             fresh = self._make(identity, previous=shape.snapshot)
             if fresh.version == shape.snapshot.version:
+                if fresh.origins != shape.snapshot.origins:
+                    # same bytes, but the policy objects moved in their files: no push, fresh file:line
+                    shape.snapshot = dataclasses.replace(shape.snapshot, origins=fresh.origins)
                 continue
             shape.snapshot = fresh
             changed += 1

@@ -7,7 +7,7 @@ The control plane and the Envoys start once for the module; each test starts fro
 - an edit reaches every proxy (real HTTP through each sidecar) and `controlplane status --wait` returns 0;
 - an invalid edit changes nothing served (versions, traffic, no pushes) and is diagnosed with file:line;
 - a change Envoy rejects is NACKED with Envoy's words and the policy object's file and line;
-- a no-op edit (comments, reordered documents) pushes nothing;
+- a no-op edit (comments, reordered documents) pushes nothing (and, xfail: config dumps keep stale lines);
 - new files, deleted files and files in subdirectories are picked up;
 - CSDS on the xDS port lists the three nodes as SYNCED.
 """
@@ -44,7 +44,6 @@ pytestmark = pytest.mark.e2e
 
 # node id, delta?
 PROXIES = (("live-delta-1", True), ("live-sotw-2", False), ("live-delta-3", True))
-ROUTE_TYPES = ("clusters", "endpoints", "listeners", "routes")
 # how long "nothing happens" is watched for: well past the watcher's quiet period (50 ms) plus a rebuild
 QUIET_WINDOW = 0.6
 
