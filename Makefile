@@ -42,6 +42,7 @@ golden: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/snapshot_push.py
+	$(BIN)/python bench/convergence.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
