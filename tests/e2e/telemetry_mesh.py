@@ -39,8 +39,16 @@ from tests.harness import LOOPBACK, GiveUp, ManagedProcess, ProcessGroup, free_p
 # What an app forwards so that the next hop joins the trace (W3C, B3, Envoy's request id) and the
 # correlation id the access logs carry.
 TRACE_HEADERS = (
-    "traceparent", "tracestate", "x-request-id", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid",
-    "x-b3-sampled", "x-b3-flags", "b3", "x-correlation-id",
+    "traceparent",
+    "tracestate",
+    "x-request-id",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+    "b3",
+    "x-correlation-id",
 )
 
 FLUSH_RUNTIME = {
@@ -90,13 +98,21 @@ class _SpanStore:
     def settle(self, quiet: float = 1.0, timeout: float = 15.0) -> list[Span]:
         """The spans, once none has arrived for `quiet` seconds (tracers flush every 100 ms here)."""
         started = time.monotonic()
-        wait_until(lambda: time.monotonic() - started >= quiet and self.quiet_for() >= quiet,
-                   timeout=timeout, interval=0.1, what="the span stream to go quiet")
+        wait_until(
+            lambda: time.monotonic() - started >= quiet and self.quiet_for() >= quiet,
+            timeout=timeout,
+            interval=0.1,
+            what="the span stream to go quiet",
+        )
         return self.spans()
 
     def wait_for(self, count: int, timeout: float = 15.0) -> list[Span]:
-        return wait_until(lambda: self.spans() if len(self.spans()) >= count else None, timeout=timeout,
-                          what=f"{count} spans", describe=lambda: repr(self.spans()))
+        return wait_until(
+            lambda: self.spans() if len(self.spans()) >= count else None,
+            timeout=timeout,
+            what=f"{count} spans",
+            describe=lambda: repr(self.spans()),
+        )
 
 
 class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
@@ -110,9 +126,17 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
             for scope in resource_spans.scope_spans:
                 for span in scope.spans:
                     tags = {a.key: _otlp_value(a.value) for a in span.attributes}
-                    spans.append(Span(span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex(),
-                                      span.name, _OTLP_KINDS.get(span.kind, str(span.kind)),
-                                      attributes.get("service.name", ""), tags))
+                    spans.append(
+                        Span(
+                            span.trace_id.hex(),
+                            span.span_id.hex(),
+                            span.parent_span_id.hex(),
+                            span.name,
+                            _OTLP_KINDS.get(span.kind, str(span.kind)),
+                            attributes.get("service.name", ""),
+                            tags,
+                        )
+                    )
         self.store.add(spans)
         return trace_service_pb2.ExportTraceServiceResponse()
 
@@ -172,8 +196,15 @@ class _ZipkinHandler(BaseHTTPRequestHandler):
 
 def _zipkin_span(item: dict[str, Any]) -> Span:
     service = item.get("localEndpoint", {}).get("serviceName", "")
-    return Span(item["traceId"], item["id"], item.get("parentId", ""), item.get("name", ""),
-                item.get("kind", ""), service, {k: str(v) for k, v in item.get("tags", {}).items()})
+    return Span(
+        item["traceId"],
+        item["id"],
+        item.get("parentId", ""),
+        item.get("name", ""),
+        item.get("kind", ""),
+        service,
+        {k: str(v) for k, v in item.get("tags", {}).items()},
+    )
 
 
 class _ZipkinServer(ThreadingHTTPServer):
@@ -190,8 +221,9 @@ class ZipkinReceiver(_SpanStore):
         self._server = _ZipkinServer((LOOPBACK, 0), _ZipkinHandler)
         self._server.store = self
         self.port: int = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
 
     def close(self) -> None:
@@ -248,8 +280,9 @@ class HopApp:
         self._server.name = name
         self._server.next_hop = next_hop
         self.port: int = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
 
     def close(self) -> None:
@@ -276,11 +309,28 @@ class Sidecar:
 
     def start(self, binary: str, processes: ProcessGroup, work_dir: Path, xds_address: str) -> None:
         labels = ",".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
-        argv = [PYTHON, "-m", "controlplane", "bootstrap", "--node-id", self.name,
-                "--xds-address", xds_address, "--admin-address", f"{LOOPBACK}:{self.admin_port}",
-                "--outbound-address", f"{LOOPBACK}:{self.outbound_port}",
-                "--inbound-address", f"{LOOPBACK}:{self.inbound_port}", "--app-ports", str(self.app_port),
-                "--labels", labels, "--prometheus-address", f"{LOOPBACK}:{self.prometheus_port}"]
+        argv = [
+            PYTHON,
+            "-m",
+            "controlplane",
+            "bootstrap",
+            "--node-id",
+            self.name,
+            "--xds-address",
+            xds_address,
+            "--admin-address",
+            f"{LOOPBACK}:{self.admin_port}",
+            "--outbound-address",
+            f"{LOOPBACK}:{self.outbound_port}",
+            "--inbound-address",
+            f"{LOOPBACK}:{self.inbound_port}",
+            "--app-ports",
+            str(self.app_port),
+            "--labels",
+            labels,
+            "--prometheus-address",
+            f"{LOOPBACK}:{self.prometheus_port}",
+        ]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
         assert done.returncode == 0, f"controlplane bootstrap failed: {done.stderr}"
         bootstrap = yaml.safe_load(done.stdout)
@@ -289,8 +339,20 @@ class Sidecar:
         path.write_text(yaml.safe_dump(bootstrap))
         self.process = process = processes.start(
             f"envoy-{self.name}",
-            [binary, "-c", str(path), "--disable-hot-restart", "--log-level", "warning", "--concurrency", "1",
-             "--file-flush-interval-msec", "100", "--drain-time-s", "1"],
+            [
+                binary,
+                "-c",
+                str(path),
+                "--disable-hot-restart",
+                "--log-level",
+                "warning",
+                "--concurrency",
+                "1",
+                "--file-flush-interval-msec",
+                "100",
+                "--drain-time-s",
+                "1",
+            ],
             env=dict(self.env),
         )
 
@@ -306,14 +368,16 @@ class Sidecar:
         dump = json.loads(_get(self.admin_port, "/config_dump?resource=dynamic_listeners").body)
         for config in dump["configs"]:
             if config.get("name") == name and "active_state" in config:
-                manager: dict[str, Any] = (
-                    config["active_state"]["listener"]["filter_chains"][0]["filters"][0]["typed_config"]
-                )
+                manager: dict[str, Any] = config["active_state"]["listener"]["filter_chains"][0]["filters"][
+                    0
+                ]["typed_config"]
                 return manager
         return {}
 
     def drained(self) -> bool:
-        stats = _get(self.admin_port, "/stats?filter=^listener_manager.total_(filter_chains|listeners)_draining$")
+        stats = _get(
+            self.admin_port, "/stats?filter=^listener_manager.total_(filter_chains|listeners)_draining$"
+        )
         values = [line.rpartition(": ")[2] for line in stats.body.decode().splitlines()]
         return bool(values) and all(value == "0" for value in values)
 

@@ -60,8 +60,13 @@ spec:
     randomSamplingPercentage: {sampling}
 {TAGS}{workload}""")
 
-    def apply(self, sampling: float, provider: str = "otel", workload: str = "",
-              expect: Mapping[str, float] | None = None) -> None:
+    def apply(
+        self,
+        sampling: float,
+        provider: str = "otel",
+        workload: str = "",
+        expect: Mapping[str, float] | None = None,
+    ) -> None:
         """Write, reload, wait until both Envoys trace with the expected sampling, then forget old spans."""
         self.write(sampling, provider, workload)
         self.control_plane.reload()
@@ -82,8 +87,12 @@ spec:
             # connections accepted under the old configuration keep it until their filter chain drains
             return self.a.drained() and self.b.drained()
 
-        wait_until(applied, timeout=20, what=f"sampling {expect} via {provider} on both Envoys",
-                   describe=lambda: repr(self.a.listener_config("inbound_http").get("tracing")))
+        wait_until(
+            applied,
+            timeout=20,
+            what=f"sampling {expect} via {provider} on both Envoys",
+            describe=lambda: repr(self.a.listener_config("inbound_http").get("tracing")),
+        )
 
     def reset(self) -> None:
         for receiver in (self.otlp, self.zipkin):
@@ -131,8 +140,9 @@ spec:
 
 
 @pytest.fixture(scope="module")
-def tmesh(envoy_binary: str, module_processes: ProcessGroup,
-          tmp_path_factory: pytest.TempPathFactory) -> Generator[TelemetryMesh, None, None]:
+def tmesh(
+    envoy_binary: str, module_processes: ProcessGroup, tmp_path_factory: pytest.TempPathFactory
+) -> Generator[TelemetryMesh, None, None]:
     work = tmp_path_factory.mktemp("telemetry")
     config_dir = work / "config"
     config_dir.mkdir()
@@ -140,13 +150,20 @@ def tmesh(envoy_binary: str, module_processes: ProcessGroup,
     app_b = HopApp("b")
     a_outbound = free_port()
     app_a = HopApp("a", next_hop=("svc-b.test", a_outbound))
-    a = Sidecar("sidecar-a", app_a.port, {"app": "svc-a", "version": "v1"},
-                env={"SERVICE_VERSION": "v1", "BRAIN_REGION": "cortex"}, outbound_port=a_outbound)
+    a = Sidecar(
+        "sidecar-a",
+        app_a.port,
+        {"app": "svc-a", "version": "v1"},
+        env={"SERVICE_VERSION": "v1", "BRAIN_REGION": "cortex"},
+        outbound_port=a_outbound,
+    )
     b = Sidecar("sidecar-b", app_b.port, {"app": "svc-b", "version": "v2"}, env={"SERVICE_VERSION": "v2"})
     try:
         (config_dir / "services.yaml").write_text(_services(a, b))
         (config_dir / "mesh.yaml").write_text(_mesh_config(otlp.port, zipkin.port))
-        mesh = TelemetryMesh(ControlPlane(module_processes, config_dir), config_dir, otlp, zipkin, a, b, app_a)
+        mesh = TelemetryMesh(
+            ControlPlane(module_processes, config_dir), config_dir, otlp, zipkin, a, b, app_a
+        )
         mesh.write(100)
         mesh.control_plane.start()
         for sidecar in (a, b):
@@ -183,7 +200,11 @@ def test_otlp_one_trace_with_parent_links_and_custom_tags(tmesh: TelemetryMesh) 
     root, client, server = _chain(tmesh.otlp.wait_for(3))
     assert len(root.trace_id) == 32 and root.trace_id != "0" * 32
     assert (root.kind, client.kind, server.kind) == ("SERVER", "CLIENT", "SERVER")
-    assert (root.service, client.service, server.service) == ("svc-a.default", "svc-a.default", "svc-b.default")
+    assert (root.service, client.service, server.service) == (
+        "svc-a.default",
+        "svc-a.default",
+        "svc-b.default",
+    )
     for span in (root, client, server):
         assert span.tags["environment"] == "dev" and span.tags["cluster"] == "vertice-dev"
         assert span.tags["x-correlation-id"] == "corr-otlp"  # the app forwards it
@@ -200,17 +221,22 @@ def test_zipkin_receives_the_same_trace_shape(tmesh: TelemetryMesh) -> None:
     root, client, server = _chain(tmesh.zipkin.wait_for(3))
     assert len(root.trace_id) == 32  # 128-bit trace ids, as Istio configures Zipkin
     assert (root.kind, client.kind, server.kind) == ("SERVER", "CLIENT", "SERVER")
-    assert all(s.tags["x-correlation-id"] == "corr-zipkin" and s.tags["cluster"] == "vertice-dev"
-               for s in (root, client, server))
+    assert all(
+        s.tags["x-correlation-id"] == "corr-zipkin" and s.tags["cluster"] == "vertice-dev"
+        for s in (root, client, server)
+    )
     assert tmesh.otlp.settle(quiet=0.5) == []
 
 
-@pytest.mark.parametrize(("sampling", "requests", "low", "high"), [
-    (0, 20, 0, 0),
-    (100, 20, 20, 20),
-    # 200 fair coin flips: mean 100, standard deviation ~7; 60..140 is more than 5 deviations either way
-    (50, 200, 60, 140),
-])
+@pytest.mark.parametrize(
+    ("sampling", "requests", "low", "high"),
+    [
+        (0, 20, 0, 0),
+        (100, 20, 20, 20),
+        # 200 fair coin flips: mean 100, standard deviation ~7; 60..140 is more than 5 deviations either way
+        (50, 200, 60, 140),
+    ],
+)
 def test_sampling(tmesh: TelemetryMesh, sampling: float, requests: int, low: int, high: int) -> None:
     tmesh.apply(sampling)
     for _ in range(requests):
@@ -245,19 +271,41 @@ spec:
 
 def test_access_log_lines_are_json_with_the_request_values(tmesh: TelemetryMesh) -> None:
     tmesh.apply(100)
-    request_id = str(uuid.uuid4())
-    tmesh.send("/logged?q=1", {"x-request-id": request_id, "x-correlation-id": "corr-log",
-                               "user-agent": "log-agent/2"})
+    sent_id = str(uuid.uuid4())
+    tmesh.send(
+        "/logged?q=1", {"x-request-id": sent_id, "x-correlation-id": "corr-log", "user-agent": "log-agent/2"}
+    )
+    # Envoy keeps the caller's x-request-id but packs its sampling decision into the UUID's version digit
+    # (9: sampled), so that every hop makes the same decision (as in Istio)
+    request_id = sent_id[:14] + "9" + sent_id[15:]
 
     def lines() -> list[dict[str, Any]] | None:
-        found = [line for line in tmesh.a.access_log() + tmesh.b.access_log()
-                 if line.get("request_id") == request_id]
+        found = [
+            line
+            for line in tmesh.a.access_log() + tmesh.b.access_log()
+            if line.get("request_id") == request_id
+        ]
         return found if len(found) == 3 else None
 
     found = wait_until(lines, timeout=10, what="3 access log lines (A in, A out, B in)")
-    required = {"start_time", "method", "path", "protocol", "response_code", "response_flags",
-                "bytes_received", "bytes_sent", "duration", "upstream_service_time", "x_forwarded_for",
-                "user_agent", "request_id", "correlation_id", "authority", "upstream_host"}
+    required = {
+        "start_time",
+        "method",
+        "path",
+        "protocol",
+        "response_code",
+        "response_flags",
+        "bytes_received",
+        "bytes_sent",
+        "duration",
+        "upstream_service_time",
+        "x_forwarded_for",
+        "user_agent",
+        "request_id",
+        "correlation_id",
+        "authority",
+        "upstream_host",
+    }
     for line in found:
         assert required <= set(line), sorted(required - set(line))
         assert (line["method"], line["path"], line["protocol"]) == ("GET", "/logged?q=1", "HTTP/1.1")

@@ -35,8 +35,10 @@ spec:
 
 
 def telemetry(name: str, body: str, namespace: str = "default") -> str:
-    return (f"---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\n"
-            f"metadata: {{name: {name}, namespace: {namespace}}}\nspec:\n{body}")
+    return (
+        f"---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\n"
+        f"metadata: {{name: {name}, namespace: {namespace}}}\nspec:\n{body}"
+    )
 
 
 def load(*docs: str) -> tuple[PolicySet, list[str]]:
@@ -49,13 +51,17 @@ def proxy(labels: str = "", namespace: str = "default") -> ProxyIdentity:
     return ProxyIdentity(namespace=namespace, labels=pairs)  # type: ignore[arg-type]
 
 
-MESH_WIDE = telemetry("mesh", """\
+MESH_WIDE = telemetry(
+    "mesh",
+    """\
   tracing:
   - randomSamplingPercentage: 10
     customTags:
       environment: {literal: {value: dev}}
       correlation: {header: {name: x-correlation-id}}
-""", namespace="istio-system")
+""",
+    namespace="istio-system",
+)
 
 
 # --- bad input ----------------------------------------------------------------------------------------
@@ -64,10 +70,15 @@ MESH_WIDE = telemetry("mesh", """\
 def test_bad_telemetry_is_reported_with_line_and_field_and_the_rest_keeps_tracing() -> None:
     policy, diagnostics = load(
         MESH,
-        telemetry("unknown", "  selector: {matchLabels: {app: a}}\n  tracing:\n  - providers: [{name: zz}]\n"),
-        telemetry("sampling", "  selector: {matchLabels: {app: b}}\n  tracing:\n"
-                  "  - randomSamplingPercentage: 101\n"),
-        telemetry("tag", "  selector: {matchLabels: {app: c}}\n  tracing:\n  - customTags:\n      region: {}\n"),
+        telemetry(
+            "unknown", "  selector: {matchLabels: {app: a}}\n  tracing:\n  - providers: [{name: zz}]\n"
+        ),
+        telemetry(
+            "sampling", "  selector: {matchLabels: {app: b}}\n  tracing:\n  - randomSamplingPercentage: 101\n"
+        ),
+        telemetry(
+            "tag", "  selector: {matchLabels: {app: c}}\n  tracing:\n  - customTags:\n      region: {}\n"
+        ),
         MESH_WIDE,
     )
     assert diagnostics == [
@@ -84,22 +95,36 @@ def test_bad_telemetry_is_reported_with_line_and_field_and_the_rest_keeps_tracin
 
 
 def test_negative_sampling_and_two_value_sources() -> None:
-    _, diagnostics = load(MESH, telemetry("t", """\
+    _, diagnostics = load(
+        MESH,
+        telemetry(
+            "t",
+            """\
   tracing:
   - randomSamplingPercentage: -1
     customTags:
       both: {literal: {value: x}, header: {name: h}}
-"""))
+""",
+        ),
+    )
     assert [d.split(": ", 3)[2:] for d in diagnostics] == [
         ["spec.tracing[0].randomSamplingPercentage", "input should be greater than or equal to 0"]
     ]
-    _, diagnostics = load(MESH, telemetry("t", """\
+    _, diagnostics = load(
+        MESH,
+        telemetry(
+            "t",
+            """\
   tracing:
   - customTags:
       both: {literal: {value: x}, header: {name: h}}
-"""))
-    assert diagnostics == ["t.yaml:20: Telemetry/t: spec.tracing[0].customTags.both: only one of literal, "
-                           "environment, header may be set (got literal, header)"]
+""",
+        ),
+    )
+    assert diagnostics == [
+        "t.yaml:20: Telemetry/t: spec.tracing[0].customTags.both: only one of literal, "
+        "environment, header may be set (got literal, header)"
+    ]
 
 
 def test_unsupported_fields_and_second_scope_object() -> None:
@@ -119,11 +144,16 @@ def test_meshconfig_provider_problems() -> None:
     text = MESH.replace("defaultProviders: {tracing: [otel]}", "defaultProviders: {tracing: [nope]}")
     text += "  accessLogFormat: '{not json'\n"
     text += "  rootNamespace: mesh-root\n"
-    _, diagnostics = load(text.replace("    zipkin: {service: 127.0.0.1, port: 9411}\n",
-                                       "    zipkin: {service: 127.0.0.1, port: 9411}\n"
-                                       "    opentelemetry: {service: x, port: 1}\n"))
+    _, diagnostics = load(
+        text.replace(
+            "    zipkin: {service: 127.0.0.1, port: 9411}\n",
+            "    zipkin: {service: 127.0.0.1, port: 9411}\n    opentelemetry: {service: x, port: 1}\n",
+        )
+    )
     assert [d.split(": ", 3)[2] for d in diagnostics] == [
-        "spec.extensionProviders[1]", "spec.defaultProviders.tracing[0]", "spec.accessLogFormat"
+        "spec.extensionProviders[1]",
+        "spec.defaultProviders.tracing[0]",
+        "spec.accessLogFormat",
     ]
 
 
@@ -134,15 +164,26 @@ def test_workload_overrides_namespace_overrides_mesh_and_tags_merge() -> None:
     policy, diagnostics = load(
         MESH,
         MESH_WIDE,
-        telemetry("ns", "  tracing:\n  - randomSamplingPercentage: 50\n    customTags:\n"
-                  "      region: {environment: {name: BRAIN_REGION, defaultValue: none}}\n"),
-        telemetry("web", "  selector: {matchLabels: {app: web}}\n  tracing:\n  - providers: [{name: jaeger}]\n"
-                  "    randomSamplingPercentage: 100\n    customTags:\n      environment: {literal: {value: prod}}\n"),
+        telemetry(
+            "ns",
+            "  tracing:\n  - randomSamplingPercentage: 50\n    customTags:\n"
+            "      region: {environment: {name: BRAIN_REGION, defaultValue: none}}\n",
+        ),
+        telemetry(
+            "web",
+            "  selector: {matchLabels: {app: web}}\n  tracing:\n  - providers: [{name: jaeger}]\n"
+            "    randomSamplingPercentage: 100\n    customTags:\n"
+            "      environment: {literal: {value: prod}}\n",
+        ),
     )
     assert diagnostics == []
     web = build_telemetry(policy, proxy("app=web,version=v1")).tracing
     assert web is not None
-    assert (web.provider.kind, web.provider.host, web.sampling_percent) == (TracerKind.ZIPKIN, "127.0.0.1", 100)
+    assert (web.provider.kind, web.provider.host, web.sampling_percent) == (
+        TracerKind.ZIPKIN,
+        "127.0.0.1",
+        100,
+    )
     assert [(t.tag, t.source, t.value, t.default_value) for t in web.custom_tags] == [
         ("correlation", TagSource.HEADER, "x-correlation-id", ""),
         ("environment", TagSource.LITERAL, "prod", ""),
@@ -150,7 +191,10 @@ def test_workload_overrides_namespace_overrides_mesh_and_tags_merge() -> None:
     ]
     assert web.service_name == "web.default"
     other = build_telemetry(policy, proxy("app=api")).tracing
-    assert other is not None and (other.provider.kind, other.sampling_percent) == (TracerKind.OPENTELEMETRY, 50)
+    assert other is not None and (other.provider.kind, other.sampling_percent) == (
+        TracerKind.OPENTELEMETRY,
+        50,
+    )
     elsewhere = build_telemetry(policy, proxy("app=web", namespace="shop")).tracing
     assert elsewhere is not None and elsewhere.sampling_percent == 10  # selectors apply in their namespace
 
@@ -164,20 +208,28 @@ def test_defaults_without_telemetry_and_switches() -> None:
     assert build_telemetry(policy, proxy()) == dataclasses.replace(build_telemetry(policy, proxy()))
     assert build_telemetry(policy, proxy()).tracing is None
     assert build_telemetry(policy, proxy()).access_log is None
-    policy, _ = load(MESH.replace("  accessLogFile: /dev/stdout\n", "  enableTracing: false\n"),
-                     telemetry("enabled", "  tracing: [{randomSamplingPercentage: 3}]\n  accessLogging: [{}]\n"))
+    policy, _ = load(
+        MESH.replace("  accessLogFile: /dev/stdout\n", "  enableTracing: false\n"),
+        telemetry("enabled", "  tracing: [{randomSamplingPercentage: 3}]\n  accessLogging: [{}]\n"),
+    )
     on = build_telemetry(policy, proxy())
     assert on.tracing is not None and on.tracing.sampling_percent == 3
     assert on.access_log is not None and on.access_log.path == "/dev/stdout"
-    policy, _ = load(MESH, telemetry("quiet", "  tracing: [{disableSpanReporting: true}]\n"
-                                     "  accessLogging: [{disabled: true}]\n"))
+    policy, _ = load(
+        MESH,
+        telemetry(
+            "quiet", "  tracing: [{disableSpanReporting: true}]\n  accessLogging: [{disabled: true}]\n"
+        ),
+    )
     off = build_telemetry(policy, proxy())
     assert (off.tracing, off.access_log) == (None, None)
     assert [(o.kind, o.name, o.line) for o in off.origins] == [("Telemetry", "quiet", 14)]
 
 
 def test_no_meshconfig_means_no_tracing_provider() -> None:
-    policy, diagnostics = load(telemetry("t", "  tracing: [{providers: [{name: otel}]}]\n").removeprefix("---\n"))
+    policy, diagnostics = load(
+        telemetry("t", "  tracing: [{providers: [{name: otel}]}]\n").removeprefix("---\n")
+    )
     assert len(diagnostics) == 1 and "unknown tracing provider 'otel'" in diagnostics[0]
     assert build_telemetry(policy, proxy()).tracing is None
 
@@ -188,7 +240,10 @@ def test_no_meshconfig_means_no_tracing_provider() -> None:
 def _envoy(policy: PolicySet, identity: ProxyIdentity) -> dict[str, dict[str, Any]]:
     resources = translate_proxy(build_proxy(policy, identity))
     return {
-        kind: {name: MessageToDict(m, preserving_proto_field_name=True) for name, m in resources.by_type[t].items()}
+        kind: {
+            name: MessageToDict(m, preserving_proto_field_name=True)
+            for name, m in resources.by_type[t].items()
+        }
         for kind, t in (("clusters", CLUSTER), ("listeners", LISTENER))
     }
 
@@ -200,8 +255,9 @@ def _manager(listener: dict[str, Any]) -> dict[str, Any]:
 
 def test_every_connection_manager_traces_and_logs() -> None:
     policy, _ = load(MESH, MESH_WIDE)
-    identity = dataclasses.replace(proxy("app=a"), inbound_address=SocketAddress("127.0.0.1", 15006),
-                                   app_ports=(9101,))
+    identity = dataclasses.replace(
+        proxy("app=a"), inbound_address=SocketAddress("127.0.0.1", 15006), app_ports=(9101,)
+    )
     envoy = _envoy(policy, identity)
     outbound = envoy["listeners"][names.OUTBOUND_HTTP_LISTENER]
     inbound = envoy["listeners"][names.INBOUND_HTTP_LISTENER]
@@ -226,8 +282,10 @@ def test_every_connection_manager_traces_and_logs() -> None:
 @pytest.mark.parametrize("role", ["sidecar", "gateway"])
 def test_zipkin_collector_cluster_is_static_for_an_ip(role: str) -> None:
     policy, _ = load(MESH, telemetry("z", "  tracing: [{providers: [{name: jaeger}]}]\n", "istio-system"))
-    identity = ProxyIdentity(role=ProxyIdentity().role if role == "sidecar" else ProxyIdentity().role.GATEWAY,
-                             namespace="istio-system")
+    identity = ProxyIdentity(
+        role=ProxyIdentity().role if role == "sidecar" else ProxyIdentity().role.GATEWAY,
+        namespace="istio-system",
+    )
     envoy = _envoy(policy, identity)
     cluster = envoy["clusters"]["telemetry|9411||127.0.0.1"]
     assert cluster["type"] == "STATIC" and "typed_extension_protocol_options" not in cluster

@@ -1,5 +1,9 @@
 """The seed mesh's telemetry (config/mesh.yaml, config/telemetry.yaml) and Prometheus configuration
-(config/observability/prometheus.yml): what the issue asks for lands on the right proxies."""
+(config/observability/prometheus.yml): what the issue asks for lands on the right proxies.
+
+The Prometheus file lists the local mesh's admin ports, which follow its plan; after a change to the seed
+services or the plan, rewrite it with `.venv/bin/python -m tests.unit.test_telemetry_seed`.
+"""
 
 from __future__ import annotations
 
@@ -32,8 +36,11 @@ def _sampling(policy: PolicySet, identity: ProxyIdentity) -> float | None:
 def test_own_services_at_100_everything_else_at_10(policy: PolicySet) -> None:
     own = ProxyIdentity(labels=(("app", "maximus-core-service"), ("version", "v1")))
     jaeger = ProxyIdentity(labels=(("app", "jaeger"), ("version", "v1")))
-    gateway = ProxyIdentity(role=Role.GATEWAY, namespace="istio-system",
-                            labels=(("app", "istio-ingressgateway"), ("istio", "ingressgateway")))
+    gateway = ProxyIdentity(
+        role=Role.GATEWAY,
+        namespace="istio-system",
+        labels=(("app", "istio-ingressgateway"), ("istio", "ingressgateway")),
+    )
     assert (_sampling(policy, own), _sampling(policy, jaeger), _sampling(policy, gateway)) == (100, 10, 10)
 
 
@@ -64,5 +71,33 @@ def test_prometheus_config_is_not_policy_and_scrapes_every_local_proxy(policy: P
     # `make run` hands out admin ports from 15000 in plan order (controlplane/mesh/plan.py)
     expected = [str(proxy.admin) for proxy in make_plan(policy, Ports(15000)).proxies]
     assert jobs["envoy"]["static_configs"][0]["targets"] == expected, (
-        "config/observability/prometheus.yml is stale: list the admin address of every proxy of the plan"
+        "config/observability/prometheus.yml is stale: run .venv/bin/python -m tests.unit.test_telemetry_seed"
     )
+
+
+PROMETHEUS_HEADER = """\
+# Prometheus scrape configuration for the local mesh (`make run`): the control plane's /metrics and every
+# Envoy's /stats/prometheus on its admin port (the local mesh hands out admin ports from 15000 in the order
+# of its plan). Not policy: the loader skips config/observability/. Generated from the plan by
+# `.venv/bin/python -m tests.unit.test_telemetry_seed` (a unit test says when it is stale). The compose
+# stack has its own: compose/prometheus/prometheus.yml.
+#   prometheus --config.file=config/observability/prometheus.yml
+"""
+
+
+def write_prometheus_config() -> None:
+    policy, _ = load_policy_dir(CONFIG)
+    targets = "".join(
+        f"    - {proxy.admin}   # {proxy.node_id}\n" for proxy in make_plan(policy, Ports(15000)).proxies
+    )
+    (CONFIG / "observability" / "prometheus.yml").write_text(
+        PROMETHEUS_HEADER
+        + "global:\n  scrape_interval: 15s\nscrape_configs:\n- job_name: controlplane\n  static_configs:\n"
+        + "  - targets: [127.0.0.1:18001]\n- job_name: envoy\n  metrics_path: /stats/prometheus\n"
+        + "  static_configs:\n  - targets:\n"
+        + targets
+    )
+
+
+if __name__ == "__main__":
+    write_prometheus_config()
