@@ -1,5 +1,5 @@
-"""Pieces of the telemetry end-to-end tests: trace receivers, a trace-propagating hop app, and sidecars
-with an inbound listener, workload labels and environment variables.
+"""Pieces of the telemetry end-to-end tests: trace receivers, a trace-propagating hop app, sidecars with an
+inbound listener, workload labels and environment variables, and an ingress gateway.
 
 - `OtlpReceiver`: an OTLP/gRPC TraceService (the OpenTelemetry collector's own protocol, from
   `opentelemetry-proto`) on 127.0.0.1:<OS port>, keeping every span it is sent.
@@ -8,11 +8,12 @@ with an inbound listener, workload labels and environment variables.
   its sidecar's outbound listener, copying the trace headers of the request it got (what instrumented
   apps do; without it every hop would start a trace of its own).
 - `Sidecar`: a real Envoy from `controlplane bootstrap` with labels, an inbound listener and the app's
-  port; the bootstrap gets a runtime layer that makes tracers flush every 100 ms (instead of 5 s) so tests
-  wait less, and Envoy flushes access log files every 100 ms (instead of 10 s). A listener update leaves
-  open connections on the old filter chain until it drains (A's pooled connections to B's inbound
-  listener would keep reporting with the old tracer), so the drain time is 1 s and `drained()` says
-  when no old filter chain is left.
+  port; `IngressGateway`: the same bootstrapped as an ingress gateway, with the Gateway and VirtualService
+  YAML that give it an HTTP server. The bootstrap gets a runtime layer that makes tracers flush every
+  100 ms (instead of 5 s) so tests wait less, and Envoy flushes access log files every 100 ms (instead of
+  10 s). A listener update leaves open connections on the old filter chain until it drains (A's pooled
+  connections to B's inbound listener would keep reporting with the old tracer), so the drain time is 1 s
+  and `drained()` says when no old filter chain is left.
 """
 
 from __future__ import annotations
@@ -115,6 +116,14 @@ class _SpanStore:
         )
 
 
+def _scope_spans(resource_spans: Any) -> Any:
+    """ResourceSpans field 2. xds-protos ships an older copy of the OTLP protos into the same
+    `opentelemetry.proto` package, where that field (same number, same wire layout) is still called
+    `instrumentation_library_spans`; whichever package pip installed last provides the module."""
+    fields = resource_spans.DESCRIPTOR.fields_by_number
+    return getattr(resource_spans, fields[2].name)
+
+
 class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self, store: _SpanStore) -> None:
         self.store = store
@@ -123,7 +132,7 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         spans: list[Span] = []
         for resource_spans in request.resource_spans:
             attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
-            for scope in resource_spans.scope_spans:
+            for scope in _scope_spans(resource_spans):
                 for span in scope.spans:
                     tags = {a.key: _otlp_value(a.value) for a in span.attributes}
                     spans.append(
@@ -320,16 +329,11 @@ class Sidecar:
             xds_address,
             "--admin-address",
             f"{LOOPBACK}:{self.admin_port}",
-            "--outbound-address",
-            f"{LOOPBACK}:{self.outbound_port}",
-            "--inbound-address",
-            f"{LOOPBACK}:{self.inbound_port}",
-            "--app-ports",
-            str(self.app_port),
             "--labels",
             labels,
             "--prometheus-address",
             f"{LOOPBACK}:{self.prometheus_port}",
+            *self.role_args(),
         ]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
         assert done.returncode == 0, f"controlplane bootstrap failed: {done.stderr}"
@@ -363,6 +367,21 @@ class Sidecar:
 
         wait_until(live, timeout=20, what=f"envoy {self.name} to be LIVE")
 
+    def role_args(self) -> list[str]:
+        """The bootstrap flags that make this Envoy a sidecar of the app on `app_port`."""
+        return [
+            "--outbound-address",
+            f"{LOOPBACK}:{self.outbound_port}",
+            "--inbound-address",
+            f"{LOOPBACK}:{self.inbound_port}",
+            "--app-ports",
+            str(self.app_port),
+        ]
+
+    def http_listeners(self) -> tuple[str, ...]:
+        """The names of its listeners with an HTTP connection manager (where tracing is configured)."""
+        return ("inbound_http", "outbound_http")
+
     def listener_config(self, name: str) -> dict[str, Any]:
         """The active HTTP connection manager config of listener `name`, as Envoy runs it."""
         dump = json.loads(_get(self.admin_port, "/config_dump?resource=dynamic_listeners").body)
@@ -386,6 +405,57 @@ class Sidecar:
         assert self.process is not None
         lines = self.process.stdout_path.read_text(errors="replace").splitlines()
         return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+@dataclass
+class IngressGateway(Sidecar):
+    """A real Envoy as an ingress gateway (`--role gateway` in namespace istio-system, readiness on
+    `health_port`). It has no app: `app_port` is the port of its Gateway server's listener (the server's
+    `targetPort`, bound on 127.0.0.1 by Envoy itself); the sidecar-only ports are unused."""
+
+    namespace: str = "istio-system"
+    health_port: int = field(default_factory=free_port)
+
+    @property
+    def http_port(self) -> int:
+        return self.app_port
+
+    def role_args(self) -> list[str]:
+        return [
+            "--role",
+            "gateway",
+            "--namespace",
+            self.namespace,
+            "--health-address",
+            f"{LOOPBACK}:{self.health_port}",
+        ]
+
+    def http_listeners(self) -> tuple[str, ...]:
+        return (f"{LOOPBACK}_{self.http_port}",)
+
+    def gateway_yaml(self, host: str, destination: str) -> str:
+        """A Gateway selecting this proxy (plain HTTP, Istio port 80 on `http_port`) and a VirtualService
+        that sends `host` to `destination` port 80."""
+        return f"""\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: ingress, namespace: {self.namespace}}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 80, name: http, protocol: HTTP, targetPort: {self.http_port}}}
+    bind: {LOOPBACK}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: ingress, namespace: {self.namespace}}}
+spec:
+  hosts: [{host}]
+  gateways: [ingress]
+  http:
+  - route: [{{destination: {{host: {destination}, port: {{number: 80}}}}}}]
+"""
 
 
 def _get(port: int, path: str, headers: Mapping[str, str] | None = None) -> Reply:
