@@ -79,7 +79,7 @@ class PolicyStore:
         bad = {d.file for d in diagnostics}
         served: dict[str, str] = {}
         kept, excluded = [], []
-        for file in sorted(set(texts) | {f for f in bad if f in self._good}):
+        for file in sorted(set(texts) | bad):
             if file not in bad:
                 served[file] = texts[file]
             elif file in self._good:

@@ -60,3 +60,24 @@ def test_deleting_a_file_removes_its_objects(tmp_path: Path) -> None:
     assert _names(store)[0] == ["a", "b"]
     (tmp_path / "sub" / "b.yml").unlink()
     assert _names(store)[0] == ["a"]
+
+
+def test_bad_files_are_diagnostics_and_lose_nothing(tmp_path: Path) -> None:
+    """Binary, oversized, half-written and looping-symlink files: each a diagnostic, never a crash, and a
+    file that was valid before keeps serving its last valid version."""
+    store = PolicyStore(tmp_path)
+    (tmp_path / "a.yaml").write_text(SERVICE.format(name="a", port=9001))
+    (tmp_path / "b.yaml").write_text(SERVICE.format(name="b", port=9002))
+    assert _names(store)[0] == ["a", "b"]
+
+    (tmp_path / "a.yaml").write_bytes(b"\x00\xff\xfe binary \x89PNG")
+    half = SERVICE.format(name="b", port=9002)
+    (tmp_path / "b.yaml").write_text(half[: len(half) // 2])  # an editor caught mid-write
+    with open(tmp_path / "huge.yaml", "wb") as huge:
+        huge.truncate(50 * 1024 * 1024)  # 50 MB, sparse
+    (tmp_path / "loop.yaml").symlink_to(tmp_path / "loop.yaml")
+    names, diagnostics, kept, excluded = _names(store)
+    assert names == ["a", "b"]
+    assert sorted(kept) == ["a.yaml", "b.yaml"]
+    assert sorted(excluded) == ["huge.yaml", "loop.yaml"]
+    assert {d.split(":")[0] for d in diagnostics} == {"a.yaml", "b.yaml", "huge.yaml", "loop.yaml"}
