@@ -121,7 +121,9 @@ def build_bootstrap(settings: BootstrapSettings) -> bootstrap_pb2.Bootstrap:
     bootstrap = bootstrap_pb2.Bootstrap(
         node=base_pb2.Node(
             id=settings.node_id,
-            cluster=labels.get("app", settings.node_id),
+            # Istio's service cluster, <app>.<namespace>: Zipkin names spans by it, and the
+            # OpenTelemetry tracer's service.name uses the same (build/telemetry.py)
+            cluster=f"{labels.get('app', settings.node_id)}.{settings.namespace}",
             metadata=node_metadata,
         ),
         admin=bootstrap_pb2.Admin(address=_socket(settings.admin_address)),

@@ -17,7 +17,7 @@ from types import FrameType
 from typing import TextIO
 
 from controlplane.build.proxy import Role
-from controlplane.mesh.plan import INGRESS, PlanError
+from controlplane.mesh.plan import INGRESS, PlanError, Proxy
 from controlplane.mesh.processes import MeshError, http_get
 from controlplane.mesh.runner import STATE_FILE, LocalMesh, MeshSettings
 from controlplane.ops import inspect
@@ -57,14 +57,10 @@ def print_summary(mesh: LocalMesh, out: TextIO) -> None:
     for proxy in plan.proxies:
         if proxy.role is not Role.GATEWAY:
             continue
-        listeners = mesh.listeners(proxy)
-        where = (
-            ", ".join(listeners)
-            if listeners
-            else ("no listeners yet: gateways get an empty config until the policy has Gateway objects")
-        )
         kind = "ingress" if proxy.node_id == INGRESS else "egress"
-        write(f"  {kind:<7} gateway admin http://{proxy.admin}   {where}\n")
+        ready = f"   ready http://{proxy.health}/healthz/ready" if proxy.health is not None else ""
+        write(f"  {kind:<7} gateway admin http://{proxy.admin}{ready}\n")
+        write(f"{'':<18}{_gateway_urls(mesh, proxy)}\n")
     header = f"{'service instance':<24} {'endpoint (who binds it)':<40} {'sidecar admin':<24} outbound"
     write(f"\n  {header}\n")
     for instance in plan.instances:
@@ -88,6 +84,18 @@ def print_summary(mesh: LocalMesh, out: TextIO) -> None:
         write(f"\ntry:  {hint}   (more in docs/tour.md)\n")
     write("Ctrl-C stops everything.\n")
     out.flush()
+
+
+def _gateway_urls(mesh: LocalMesh, proxy: Proxy) -> str:
+    """The gateway's server URLs (from the policy's Gateways at start-up), each marked when Envoy has no
+    listener on its port: a passthrough server no VirtualService binds a route to, a missing credential,
+    a port some other program holds."""
+    if not proxy.urls:
+        return "no servers: gateways get an empty config until a Gateway object selects them"
+    ports = {listener.rpartition(":")[2] for listener in mesh.listeners(proxy)}
+    return "  ".join(
+        url if url.rpartition(":")[2] in ports else f"{url} (not listening)" for url in proxy.urls
+    )
 
 
 def _example(mesh: LocalMesh) -> str | None:

@@ -21,7 +21,8 @@ import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
-from controlplane.api.common import WorkloadSelector
+from controlplane.api.common import WorkloadSelector, labels_match
+from controlplane.api.gateway import Gateway, ServerKind
 from controlplane.api.policyset import PolicySet
 from controlplane.api.serviceentry import ServiceEntry, ServicePort
 from controlplane.api.workloadentry import WorkloadEntry, WorkloadEntrySpec
@@ -100,6 +101,8 @@ class Proxy:
     app_ports: tuple[int, ...] = ()
     # gateways: where /healthz/ready answers once the gateway has its config (Istio's 15021)
     health: SocketAddress | None = None
+    # gateways: where their Gateway servers listen, as `scheme://address:port` (see gateway_urls)
+    urls: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -203,28 +206,46 @@ def _instances(policy: PolicySet) -> tuple[list[Instance], list[str]]:
     return instances, skipped
 
 
+_SCHEMES = {
+    ServerKind.HTTP: "http",
+    ServerKind.HTTPS: "https",
+    ServerKind.PASSTHROUGH: "tls",
+    ServerKind.TLS: "tls",
+    ServerKind.TCP: "tcp",
+}
+
+
+def gateway_urls(policy: PolicySet, labels: Iterable[tuple[str, str]]) -> tuple[str, ...]:
+    """Where the servers of the Gateways selecting these labels listen, reachable from this machine:
+    `http://127.0.0.1:8080` for a plain HTTP server bound to 0.0.0.0:8080 (targetPort 8080), `https://`
+    for TLS-terminated HTTP, `tls://` (SNI routed) and `tcp://` for the others; in policy order, once each."""
+    label_map = dict(labels)
+    urls: dict[str, None] = {}
+    for gateway in policy.of_kind(Gateway):
+        if not labels_match(gateway.spec.selector, label_map):
+            continue
+        for server in gateway.spec.servers:
+            host = server.bind_address
+            if host in ("0.0.0.0", "::"):
+                host = LOOPBACK
+            elif ":" in host:
+                host = f"[{host}]"
+            urls[f"{_SCHEMES[server.kind]}://{host}:{server.port.bind_port}"] = None
+    return tuple(urls)
+
+
 def make_plan(policy: PolicySet, ports: Ports) -> MeshPlan:
     """The processes for `policy`; PlanError when two endpoints share an address."""
     instances, skipped = _instances(policy)
     ports.avoid(address.port for instance in instances for address in instance.listen)
-    proxies = [
-        Proxy(
-            INGRESS,
-            Role.GATEWAY,
-            GATEWAY_NAMESPACE,
-            (("app", INGRESS), ("istio", "ingressgateway")),
-            SocketAddress(LOOPBACK, ports.take()),
-            health=SocketAddress(LOOPBACK, ports.take()),
-        ),
-        Proxy(
-            EGRESS,
-            Role.GATEWAY,
-            GATEWAY_NAMESPACE,
-            (("app", EGRESS), ("istio", "egressgateway")),
-            SocketAddress(LOOPBACK, ports.take()),
-            health=SocketAddress(LOOPBACK, ports.take()),
-        ),
-    ]
+    proxies = []
+    for node_id, istio_label in ((INGRESS, "ingressgateway"), (EGRESS, "egressgateway")):
+        labels = (("app", node_id), ("istio", istio_label))
+        admin, health = SocketAddress(LOOPBACK, ports.take()), SocketAddress(LOOPBACK, ports.take())
+        urls = gateway_urls(policy, labels)
+        proxies.append(
+            Proxy(node_id, Role.GATEWAY, GATEWAY_NAMESPACE, labels, admin, health=health, urls=urls)
+        )
     for instance in instances:
         admin = SocketAddress(LOOPBACK, ports.take())
         outbound = SocketAddress(LOOPBACK, ports.take())

@@ -252,6 +252,7 @@ class LocalMesh:
                     "outbound": str(p.outbound) if p.outbound else None,
                     "inbound": str(p.inbound) if p.inbound else None,
                     "ready": f"http://{p.health}/healthz/ready" if p.health else None,
+                    "urls": list(p.urls),
                 }
                 for p in self.plan.proxies
             },

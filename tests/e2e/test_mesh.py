@@ -1,7 +1,11 @@
 """The local mesh of `make run`, end to end: the same code (controlplane.mesh) starts the control plane,
 both gateways and every service of a copy of config/ with its sidecar; traffic goes from a sidecar through
-two services; an edit of the config directory shows in the traffic; stopping leaves no process (by PID).
-Bad input: a port in use, an Envoy that fails to start, a service that crashes.
+two services, and from the ingress gateway through two services; an edit of the config directory shows in
+the traffic; stopping leaves no process (by PID). Bad input: a port in use, an Envoy that fails to start,
+a service that crashes.
+
+In the copy of config/, every Gateway server binds 127.0.0.1 on a targetPort the OS picked (config/ binds
+0.0.0.0:8080 and friends), so a test never collides with a `make run` or anything else on the machine.
 
 Two extra services (hop-a.test, hop-b.test, on ports the OS picked) are added to the copy, so the multi-hop
 and reload checks do not depend on what the seed mesh's routes allow.
@@ -9,6 +13,7 @@ and reload checks do not depend on what the seed mesh's routes allow.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -18,12 +23,15 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+import yaml
 
 from controlplane.api.loader import load_policy_dir
+from controlplane.mesh.__main__ import print_summary
 from controlplane.mesh.demo_service import read_instructions
-from controlplane.mesh.plan import PlanError, Ports, make_plan
+from controlplane.mesh.plan import INGRESS, PlanError, Ports, make_plan
 from controlplane.mesh.processes import MeshError, http_get, pid_alive
 from controlplane.mesh.runner import STATE_FILE, LocalMesh, MeshSettings
 from tests.e2e.mesh import find_envoy
@@ -74,6 +82,23 @@ def settings(config: Path, logs: Path, envoy: str | None = None) -> MeshSettings
     )
 
 
+def copy_config(tmp_path: Path) -> tuple[Path, dict[int, int]]:
+    """config/ copied to tmp_path/config with every Gateway server on 127.0.0.1:<OS port>; (the copy,
+    {Istio port number: the port its listener binds})."""
+    config = tmp_path / "config"
+    shutil.copytree(REPO / "config", config)
+    documents = list(yaml.safe_load_all((config / "gateways.yaml").read_text()))
+    bound: dict[int, int] = {}
+    for document in documents:
+        if document.get("kind") != "Gateway":
+            continue
+        for server in document["spec"]["servers"]:
+            server["bind"] = "127.0.0.1"
+            server["port"]["targetPort"] = bound[server["port"]["number"]] = free_port()
+    (config / "gateways.yaml").write_text(yaml.safe_dump_all(documents, sort_keys=False))
+    return config, bound
+
+
 @pytest.fixture
 def envoy() -> str:
     binary = find_envoy()
@@ -99,6 +124,21 @@ def started(envoy: str) -> Iterator[list[LocalMesh]]:
         mesh.stop()
 
 
+def start_config_mesh(config: Path, logs: Path, started: list[LocalMesh]) -> LocalMesh:
+    """The mesh of a copy of config/, started; skips when config/'s fixed service ports are taken."""
+    mesh = LocalMesh(settings(config, logs))
+    seed_ports = {a for i in mesh.plan.instances if not i.host.endswith(".test") for a in i.listen}
+    try:
+        mesh.check_ports()
+    except MeshError as exc:
+        if any(f"{address} (service" in str(exc) for address in seed_ports):
+            pytest.skip(f"config/'s service ports are taken (a `make run`?): {exc}")
+        raise
+    started.append(mesh)
+    mesh.start()
+    return mesh
+
+
 def request(mesh: LocalMesh, node: str, host: str, path: str) -> tuple[int, Any]:
     outbound = mesh.plan.proxy(node).outbound
     assert outbound is not None
@@ -114,25 +154,23 @@ def inbound_requests(mesh: LocalMesh, node: str) -> int:
     return sum(int(line.rpartition(": ")[2]) for line in text.decode().splitlines() if ": " in line)
 
 
+def counters(mesh: LocalMesh, node: str, *names: str) -> dict[str, int]:
+    """These counters of one Envoy (0 when it has none of that name yet)."""
+    status, body = http_get(str(mesh.plan.proxy(node).admin), "/stats?format=json", timeout=5)
+    assert status == 200, body
+    values = {s["name"]: s["value"] for s in json.loads(body)["stats"] if "value" in s}
+    return {name: int(values.get(name, 0)) for name in names}
+
+
 def assert_all_stopped(pids: dict[str, int]) -> None:
     alive = {name: pid for name, pid in pids.items() if pid_alive(pid)}
     assert alive == {}, f"still running after stop: {alive}"
 
 
 def test_mesh_of_config_serves_reloads_and_stops(tmp_path: Path, started: list[LocalMesh]) -> None:
-    config = tmp_path / "config"
-    shutil.copytree(REPO / "config", config)
+    config, _ = copy_config(tmp_path)
     (config / "zz-e2e-hops.yaml").write_text(hops_yaml(free_port(), free_port()))
-    mesh = LocalMesh(settings(config, tmp_path / "logs"))
-    seed_ports = {a for i in mesh.plan.instances if not i.host.endswith(".test") for a in i.listen}
-    try:
-        mesh.check_ports()
-    except MeshError as exc:
-        if any(f"{address} (service" in str(exc) for address in seed_ports):
-            pytest.skip(f"config/'s service ports are taken (a `make run`?): {exc}")
-        raise
-    started.append(mesh)
-    mesh.start()
+    mesh = start_config_mesh(config, tmp_path / "logs", started)
     pids = mesh.pids
     nodes = {p.node_id for p in mesh.plan.proxies}
     assert {"istio-ingressgateway", "istio-egressgateway", "hop-a-1", "hop-b-1"} <= nodes
@@ -166,6 +204,64 @@ def test_mesh_of_config_serves_reloads_and_stops(tmp_path: Path, started: list[L
 
     mesh.stop()
     assert_all_stopped(pids)
+
+
+# What one request from the ingress through two services of config/ passes, by Envoy and counter.
+CORE, PREDICT = "maximus-core-service-1", "maximus-predict-1"
+HOPS = {
+    INGRESS: ("cluster.outbound|9101||maximus-core-service.upstream_rq_total",),
+    CORE: (
+        "http.inbound_http.downstream_rq_total",
+        "cluster.outbound|9102||maximus-predict.upstream_rq_total",
+    ),
+    PREDICT: ("http.inbound_http.downstream_rq_total",),
+}
+
+
+def test_ingress_serves_traffic_through_two_services(tmp_path: Path, started: list[LocalMesh]) -> None:
+    config, bound = copy_config(tmp_path)
+    logs = tmp_path / "logs"
+    mesh = start_config_mesh(config, logs, started)
+    synced, streams = mesh.sync_status(timeout=20)
+    assert synced, streams
+
+    # what the runner says about the ingress: its state file and its printed summary
+    ingress = json.loads((logs / STATE_FILE).read_text())["proxies"][INGRESS]
+    url = f"http://127.0.0.1:{bound[80]}"
+    assert ingress["urls"][0] == url, ingress
+    ready = urlsplit(ingress["ready"])
+    assert ready.path == "/healthz/ready" and http_get(ready.netloc, ready.path)[0] == 200
+    summary = io.StringIO()
+    print_summary(mesh, summary)
+    assert f"{url}  https://127.0.0.1:{bound[443]}  " in summary.getvalue(), summary.getvalue()
+    assert ingress["ready"] in summary.getvalue()
+
+    # ingress (VirtualService ingress: maximus.local/api/v1 → core) → core's sidecar → core's app, which
+    # calls predict through its sidecar (x-demo-call) → predict's sidecar → predict's app
+    before = {node: counters(mesh, node, *names) for node, names in HOPS.items()}
+    status, raw = http_get(
+        urlsplit(url).netloc,
+        "/api/v1/from-ingress?x=1",
+        timeout=10,
+        headers={"Host": "maximus.local", "x-demo-call": "maximus-predict/predict/from-core"},
+    )
+    assert status == 200, raw
+    body = json.loads(raw)
+    assert (body["service"], body["instance"], body["path"]) == (
+        "maximus-core-service",
+        CORE,
+        "/api/v1/from-ingress?x=1",
+    )
+    assert body["headers"]["host"] == "maximus.local"
+    called = body["called"]
+    assert called["status"] == 200, called
+    assert (called["body"]["service"], called["body"]["path"]) == ("maximus-predict", "/predict/from-core")
+    assert called["body"]["headers"]["x-request-id"] == body["headers"]["x-request-id"]
+    after = {node: counters(mesh, node, *names) for node, names in HOPS.items()}
+    for node, names in HOPS.items():
+        assert {n: after[node][n] - before[node][n] for n in names} == dict.fromkeys(names, 1), node
+    # the core's app was reached through its sidecar's inbound listener (its endpoint 127.0.0.1:9101)
+    assert str(mesh.plan.proxy(CORE).inbound) == "127.0.0.1:9101"
 
 
 def test_port_in_use_is_named_and_nothing_starts(

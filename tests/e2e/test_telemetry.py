@@ -1,14 +1,16 @@
 """Telemetry end to end, with real Envoys: traces over OTLP/gRPC and Zipkin, sampling, per-workload
 overrides, JSON access logs, live edits, and the Prometheus endpoint.
 
-One control plane and two sidecars for the whole module (pieces in telemetry_mesh.py):
+One control plane, an ingress gateway and two sidecars for the whole module (pieces in telemetry_mesh.py):
 
     client ─▶ sidecar A inbound ─▶ app A ─▶ sidecar A outbound ─▶ sidecar B inbound ─▶ app B
               (server span)                 (client span)          (server span)
 
 App A calls svc-b.test through its sidecar and forwards the trace headers it got, so one request is one
-trace of three spans: A inbound (root) → A outbound → B inbound. Each test writes the Telemetry it needs,
-waits until both Envoys run it, and only then sends traffic.
+trace of three spans: A inbound (root) → A outbound → B inbound. A request through the ingress gateway
+(Host shop.test → svc-a.test) is one trace of four: the gateway's client span (root) → A inbound → A
+outbound → B inbound. Each test writes the Telemetry it needs, waits until the Envoys run it, and only
+then sends traffic.
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ from typing import Any
 import pytest
 
 from tests.e2e.mesh import ControlPlane
-from tests.e2e.telemetry_mesh import HopApp, OtlpReceiver, Sidecar, Span, ZipkinReceiver, request
+from tests.e2e.telemetry_mesh import (
+    HopApp,
+    IngressGateway,
+    OtlpReceiver,
+    Sidecar,
+    Span,
+    ZipkinReceiver,
+    request,
+)
 from tests.harness import LOOPBACK, ProcessGroup, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -47,6 +57,7 @@ class TelemetryMesh:
     a: Sidecar
     b: Sidecar
     app_a: HopApp
+    gateway: IngressGateway
 
     def write(self, sampling: float, provider: str = "otel", workload: str = "") -> None:
         """Mesh-wide Telemetry with `sampling` (and `workload`: extra Telemetry YAML) in telemetry.yaml."""
@@ -67,25 +78,29 @@ spec:
         workload: str = "",
         expect: Mapping[str, float] | None = None,
     ) -> None:
-        """Write, reload, wait until both Envoys trace with the expected sampling, then forget old spans."""
+        """Write, reload, wait until every Envoy traces with the expected sampling (the gateway: the mesh
+        default), then forget old spans."""
         self.write(sampling, provider, workload)
         self.control_plane.reload()
-        self.wait_sampling(expect or {"a": sampling, "b": sampling}, provider)
+        self.wait_sampling({"gateway": sampling, **(expect or {"a": sampling, "b": sampling})}, provider)
         self.reset()
 
     def wait_sampling(self, expect: Mapping[str, float], provider: str = "otel") -> None:
+        """Until each Envoy of `expect` ("a", "b", "gateway") runs `provider` at its sampling percentage."""
         tracer = "envoy.tracers.zipkin" if provider == "zipkin" else "envoy.tracers.opentelemetry"
+        proxies: dict[str, Sidecar] = {"a": self.a, "b": self.b, "gateway": self.gateway}
 
         def applied() -> bool:
-            for sidecar in (self.a, self.b):
-                for listener in ("inbound_http", "outbound_http"):
-                    tracing = sidecar.listener_config(listener).get("tracing", {})
+            for key, sampling in expect.items():
+                proxy = proxies[key]
+                for listener in proxy.http_listeners():
+                    tracing = proxy.listener_config(listener).get("tracing", {})
                     if tracing.get("provider", {}).get("name") != tracer:
                         return False
-                    if tracing.get("random_sampling", {}).get("value", 0) != expect[sidecar.name[-1]]:
+                    if tracing.get("random_sampling", {}).get("value", 0) != sampling:
                         return False
             # connections accepted under the old configuration keep it until their filter chain drains
-            return self.a.drained() and self.b.drained()
+            return all(proxies[key].drained() for key in expect)
 
         wait_until(
             applied,
@@ -139,6 +154,9 @@ spec:
 """
 
 
+INGRESS_HOST = "shop.test"  # what the ingress gateway routes to svc-a.test
+
+
 @pytest.fixture(scope="module")
 def tmesh(
     envoy_binary: str, module_processes: ProcessGroup, tmp_path_factory: pytest.TempPathFactory
@@ -158,33 +176,42 @@ def tmesh(
         outbound_port=a_outbound,
     )
     b = Sidecar("sidecar-b", app_b.port, {"app": "svc-b", "version": "v2"}, env={"SERVICE_VERSION": "v2"})
+    gateway = IngressGateway(
+        "ingress-gateway",
+        free_port(),
+        {"app": "istio-ingressgateway", "istio": "ingressgateway"},
+        env={"SERVICE_VERSION": "gw-1", "BRAIN_REGION": "edge"},
+    )
     try:
         (config_dir / "services.yaml").write_text(_services(a, b))
         (config_dir / "mesh.yaml").write_text(_mesh_config(otlp.port, zipkin.port))
+        (config_dir / "gateway.yaml").write_text(gateway.gateway_yaml(INGRESS_HOST, "svc-a.test"))
         mesh = TelemetryMesh(
-            ControlPlane(module_processes, config_dir), config_dir, otlp, zipkin, a, b, app_a
+            ControlPlane(module_processes, config_dir), config_dir, otlp, zipkin, a, b, app_a, gateway
         )
         mesh.write(100)
         mesh.control_plane.start()
-        for sidecar in (a, b):
-            sidecar.start(envoy_binary, module_processes, work, mesh.control_plane.xds_address)
-        mesh.wait_sampling({"a": 100, "b": 100})
+        for proxy in (a, b, gateway):
+            proxy.start(envoy_binary, module_processes, work, mesh.control_plane.xds_address)
+        mesh.wait_sampling({"a": 100, "b": 100, "gateway": 100})
         yield mesh
     finally:
         for server in (otlp, zipkin, app_a, app_b):
             server.close()
 
 
-def _chain(spans: list[Span]) -> tuple[Span, Span, Span]:
-    """A's server span, A's client span, B's server span of one trace, checking the links between them."""
-    assert len(spans) == 3, spans
+def _chain(spans: list[Span], hops: int = 3) -> list[Span]:
+    """The `hops` spans of one trace, root first, each the parent of the next (checked): A's server span,
+    A's client span, B's server span — after the gateway's client span for a request through it."""
+    assert len(spans) == hops, spans
     assert len({s.trace_id for s in spans}) == 1, spans
-    by_id = {s.span_id: s for s in spans}
+    assert len({s.span_id for s in spans}) == hops, spans
     (root,) = [s for s in spans if not s.parent_id]
-    (client,) = [s for s in spans if s.parent_id == root.span_id]
-    (server,) = [s for s in spans if s.parent_id == client.span_id]
-    assert set(by_id) == {root.span_id, client.span_id, server.span_id}
-    return root, client, server
+    chain = [root]
+    while len(chain) < hops:
+        (child,) = [s for s in spans if s.parent_id == chain[-1].span_id]
+        chain.append(child)
+    return chain
 
 
 def _traces(spans: list[Span]) -> dict[str, list[Span]]:
@@ -226,6 +253,41 @@ def test_zipkin_receives_the_same_trace_shape(tmesh: TelemetryMesh) -> None:
         for s in (root, client, server)
     )
     assert tmesh.otlp.settle(quiet=0.5) == []
+
+
+@pytest.mark.parametrize("provider", ["otel", "zipkin"])
+def test_trace_starts_at_the_ingress_gateway(tmesh: TelemetryMesh, provider: str) -> None:
+    tmesh.apply(100, provider=provider)
+    headers = {"Host": INGRESS_HOST, "x-correlation-id": f"corr-gw-{provider}", "user-agent": "e2e-agent/2"}
+    reply = request(tmesh.gateway.http_port, f"/chain?gateway-{provider}", headers)
+    assert reply.status == 200, reply
+    assert (reply.json()["app"], reply.json()["next"]["app"]) == ("a", "b")
+    receiver = tmesh.otlp if provider == "otel" else tmesh.zipkin
+    gateway, a_in, a_out, b_in = _chain(receiver.wait_for(4), hops=4)
+    assert len(gateway.trace_id) == 32 and gateway.trace_id != "0" * 32
+    # gateways report client spans (Istio's gateways are outbound proxies), sidecar inbound server spans
+    assert [s.kind for s in (gateway, a_in, a_out, b_in)] == ["CLIENT", "SERVER", "CLIENT", "SERVER"]
+    services = [s.service for s in (gateway, a_in, a_out, b_in)]
+    # both providers name services <app>.<namespace>, as Istio does
+    assert services == [
+        "istio-ingressgateway.istio-system",
+        "svc-a.default",
+        "svc-a.default",
+        "svc-b.default",
+    ]
+    for span in (gateway, a_in, a_out, b_in):
+        assert span.tags["environment"] == "dev" and span.tags["cluster"] == "vertice-dev", span
+        assert span.tags["x-correlation-id"] == f"corr-gw-{provider}", span
+    # the gateway passes the client's user-agent on to A's sidecar; app A does not forward it to B
+    assert gateway.tags["user-agent"] == a_in.tags["user-agent"] == "e2e-agent/2"
+    assert "user-agent" not in b_in.tags
+    # environment tags come from each Envoy's own environment
+    assert [(s.tags["service_version"], s.tags["brain_region"]) for s in (gateway, a_in, b_in)] == [
+        ("gw-1", "edge"),
+        ("v1", "cortex"),
+        ("v2", "unknown"),
+    ]
+    assert len(receiver.settle(quiet=0.3)) == 4  # nothing else arrives: one trace, four spans
 
 
 @pytest.mark.parametrize(
