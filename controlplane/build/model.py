@@ -185,6 +185,8 @@ class ProxyModel:
     inbound: Inbound | None = None
     # ALLOW_ANY needs the passthrough cluster; kept here so translation need not look into outbound_http.
     mesh_connect_timeout_ms: int = DEFAULT_CONNECT_TIMEOUT_MS
+    # the MeshConfig behind mesh-wide defaults (outbound traffic policy, connect timeout), if any
+    mesh_origins: tuple[PolicyRef, ...] = ()
     # Gateways only: listeners from Gateway servers, readiness, rate limits (build/gateway.py).
     gateway: GatewayConfig | None = None
     # Tracing and access logging for every HTTP connection manager of the proxy (build/telemetry.py).

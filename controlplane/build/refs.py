@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from controlplane.api.meta import PolicyObject
+from controlplane.api.policyset import PolicySet
+
 
 @dataclass(frozen=True, order=True)
 class HostPort:
@@ -34,3 +37,10 @@ class PolicyRef:
     name: str
     file: str = ""
     line: int = 0
+
+
+def policy_ref(policy: PolicySet, obj: PolicyObject) -> PolicyRef:
+    """The provenance of one policy object (file and line when it was loaded from a file)."""
+    source = policy.source(obj.key)
+    file, line = (source.file, source.line) if source else ("", 0)
+    return PolicyRef(obj.kind, obj.metadata.namespace, obj.metadata.name, file, line)

@@ -22,6 +22,7 @@ from controlplane.build.gateway import build_gateway
 from controlplane.build.inbound import build_inbound
 from controlplane.build.model import DEFAULT_CONNECT_TIMEOUT_MS, OutboundHttp, OutboundPolicy, ProxyModel
 from controlplane.build.proxy import ProxyIdentity, Role
+from controlplane.build.refs import policy_ref
 from controlplane.build.routing import build_virtual_hosts
 from controlplane.build.services import service_registry
 from controlplane.build.tcp import build_tcp_listeners
@@ -54,4 +55,5 @@ def build_sidecar(policy: PolicySet, proxy: ProxyIdentity) -> ProxyModel:
         tcp_listeners=build_tcp_listeners(policy, registry, proxy),
         inbound=build_inbound(proxy),
         mesh_connect_timeout_ms=connect_timeout_ms,
+        mesh_origins=(policy_ref(policy, mesh),) if mesh is not None else (),
     )

@@ -26,7 +26,7 @@ from controlplane.api.policyset import PolicySet
 from controlplane.api.telemetry import CustomTag as ApiCustomTag
 from controlplane.api.telemetry import Telemetry
 from controlplane.build.proxy import ProxyIdentity
-from controlplane.build.refs import PolicyRef
+from controlplane.build.refs import PolicyRef, policy_ref
 
 # Istio's sampling when nothing sets it (pilot falls back to 1.0%; meshConfig.defaultConfig.tracing.sampling).
 DEFAULT_SAMPLING_PERCENT = 1.0
@@ -98,7 +98,9 @@ def build_telemetry(policy: PolicySet, proxy: ProxyIdentity) -> ProxyTelemetry:
     mesh_config = policy.mesh_config()
     mesh = mesh_config.spec if mesh_config is not None else MeshConfigSpec()
     chain = applicable_telemetries(policy, proxy, mesh.root_namespace)
-    origins = tuple(sorted(_ref(policy, t) for t in chain))
+    # MeshConfig supplies the providers and the access log file/encoding
+    contributors = [*chain, *([mesh_config] if mesh_config is not None else [])]
+    origins = tuple(sorted(policy_ref(policy, obj) for obj in contributors))
     return ProxyTelemetry(_tracing(mesh, chain, proxy), _access_log(mesh, chain), origins)
 
 
@@ -197,9 +199,3 @@ def _access_log(mesh: MeshConfigSpec, chain: list[Telemetry]) -> AccessLogConfig
         encoding=LogEncoding(mesh.access_log_encoding),
         format=mesh.access_log_format,
     )
-
-
-def _ref(policy: PolicySet, telemetry: Telemetry) -> PolicyRef:
-    source = policy.source(telemetry.key)
-    file, line = (source.file, source.line) if source else ("", 0)
-    return PolicyRef(telemetry.kind, telemetry.metadata.namespace, telemetry.metadata.name, file, line)

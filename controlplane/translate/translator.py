@@ -29,6 +29,7 @@ from controlplane.translate.tcp import tcp_listener
 def translate_proxy(model: ProxyModel) -> Resources:
     """All Envoy resources for one proxy, keyed by type URL and name."""
     resources = Resources()
+    telemetry_origins = _origins(model.telemetry.origins)
     for cluster in model.clusters:
         envoy_cluster = translate_cluster(cluster)
         origins = _origins(cluster.origins)
@@ -41,9 +42,9 @@ def translate_proxy(model: ProxyModel) -> Resources:
         outbound = model.outbound_http
         if outbound.outbound_policy is OutboundPolicy.ALLOW_ANY:
             passthrough = passthrough_cluster(model.mesh_connect_timeout_ms)
-            resources.add(CLUSTER, passthrough.name, passthrough)
+            resources.add(CLUSTER, passthrough.name, passthrough, _origins(model.mesh_origins))
         listener = outbound_http_listener(outbound, model.telemetry)
-        resources.add(LISTENER, listener.name, listener)
+        resources.add(LISTENER, listener.name, listener, telemetry_origins)
         route_config = outbound_route_config(outbound)
         origins = _origins(o for vhost in outbound.virtual_hosts for o in vhost.origins)
         resources.add(ROUTE, route_config.name, route_config, origins)
@@ -54,14 +55,13 @@ def translate_proxy(model: ProxyModel) -> Resources:
         for inbound_cluster in inbound_clusters(model.inbound):
             resources.add(CLUSTER, inbound_cluster.name, inbound_cluster)
         in_listener = inbound_listener(model.inbound, model.telemetry)
-        resources.add(LISTENER, in_listener.name, in_listener)
+        resources.add(LISTENER, in_listener.name, in_listener, telemetry_origins)
         in_routes = inbound_route_config(model.inbound)
         resources.add(ROUTE, in_routes.name, in_routes)
     if model.gateway is not None:
         gateway_origins = _origins(o for listener in model.gateway.listeners for o in listener.origins)
         for type_url, name, message in gateway_resources(model.gateway, model.telemetry):
             resources.add(type_url, name, message, gateway_origins)
-    telemetry_origins = _origins(model.telemetry.origins)
     for collector in telemetry_clusters(model.telemetry, model.mesh_connect_timeout_ms):
         resources.add(CLUSTER, collector.name, collector, telemetry_origins)
     _sort(resources)

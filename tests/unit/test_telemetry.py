@@ -223,7 +223,11 @@ def test_defaults_without_telemetry_and_switches() -> None:
     )
     off = build_telemetry(policy, proxy())
     assert (off.tracing, off.access_log) == (None, None)
-    assert [(o.kind, o.name, o.line) for o in off.origins] == [("Telemetry", "quiet", 14)]
+    # the MeshConfig (providers, access log file) and the Telemetry that switched things off
+    assert [(o.kind, o.name, o.line) for o in off.origins] == [
+        ("MeshConfig", "mesh", 1),
+        ("Telemetry", "quiet", 14),
+    ]
 
 
 def test_no_meshconfig_means_no_tracing_provider() -> None:
