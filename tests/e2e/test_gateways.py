@@ -7,6 +7,7 @@ Every Gateway server binds 127.0.0.1 on a `targetPort` the OS picked while keepi
 
 from __future__ import annotations
 
+import http.client
 import socket
 import ssl
 import time
@@ -434,9 +435,27 @@ def _counter(gateway: GatewayEnvoy, stat: str) -> int:
     )
 
 
+def _get_on(tls: ssl.SSLSocket, path: str, host: str) -> int:
+    """One keep-alive HTTP/1.1 request on an open TLS connection; the response status. A draining
+    listener would answer `connection: close`, which counts as a failure here."""
+    tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    response = http.client.HTTPResponse(tls)  # type: ignore[arg-type]
+    response.begin()
+    response.read()
+    if (response.getheader("connection") or "").lower() == "close":
+        return -1
+    return response.status
+
+
 def test_certificate_rotation_without_restart(world: World) -> None:
     pid = world.ingress.process.pid if world.ingress.process else None
     first = peer_certificate(LOOPBACK, world.ports.rotate, "rotate.test", world.ca.pem)
+    # a connection opened before the rotation must survive it (SDS swaps the certificate for new
+    # handshakes; the listener, and its connections, stay)
+    context = ssl.create_default_context(cadata=world.ca.pem.decode())
+    raw = socket.create_connection((LOOPBACK, world.ports.rotate), 5)
+    early = context.wrap_socket(raw, server_hostname="rotate.test")
+    assert _get_on(early, "/a", "rotate.test") == 200
     new_ca = Authority("rotated CA")
     new_ca.write_credential(world.config / "credentials" / "rotate-cert", "rotate.test")
 
@@ -448,6 +467,9 @@ def test_certificate_rotation_without_restart(world: World) -> None:
     assert common_name(first) == "rotate.test"
     assert world.ingress.process is not None and world.ingress.process.pid == pid
     assert world.ingress.process.running()
+    with early:
+        assert _get_on(early, "/a", "rotate.test") == 200
+        assert _get_on(early, "/b", "rotate.test") == 200
 
 
 def test_rate_limits(world: World) -> None:
