@@ -20,6 +20,7 @@ from google.protobuf import json_format, struct_pb2
 
 from controlplane.build.proxy import (
     META_APP_PORTS,
+    META_GATEWAY_BIND,
     META_HEALTH_ADDRESS,
     META_INBOUND_ADDRESS,
     META_LABELS,
@@ -44,6 +45,7 @@ class BootstrapSettings:
     inbound_address: SocketAddress | None = None
     app_ports: tuple[int, ...] = ()
     health_address: SocketAddress | None = None
+    gateway_bind: str | None = None
     labels: tuple[tuple[str, str], ...] = ()
     namespace: str = "default"
     # Istio's 15090: a listener exposing only /stats/prometheus of the admin interface (prometheus.py).
@@ -109,6 +111,8 @@ def build_bootstrap(settings: BootstrapSettings) -> bootstrap_pb2.Bootstrap:
         metadata[META_APP_PORTS] = ",".join(str(p) for p in settings.app_ports)
     if settings.health_address is not None:
         metadata[META_HEALTH_ADDRESS] = str(settings.health_address)
+    if settings.gateway_bind is not None:
+        metadata[META_GATEWAY_BIND] = settings.gateway_bind
     node_metadata = struct_pb2.Struct()
     node_metadata.update(metadata)
     labels = dict(settings.labels)

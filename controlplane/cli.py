@@ -62,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="where the sidecar's inbound listener binds (traffic for the local app)")
     boot.add_argument("--app-ports", type=_ports, default=(),
                       help="the local app's ports, e.g. 9101 or 9101,9102 (needed with --inbound-address)")
+    boot.add_argument("--gateway-bind", metavar="IP",
+                      help="gateways: address for Gateway servers without `bind` (default 0.0.0.0)")
     boot.add_argument("--health-address", type=_address,
                       help="gateways: where /healthz/ready is served (Istio: 0.0.0.0:15021; default: none)")
     boot.add_argument("--prometheus-address", type=_address,
@@ -119,6 +121,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
         inbound_address=args.inbound_address,
         app_ports=args.app_ports,
         health_address=args.health_address,
+        gateway_bind=args.gateway_bind,
         prometheus_address=args.prometheus_address,
         labels=args.labels,
         namespace=args.namespace,

@@ -79,7 +79,7 @@ def build_gateway(policy: PolicySet, proxy: ProxyIdentity) -> ProxyModel:
     slots: dict[tuple[str, int], _Slot] = {}
     for gw in selected_gateways(policy, proxy):
         for server in gw.spec.servers:
-            key = (server.bind_address, server.port.bind_port)
+            key = (server.bind or proxy.gateway_bind, server.port.bind_port)
             slot = slots.setdefault(key, _Slot(_FAMILY[server.kind], server.port.number))
             tls = server.tls
             if tls is not None and tls.credential_name and tls.credential_name not in policy.credentials:

@@ -14,6 +14,8 @@ with equal metadata get the same configuration (and share one snapshot):
     health_address   gateways: "HOST:PORT" of the readiness listener (GET /healthz/ready; Istio uses
                      0.0.0.0:15021); pushed over xDS, so it answers only once config arrived. Absent:
                      no readiness listener (two gateways on one host would fight over a default)
+    gateway_bind     gateways: the address Gateway servers without `bind` listen on (default 0.0.0.0, as
+                     Istio); the local mesh sets 127.0.0.1 so a developer's ingress stays on loopback
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ META_OUTBOUND_ADDRESS = "outbound_address"
 META_INBOUND_ADDRESS = "inbound_address"
 META_APP_PORTS = "app_ports"
 META_HEALTH_ADDRESS = "health_address"
+META_GATEWAY_BIND = "gateway_bind"
+DEFAULT_GATEWAY_BIND = "0.0.0.0"
 
 DEFAULT_NAMESPACE = "default"
 DEFAULT_OUTBOUND_ADDRESS = "127.0.0.1:15001"
@@ -89,6 +93,7 @@ class ProxyIdentity:
     app_ports: tuple[int, ...] = ()
     # Gateways only; None: no readiness listener.
     health_address: SocketAddress | None = None
+    gateway_bind: str = DEFAULT_GATEWAY_BIND
 
     @property
     def label_map(self) -> dict[str, str]:

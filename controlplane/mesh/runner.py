@@ -20,7 +20,7 @@ from typing import Any
 
 from controlplane.api.loader import load_policy_dir
 from controlplane.bootstrap import BootstrapSettings, bootstrap_yaml
-from controlplane.build.proxy import SocketAddress
+from controlplane.build.proxy import Role, SocketAddress
 from controlplane.mesh.plan import LOOPBACK, Instance, MeshPlan, Ports, Proxy, make_plan
 from controlplane.mesh.processes import (
     MeshError,
@@ -161,6 +161,8 @@ class LocalMesh:
                     inbound_address=proxy.inbound,
                     app_ports=proxy.app_ports,
                     health_address=proxy.health,
+                    # Gateway servers without `bind` stay on loopback in a developer's local mesh
+                    gateway_bind=LOOPBACK if proxy.role is Role.GATEWAY else None,
                     labels=proxy.labels,
                     namespace=proxy.namespace,
                     role=proxy.role,

@@ -5,13 +5,17 @@ The metadata keys are documented in controlplane/build/proxy.py; `controlplane b
 
 from __future__ import annotations
 
+import ipaddress
+
 from envoy.config.core.v3 import base_pb2
 from google.protobuf import json_format
 
 from controlplane.build.proxy import (
+    DEFAULT_GATEWAY_BIND,
     DEFAULT_NAMESPACE,
     DEFAULT_OUTBOUND_ADDRESS,
     META_APP_PORTS,
+    META_GATEWAY_BIND,
     META_HEALTH_ADDRESS,
     META_INBOUND_ADDRESS,
     META_LABELS,
@@ -63,6 +67,12 @@ def identity_of(node: base_pb2.Node) -> ProxyIdentity:
             health = SocketAddress.parse(str(meta[META_HEALTH_ADDRESS]))
     except ValueError as exc:
         raise NodeError(f"node {node.id}: metadata.{META_HEALTH_ADDRESS}: {exc}") from None
+    gateway_bind = str(meta.get(META_GATEWAY_BIND, DEFAULT_GATEWAY_BIND))
+    try:
+        ipaddress.ip_address(gateway_bind)
+    except ValueError:
+        raise NodeError(f"node {node.id}: metadata.{META_GATEWAY_BIND} must be an IP address, "
+                        f"got {gateway_bind!r}") from None
     if inbound is not None and not app_ports:
         raise NodeError(f"node {node.id}: metadata.{META_INBOUND_ADDRESS} needs metadata.{META_APP_PORTS}")
     return ProxyIdentity(
@@ -73,4 +83,5 @@ def identity_of(node: base_pb2.Node) -> ProxyIdentity:
         inbound_address=inbound,
         app_ports=app_ports,
         health_address=health,
+        gateway_bind=gateway_bind,
     )
