@@ -56,6 +56,7 @@ class Settings:
     admin_address: str = "127.0.0.1:18001"
     extra_resources: Path | None = None
     watch: bool = True
+    max_connection_age: float | None = None
 
 
 def load_extra_resources(path: Path) -> list[tuple[str, str, Message]]:
@@ -91,7 +92,7 @@ class ControlPlane:
         self.diagnostics: list[Diagnostic] = []
         self.cache = SnapshotCache(make_factory(self.policy, []))
         self._loaded = False
-        self.xds = XdsServer(self.cache, self.registry, settings.xds_address)
+        self.xds = XdsServer(self.cache, self.registry, settings.xds_address, settings.max_connection_age)
         admin = SocketAddress.parse(settings.admin_address)
         self.admin = AdminServer(self, admin.host, admin.port)
         self._stop = asyncio.Event()

@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", required=True, type=Path, help="directory of policy YAML files")
     serve.add_argument("--xds-address", default="127.0.0.1:18000", type=_address)
     serve.add_argument("--admin-address", default="127.0.0.1:18001", type=_address)
+    serve.add_argument("--max-connection-age", type=float, metavar="SECONDS",
+                       help="close xDS connections after this age so proxies rebalance across replicas")
     serve.add_argument("--no-watch", action="store_true",
                        help="do not reload when policy files change (SIGHUP and POST /debug/reload still do)")
     serve.add_argument("--test-extra-resources", type=Path, help=argparse.SUPPRESS)
@@ -98,7 +100,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"controlplane: --config {args.config}: not a directory", file=sys.stderr)
         return 2
     settings = Settings(args.config, str(args.xds_address), str(args.admin_address),
-                        args.test_extra_resources, watch=not args.no_watch)
+                        args.test_extra_resources, watch=not args.no_watch,
+                        max_connection_age=args.max_connection_age)
 
     async def main() -> None:
         await ControlPlane(settings).run()

@@ -56,8 +56,10 @@ def _delta_state(status: Any, snapshot: Any, nonce: Any, fixed: str | None) -> D
 class XdsServer:
     """start() / close() / wait_closed() lifecycle around one grpc.aio server."""
 
-    def __init__(self, cache: SnapshotCache, registry: StatusRegistry, address: str) -> None:
+    def __init__(self, cache: SnapshotCache, registry: StatusRegistry, address: str,
+                 max_connection_age: float | None = None) -> None:
         self.cache = cache
+        self.max_connection_age = max_connection_age
         self.registry = registry
         self.address = address
         self.port = 0
@@ -101,8 +103,18 @@ class XdsServer:
 
     async def start(self) -> None:
         self._closing = asyncio.Event()
+        options: list[tuple[str, int]] = []
+        if self.max_connection_age:
+            # Proxies otherwise stay on the replica they first reached forever (istio #7878): after this
+            # age the connection gets a GOAWAY, its streams a short grace, and Envoy reconnects through
+            # its load balancing — to any replica, which computes the same versions.
+            options += [
+                ("grpc.max_connection_age_ms", int(self.max_connection_age * 1000)),
+                ("grpc.max_connection_age_grace_ms", min(5_000, int(self.max_connection_age * 1000))),
+            ]
         self._server = grpc.aio.server(
             options=[
+                *options,
                 # Envoy keeps ADS streams open for hours; let its keepalive pings through.
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
