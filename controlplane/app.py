@@ -75,7 +75,12 @@ def make_factory(policy: PolicySet, extra: list[tuple[str, str, Message]]) -> Re
     """The pure pipeline for one proxy shape: build, then translate (plus the test hook's resources)."""
 
     def resources_for(identity: ProxyIdentity) -> Resources:
-        resources = translate_proxy(build_proxy(policy, identity))
+        started = time.perf_counter()
+        model = build_proxy(policy, identity)
+        built = time.perf_counter()
+        resources = translate_proxy(model)
+        metrics.BUILD_SECONDS.observe(built - started)
+        metrics.TRANSLATE_SECONDS.observe(time.perf_counter() - built)
         for type_url, name, message in extra:
             resources.add(type_url, name, message)
         return resources

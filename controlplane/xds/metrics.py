@@ -7,6 +7,11 @@ from prometheus_client import Counter, Gauge, Histogram
 CONNECTED = Gauge(
     "controlplane_xds_connected_streams", "Open xDS streams (Istio: pilot_xds)", ["protocol", "role"]
 )
+SUBSCRIBED = Gauge(
+    "controlplane_xds_subscribed_streams",
+    "Open xDS streams by resource type they subscribe to and proxy role (Istio: pilot_xds by type)",
+    ["type", "role"],
+)
 PUSHES = Counter(
     "controlplane_xds_pushes_total", "xDS responses sent (Istio: pilot_xds_pushes)", ["type"]
 )

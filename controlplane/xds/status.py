@@ -91,7 +91,11 @@ class StreamStatus:
                 metrics.CONVERGENCE.observe(max(0.0, time.monotonic() - self.snapshot_changed_at))
 
     def of(self, type_url: str) -> TypeStatus:
-        return self.types.setdefault(type_url, TypeStatus())
+        status = self.types.get(type_url)
+        if status is None:
+            status = self.types[type_url] = TypeStatus()
+            metrics.SUBSCRIBED.labels(SHORT_NAMES.get(type_url, type_url), self.identity.role.value).inc()
+        return status
 
     def sent(self, type_url: str, version: str, nonce: str, size: int, snapshot_version: str) -> None:
         status = self.of(type_url)
@@ -182,6 +186,9 @@ class StatusRegistry:
     def close(self, status: StreamStatus) -> None:
         if self.streams.pop(status.stream_id, None) is not None:
             metrics.CONNECTED.labels(status.protocol, status.identity.role.value).dec()
+            role = status.identity.role.value
+            for type_url in status.types:
+                metrics.SUBSCRIBED.labels(SHORT_NAMES.get(type_url, type_url), role).dec()
 
     def remember_nack(self, node_id: str, type_url: str, version: str) -> None:
         self._nacks[node_id].add((type_url, version))
