@@ -10,6 +10,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
+from prometheus_client import REGISTRY
 
 from controlplane.build.proxy import ProxyIdentity
 from controlplane.translate.resources import CLUSTER, Resources
@@ -26,9 +27,16 @@ def _resources(_: ProxyIdentity) -> Resources:
     return resources
 
 
+def _subscribed() -> float:
+    labels = {"type": "clusters", "role": "sidecar"}
+    return REGISTRY.get_sample_value("controlplane_xds_subscribed_streams", labels) or 0.0
+
+
 @pytest.mark.asyncio
 async def test_csds_reports_acked_resources() -> None:
-    server = XdsServer(SnapshotCache(_resources), StatusRegistry(), "127.0.0.1:0")
+    before = _subscribed()
+    registry = StatusRegistry()
+    server = XdsServer(SnapshotCache(_resources), registry, "127.0.0.1:0")
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -53,6 +61,12 @@ async def test_csds_reports_acked_resources() -> None:
             (generic,) = config.generic_xds_configs
             assert (generic.name, generic.type_url, generic.config_status) == ("c1", CLUSTER, csds_pb2.SYNCED)
             assert cluster_pb2.Cluster.FromString(generic.xds_config.value).name == "c1"
+            assert _subscribed() == before + 1
             call.cancel()
+            for _ in range(100):
+                if not registry.streams:
+                    break
+                await asyncio.sleep(0.02)
+            assert _subscribed() == before
     finally:
         await server.close(0)
