@@ -34,7 +34,7 @@ def _subscribed() -> float:
 
 @pytest.mark.asyncio
 async def test_csds_reports_acked_resources() -> None:
-    before = _subscribed()
+    subscribed_before = _subscribed()
     registry = StatusRegistry()
     server = XdsServer(SnapshotCache(_resources), registry, "127.0.0.1:0")
     await server.start()
@@ -61,12 +61,12 @@ async def test_csds_reports_acked_resources() -> None:
             (generic,) = config.generic_xds_configs
             assert (generic.name, generic.type_url, generic.config_status) == ("c1", CLUSTER, csds_pb2.SYNCED)
             assert cluster_pb2.Cluster.FromString(generic.xds_config.value).name == "c1"
-            assert _subscribed() == before + 1
+            assert _subscribed() == subscribed_before + 1
             call.cancel()
             for _ in range(100):
                 if not registry.streams:
                     break
                 await asyncio.sleep(0.02)
-            assert _subscribed() == before
+            assert _subscribed() == subscribed_before
     finally:
         await server.close(0)
