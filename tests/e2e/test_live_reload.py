@@ -7,7 +7,7 @@ The control plane and the Envoys start once for the module; each test starts fro
 - an edit reaches every proxy (real HTTP through each sidecar) and `controlplane status --wait` returns 0;
 - an invalid edit changes nothing served (versions, traffic, no pushes) and is diagnosed with file:line;
 - a change Envoy rejects is NACKED with Envoy's words and the policy object's file and line;
-- a no-op edit (comments, reordered documents) pushes nothing (and, xfail: config dumps keep stale lines);
+- a no-op edit (comments, reordered documents) pushes nothing, and config dumps follow the moved lines;
 - new files, deleted files and files in subdirectories are picked up;
 - CSDS on the xDS port lists the three nodes as SYNCED.
 """
@@ -417,11 +417,6 @@ def test_noop_edit_pushes_nothing(fresh: Live) -> None:
         mesh.assert_routed(live.svc_a.host, "/x/1", "a")
 
 
-_STALE_PROVENANCE_BUG = (
-    "known bug: SnapshotCache.set_factory (controlplane/xds/cache.py) keeps the old snapshot when the "
-    "version is unchanged, and with it the old origins: after an edit that only shifts lines, "
-    "/debug/config_dump and NACK blame point at the lines the objects used to be on"
-)
 
 
 def test_noop_edit_updates_provenance(fresh: Live) -> None:
@@ -434,8 +429,8 @@ def test_noop_edit_updates_provenance(fresh: Live) -> None:
     live.wait_reloaded("ok", ok)
     origins = [o for r in live.control_plane.config_dump(node)["routes"] for o in r["origins"]]
     want = f"VirtualService/default/svc-a ({live.routes_path}:{line_of(text, 'apiVersion:')})"
-    if want not in origins:
-        pytest.xfail(f"{_STALE_PROVENANCE_BUG}; origins: {origins}")
+    # the snapshot's bytes are unchanged (nothing pushed) but its provenance follows the file
+    assert want in origins, origins
 
 
 def assert_equal(got: object, want: object) -> None:

