@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from envoy.service.discovery.v3 import discovery_pb2
 
 from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SHORT_NAMES
+from controlplane.xds.machine import StreamMachine
 from controlplane.xds.response import Outgoing
 from controlplane.xds.snapshot import Resource, Snapshot
 from controlplane.xds.status import StreamStatus
@@ -60,7 +61,7 @@ class _TypeState:
         return self.wildcard or name in self.names
 
 
-class DeltaState:
+class DeltaState(StreamMachine[_TypeState]):
     def __init__(
         self,
         status: StreamStatus,
@@ -68,18 +69,11 @@ class DeltaState:
         next_nonce: Callable[[], str],
         fixed_type: str | None = None,
     ) -> None:
-        self.status = status
-        self.snapshot = snapshot
-        self._next_nonce = next_nonce
-        self._fixed_type = fixed_type
-        self._types: dict[str, _TypeState] = {t: _TypeState() for t in PUSH_ORDER}
-        status.use_snapshot(snapshot.version, snapshot.changed_at, initial=True)
+        super().__init__(status, snapshot, next_nonce, fixed_type, _TypeState)
 
     def on_request(self, request: discovery_pb2.DeltaDiscoveryRequest) -> list[Outgoing]:
-        type_url = request.type_url or self._fixed_type or ""
-        if type_url not in self._types or (self._fixed_type and type_url != self._fixed_type):
-            log.warning("node %s: ignoring a delta request for unknown or unexpected type %r",
-                        self.status.node_id, type_url)
+        type_url = self._type_of(request.type_url, "delta")
+        if type_url is None:
             return []
         state = self._types[type_url]
         # a plain ACK changes nothing the diff depends on; only subscriptions, NACKs (which revert the
@@ -115,8 +109,7 @@ class DeltaState:
         return out + self._settle()
 
     def on_snapshot(self, snapshot: Snapshot) -> list[Outgoing]:
-        self.snapshot = snapshot
-        self.status.use_snapshot(snapshot.version, snapshot.changed_at)
+        self._use(snapshot)
         out: list[Outgoing] = []
         for type_url in PUSH_ORDER:
             out += self._respond(type_url, must=False)

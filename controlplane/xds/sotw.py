@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from envoy.service.discovery.v3 import discovery_pb2
 
 from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SHORT_NAMES
+from controlplane.xds.machine import StreamMachine
 from controlplane.xds.response import Outgoing
 from controlplane.xds.snapshot import Resource, Snapshot, SotwBody
 from controlplane.xds.status import StreamStatus
@@ -50,7 +51,7 @@ class _TypeState:
     retained: dict[str, Resource] = field(default_factory=dict)
 
 
-class SotwState:
+class SotwState(StreamMachine[_TypeState]):
     def __init__(
         self,
         status: StreamStatus,
@@ -58,18 +59,11 @@ class SotwState:
         next_nonce: Callable[[], str],
         fixed_type: str | None = None,
     ) -> None:
-        self.status = status
-        self.snapshot = snapshot
-        self._next_nonce = next_nonce
-        self._fixed_type = fixed_type
-        self._types: dict[str, _TypeState] = {t: _TypeState() for t in PUSH_ORDER}
-        status.use_snapshot(snapshot.version, snapshot.changed_at, initial=True)
+        super().__init__(status, snapshot, next_nonce, fixed_type, _TypeState)
 
     def on_request(self, request: discovery_pb2.DiscoveryRequest) -> list[Outgoing]:
-        type_url = request.type_url or self._fixed_type or ""
-        if type_url not in self._types or (self._fixed_type and type_url != self._fixed_type):
-            log.warning("node %s: ignoring a request for unknown or unexpected type %r",
-                        self.status.node_id, type_url)
+        type_url = self._type_of(request.type_url, "SotW")
+        if type_url is None:
             return []
         state = self._types[type_url]
         # a nonce on a type's first request is left from an earlier stream: nothing here to ACK
@@ -98,8 +92,7 @@ class SotwState:
         return out + self._settle()
 
     def on_snapshot(self, snapshot: Snapshot) -> list[Outgoing]:
-        self.snapshot = snapshot
-        self.status.use_snapshot(snapshot.version, snapshot.changed_at)
+        self._use(snapshot)
         out: list[Outgoing] = []
         for type_url in PUSH_ORDER:
             out += self._respond(type_url, must=False)
