@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= config
 
-.PHONY: run dev-up dev-down test lint typecheck golden bench clean
+.PHONY: run dev-up dev-down generated test lint typecheck golden bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ dev-up:
 
 dev-down:
 	docker compose -f compose/docker-compose.yml down --volumes --remove-orphans
+
+# files generated from config/: the compose stack and the local mesh's Prometheus scrape targets
+generated: $(STAMP)
+	$(BIN)/python -m controlplane.mesh.compose
+	$(BIN)/python -m controlplane.mesh.observability
 
 test: $(STAMP)
 	$(BIN)/ruff check controlplane tests bench

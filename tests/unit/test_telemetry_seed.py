@@ -2,7 +2,7 @@
 (config/observability/prometheus.yml): what the issue asks for lands on the right proxies.
 
 The Prometheus file lists the local mesh's admin ports, which follow its plan; after a change to the seed
-services or the plan, rewrite it with `.venv/bin/python -m tests.unit.test_telemetry_seed`.
+services or the plan, rewrite it with `.venv/bin/python -m controlplane.mesh.observability`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from controlplane.api.loader import load_policy_dir, policy_files
 from controlplane.api.policyset import PolicySet
 from controlplane.build.proxy import ProxyIdentity, Role
 from controlplane.build.telemetry import LogEncoding, TagSource, build_telemetry
+from controlplane.mesh.observability import local_prometheus_config
 from controlplane.mesh.plan import Ports, make_plan
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
@@ -71,33 +72,6 @@ def test_prometheus_config_is_not_policy_and_scrapes_every_local_proxy(policy: P
     # `make run` hands out admin ports from 15000 in plan order (controlplane/mesh/plan.py)
     expected = [str(proxy.admin) for proxy in make_plan(policy, Ports(15000)).proxies]
     assert jobs["envoy"]["static_configs"][0]["targets"] == expected, (
-        "config/observability/prometheus.yml is stale: run .venv/bin/python -m tests.unit.test_telemetry_seed"
+        "config/observability/prometheus.yml is stale: run `make generated`"
     )
-
-
-PROMETHEUS_HEADER = """\
-# Prometheus scrape configuration for the local mesh (`make run`): the control plane's /metrics and every
-# Envoy's /stats/prometheus on its admin port (the local mesh hands out admin ports from 15000 in the order
-# of its plan). Not policy: the loader skips config/observability/. Generated from the plan by
-# `.venv/bin/python -m tests.unit.test_telemetry_seed` (a unit test says when it is stale). The compose
-# stack has its own: compose/prometheus/prometheus.yml.
-#   prometheus --config.file=config/observability/prometheus.yml
-"""
-
-
-def write_prometheus_config() -> None:
-    policy, _ = load_policy_dir(CONFIG)
-    targets = "".join(
-        f"    - {proxy.admin}   # {proxy.node_id}\n" for proxy in make_plan(policy, Ports(15000)).proxies
-    )
-    (CONFIG / "observability" / "prometheus.yml").write_text(
-        PROMETHEUS_HEADER
-        + "global:\n  scrape_interval: 15s\nscrape_configs:\n- job_name: controlplane\n  static_configs:\n"
-        + "  - targets: [127.0.0.1:18001]\n- job_name: envoy\n  metrics_path: /stats/prometheus\n"
-        + "  static_configs:\n  - targets:\n"
-        + targets
-    )
-
-
-if __name__ == "__main__":
-    write_prometheus_config()
+    assert prometheus.read_text() == local_prometheus_config(CONFIG)
