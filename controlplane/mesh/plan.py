@@ -55,6 +55,8 @@ class Ports:
 
     def take(self) -> int:
         if self._next:
+            while self._next in _given:
+                self._next += 1
             port = self._next
             self._next += 1
             return port
@@ -238,6 +240,8 @@ def make_plan(policy: PolicySet, ports: Ports) -> MeshPlan:
     """The processes for `policy`; PlanError when two endpoints share an address."""
     instances, skipped = _instances(policy)
     ports.avoid(address.port for instance in instances for address in instance.listen)
+    # the gateways' own listeners (Gateway servers' target ports) are taken too
+    ports.avoid(server.port.bind_port for gw in policy.of_kind(Gateway) for server in gw.spec.servers)
     proxies = []
     for node_id, istio_label in ((INGRESS, "ingressgateway"), (EGRESS, "egressgateway")):
         labels = (("app", node_id), ("istio", istio_label))

@@ -175,8 +175,8 @@ def test_mesh_of_config_serves_reloads_and_stops(tmp_path: Path, started: list[L
     nodes = {p.node_id for p in mesh.plan.proxies}
     assert {"istio-ingressgateway", "istio-egressgateway", "hop-a-1", "hop-b-1"} <= nodes
     assert len(mesh.plan.instances) >= 4, mesh.plan  # the seed's services and the two hops
-    synced, streams = mesh.sync_status(timeout=20)
-    assert synced, streams
+    synced, streams = mesh.sync_status(timeout=60)
+    assert synced, _unsynced(mesh, streams)
 
     # multi-hop: sidecar of hop-a → hop-a's app → its sidecar → hop-b's app, trace headers carried along
     status, body = request(mesh, "hop-a-1", "hop-a.test", "/call/hop-b.test/deeper?x=1")
@@ -218,12 +218,26 @@ HOPS = {
 }
 
 
+def _unsynced(mesh: LocalMesh, streams: list[dict[str, Any]]) -> list[object]:
+    """What is missing when the mesh did not converge: proxies not connected, and each stream's types
+    that are not SYNCED (with NACK text)."""
+    connected = {s["node"] for s in streams}
+    missing: list[object] = [
+        f"not connected: {p.node_id}" for p in mesh.plan.proxies if p.node_id not in connected
+    ]
+    for stream in streams:
+        for name, state in stream["types"].items():
+            if state["state"] != "SYNCED":
+                missing.append((stream["node"], name, state["state"], state.get("nack_error", "")))
+    return missing
+
+
 def test_ingress_serves_traffic_through_two_services(tmp_path: Path, started: list[LocalMesh]) -> None:
     config, bound = copy_config(tmp_path)
     logs = tmp_path / "logs"
     mesh = start_config_mesh(config, logs, started)
-    synced, streams = mesh.sync_status(timeout=20)
-    assert synced, streams
+    synced, streams = mesh.sync_status(timeout=60)
+    assert synced, _unsynced(mesh, streams)
 
     # what the runner says about the ingress: its state file and its printed summary
     ingress = json.loads((logs / STATE_FILE).read_text())["proxies"][INGRESS]
