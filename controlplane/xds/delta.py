@@ -197,8 +197,10 @@ class DeltaState(StreamMachine[_TypeState]):
         if not blocked:
             state.synced_snapshot = self.snapshot.version
         if not send and not removed and not must:
-            if not blocked and not state.pending:
-                self.status.in_sync(type_url, self.snapshot.version, delta=True)
+            if not blocked:
+                # nothing to send: the proxy's copy already matches this snapshot. With a response still
+                # unanswered, its ACK will complete the sync; without one, no ACK will come.
+                self.status.in_sync(type_url, self.snapshot.version, delta=not state.pending)
             return []
         nonce = self._next_nonce()
         header = discovery_pb2.DeltaDiscoveryResponse(

@@ -321,3 +321,17 @@ async def test_per_type_cluster_discovery_service_delta_clusters(xds: Harness) -
     await client.expect_nothing()
     xds.publish(_clusters(a=1000))
     assert list((await client.recv_type(CLUSTER)).removed_resources) == ["b"]
+
+
+async def test_delta_type_unchanged_while_its_ack_is_outstanding_becomes_synced(xds: Harness) -> None:
+    """A snapshot that changes only routes arrives while the proxy has not ACKed clusters yet: once that
+    ACK comes, clusters are SYNCED with the new snapshot (not left STALE until the next change)."""
+    xds.publish(mesh({"a": 1}))
+    client = xds.delta()
+    await client.request(CLUSTER)
+    clusters = await client.recv_type(CLUSTER)
+    xds.publish(mesh({"a": 1}, routed=[]))  # same clusters, different routes
+    await client.expect_nothing()  # nothing for clusters: the proxy's copy is current
+    await xds.ack(client, clusters)
+    await wait_until(lambda: _delta_types(xds)["clusters"]["state"] == "SYNCED",
+                     what="clusters to be SYNCED with the new snapshot")
