@@ -101,16 +101,23 @@ class ControlPlane:
         admin = SocketAddress.parse(settings.admin_address)
         self.admin = AdminServer(self, admin.host, admin.port)
         self._stop = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._background: set[asyncio.Future[Any]] = set()
         self.watcher: PolicyWatcher | None = None
 
     @property
     def ready(self) -> bool:
         return self._loaded
 
-    def reload(self, changed_at: float | None = None) -> dict[str, Any]:
+    async def reload(self, changed_at: float | None = None) -> dict[str, Any]:
         """Load the policy directory and rebuild every live proxy shape. A file with errors is reported and
         not applied (its last valid version stays in effect, see policystore.py). `changed_at`
-        (time.monotonic()) is when the change was first seen, for the convergence metric."""
+        (time.monotonic()) is when the change was first seen, for the convergence metric. Reloads run one
+        at a time (the watcher, SIGHUP and the admin endpoint may ask at once)."""
+        async with self._reload_lock:
+            return await self._reload(changed_at)
+
+    async def _reload(self, changed_at: float | None) -> dict[str, Any]:
         started = time.perf_counter()
         changed_at = time.monotonic() if changed_at is None else changed_at
         loaded = self.store.load()
@@ -124,7 +131,7 @@ class ControlPlane:
         for diagnostic in diagnostics:
             log.error("invalid policy: %s", diagnostic)
         self.policy, self.diagnostics = policy, diagnostics
-        changed = self.cache.set_factory(make_factory(policy, extra), changed_at)
+        changed = await self.cache.publish(make_factory(policy, extra), changed_at)
         elapsed = time.perf_counter() - started
         metrics.REBUILD_SECONDS.observe(elapsed)
         metrics.RELOADS.labels("invalid" if diagnostics else "ok").inc()
@@ -147,9 +154,14 @@ class ControlPlane:
         }
 
     async def start(self) -> None:
-        self.reload()
+        await self.reload()
         await self.xds.start()
         await self.admin.start()
+
+    def _reload_soon(self) -> None:
+        task = asyncio.ensure_future(self.reload())
+        self._background.add(task)  # keep a reference until done (the loop holds tasks weakly)
+        task.add_done_callback(self._background.discard)
 
     def stop(self) -> None:
         self._stop.set()
@@ -159,7 +171,7 @@ class ControlPlane:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
         await self.start()
         watcher = PolicyWatcher(self.settings.config_dir, self.reload) if self.settings.watch else None
         self.watcher = watcher

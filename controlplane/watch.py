@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import time
@@ -114,7 +115,9 @@ class PolicyWatcher:
                 break
         DEBOUNCE_SECONDS.observe(time.monotonic() - started)
         try:
-            self._reload(started)
+            result = self._reload(started)
+            if inspect.isawaitable(result):
+                await result
         except Exception:  # a reload bug must not stop live reload for good
             log.exception("reloading %s failed", self.root)
         finally:

@@ -41,7 +41,7 @@ class AdminBackend(Protocol):
 
     def policy_report(self) -> dict[str, Any]: ...
 
-    def reload(self) -> dict[str, Any]: ...
+    async def reload(self) -> dict[str, Any]: ...
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -140,4 +140,4 @@ class AdminServer:
         return _json(self.backend.policy_report())
 
     async def _reload(self, _: web.Request) -> web.Response:
-        return _json(self.backend.reload())
+        return _json(await self.backend.reload())

@@ -92,19 +92,34 @@ class SnapshotCache:
         shapes changed."""
         self._factory = factory
         self._changed_at = changed_at
+        return sum(self._refresh(identity) for identity in list(self._shapes))
+
+    async def publish(self, factory: ResourceFactory, changed_at: float = 0.0) -> int:
+        """`set_factory`, yielding to the event loop between shapes: with many proxy shapes a rebuild takes
+        a while, and streams keep answering ACKs (and get their new snapshot) meanwhile. A shape that
+        connects during the rebuild is built from the new factory already."""
+        self._factory = factory
+        self._changed_at = changed_at
         changed = 0
-        for identity, shape in self._shapes.items():
-            fresh = self._make(identity, previous=shape.snapshot)
-            if fresh.version == shape.snapshot.version:
-                if fresh.origins != shape.snapshot.origins:
-                    # same bytes, but the policy objects moved in their files: no push, fresh file:line
-                    shape.snapshot = dataclasses.replace(shape.snapshot, origins=fresh.origins)
-                continue
-            shape.snapshot = fresh
-            changed += 1
-            for made in shape.watches:
-                made.notify()
+        for identity in list(self._shapes):
+            changed += self._refresh(identity)
+            await asyncio.sleep(0)
         return changed
+
+    def _refresh(self, identity: ProxyIdentity) -> bool:
+        shape = self._shapes.get(identity)
+        if shape is None:  # its last stream left meanwhile
+            return False
+        fresh = self._make(identity, previous=shape.snapshot)
+        if fresh.version == shape.snapshot.version:
+            if fresh.origins != shape.snapshot.origins:
+                # same bytes, but the policy objects moved in their files: no push, fresh file:line
+                shape.snapshot = dataclasses.replace(shape.snapshot, origins=fresh.origins)
+            return False
+        shape.snapshot = fresh
+        for made in shape.watches:
+            made.notify()
+        return True
 
     def _make(self, identity: ProxyIdentity, previous: Snapshot | None) -> Snapshot:
         """Build a shape's snapshot; never publish a broken one: on failure keep the previous (or, for a
