@@ -438,7 +438,8 @@ class Bench:
     # phase 1 -----------------------------------------------------------------------------------------
 
     def envoys(self) -> dict[str, Any]:
-        from tests.e2e.mesh import Envoy, find_envoy
+        from tests.e2e.mesh import Envoy
+        from tests.harness import find_envoy
 
         binary = find_envoy()
         if binary is None:

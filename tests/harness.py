@@ -217,3 +217,14 @@ def env_with_venv_path() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([os.path.dirname(os.path.abspath(sys.executable)), env.get("PATH", "")])
     return env
+
+
+def find_envoy() -> str | None:
+    """The Envoy binary `make run` uses ($ENVOY_BIN, else the venv's, else PATH); None if there is none."""
+    from controlplane.mesh.processes import MeshError
+    from controlplane.mesh.runner import find_envoy as mesh_find_envoy
+
+    try:
+        return mesh_find_envoy()
+    except MeshError:
+        return None

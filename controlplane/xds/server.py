@@ -16,7 +16,6 @@ from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.status.v3 import csds_pb2
 
 from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
-from controlplane.xds.budget import WriteBudget
 from controlplane.xds.cache import SnapshotCache
 from controlplane.xds.csds import SERVICE as CSDS_SERVICE
 from controlplane.xds.csds import Csds
@@ -65,13 +64,12 @@ class XdsServer:
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._closing = asyncio.Event()
-        self._budget = WriteBudget()
 
     def _handler(self, make_state: StateFactory, protocol: str, fixed: str | None) -> Handler:
         async def handle(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]) -> None:
             await serve_stream(requests, context, cache=self.cache, registry=self.registry,
                                make_state=make_state, protocol=protocol, fixed_type=fixed,
-                               closing=self._closing, budget=self._budget)
+                               closing=self._closing)
         return handle
 
     def _generic_handlers(self) -> list[grpc.GenericRpcHandler]:

@@ -19,7 +19,6 @@ from google.protobuf.message import DecodeError, Message
 from controlplane.build.proxy import ProxyIdentity
 from controlplane.translate.resources import SHORT_NAMES
 from controlplane.xds import metrics
-from controlplane.xds.budget import WriteBudget
 from controlplane.xds.cache import SnapshotCache
 from controlplane.xds.node import NodeError, identity_of
 from controlplane.xds.response import Outgoing, nonce_factory
@@ -47,7 +46,6 @@ async def serve_stream(
     protocol: str,
     fixed_type: str | None,
     closing: asyncio.Event | None = None,
-    budget: WriteBudget | None = None,
 ) -> None:
     iterator = aiter(requests)
     try:
@@ -71,19 +69,10 @@ async def serve_stream(
     watch = cache.watch(identity)
     log.info("node %s connected (%s, %s)", node.id, protocol, identity.describe())
     queue: asyncio.Queue[Message | DecodeError | None] = asyncio.Queue()
-    budget = budget or WriteBudget()
-    # bytes written per type and not yet answered by the proxy (see budget.py)
-    unanswered: dict[str, int] = {}
-
-    def answered(request: Message) -> None:
-        type_url = getattr(request, "type_url", "") or fixed_type or ""
-        budget.release(unanswered.pop(type_url, 0))
-
     async def read() -> None:
         try:
             await queue.put(first)
             async for request in iterator:
-                answered(request)
                 await queue.put(request)
         except DecodeError as exc:
             await queue.put(exc)
@@ -93,13 +82,12 @@ async def serve_stream(
     reader = asyncio.create_task(read(), name=f"xds-read-{status.stream_id}")
     try:
         state = make_state(status, watch.snapshot, nonce_factory(status.stream_id), fixed_type)
-        await _loop(state, queue, watch, context, status, closing or asyncio.Event(), budget, unanswered)
+        await _loop(state, queue, watch, context, status, closing or asyncio.Event())
     finally:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await reader
         watch.cancel()
-        budget.release(sum(unanswered.values()))
         registry.close(status)
         log.info("node %s disconnected (%s)", node.id, protocol)
 
@@ -108,16 +96,11 @@ async def _write(
     out: list[Outgoing],
     context: grpc.aio.ServicerContext[Any, Any],
     status: StreamStatus,
-    budget: WriteBudget,
-    unanswered: dict[str, int],
 ) -> None:
     for response in out:
         log.debug("node %s <- %s version=%s nonce=%s names=%d removed=%d", status.node_id,
                   SHORT_NAMES[response.type_url], response.version, response.nonce,
                   len(response.names), len(response.removed))
-        size = len(response.payload)
-        await budget.acquire(size)
-        unanswered[response.type_url] = unanswered.get(response.type_url, 0) + size
         await context.write(response.payload)
 
 
@@ -134,8 +117,6 @@ async def _loop(
     context: grpc.aio.ServicerContext[Any, Any],
     status: StreamStatus,
     closing: asyncio.Event,
-    budget: WriteBudget,
-    unanswered: dict[str, int],
 ) -> None:
     changed = asyncio.ensure_future(watch.changed())
     # On shutdown the stream ends normally (status OK) instead of being cancelled by grpc after the
@@ -162,7 +143,7 @@ async def _loop(
             if changed in done:
                 out += state.on_snapshot(watch.snapshot)
                 changed = asyncio.ensure_future(watch.changed())
-            await _write(out, context, status, budget, unanswered)
+            await _write(out, context, status)
             # drop the payloads before waiting again: a thousand idle streams each holding their last
             # responses would keep N x K bytes alive
             out.clear()

