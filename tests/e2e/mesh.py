@@ -315,12 +315,16 @@ class Envoy:
     outbound_port: int = field(default_factory=free_port)
     process: ManagedProcess | None = None
 
+    def bootstrap_args(self) -> list[str]:
+        """Extra `controlplane bootstrap` flags (subclasses add inbound listeners, labels ...)."""
+        return []
+
     def start(self, timeout: float = 20.0) -> ManagedProcess:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         bootstrap = self.work_dir / f"{self.node_id}.bootstrap.yaml"
         argv = [PYTHON, "-m", "controlplane", "bootstrap", "--node-id", self.node_id,
                 "--xds-address", self.xds_address, "--admin-address", f"{LOOPBACK}:{self.admin_port}",
-                "--outbound-address", f"{LOOPBACK}:{self.outbound_port}"]
+                "--outbound-address", f"{LOOPBACK}:{self.outbound_port}", *self.bootstrap_args()]
         if not self.delta:
             argv.append("--sotw")
         done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)

@@ -20,7 +20,6 @@ import json
 import socket
 import socketserver
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -33,8 +32,8 @@ from typing import Any
 import yaml
 
 from tests.e2e.live_support import atomic_write
-from tests.e2e.mesh import PYTHON, ControlPlane, Envoy, get_json, http_request
-from tests.harness import LOOPBACK, GiveUp, wait_until
+from tests.e2e.mesh import ControlPlane, Envoy, get_json
+from tests.harness import LOOPBACK, wait_until
 
 POLICY_FILE = "traffic.yaml"
 
@@ -378,36 +377,14 @@ class Sidecar(Envoy):
     app_ports: tuple[int, ...] = ()
     labels: str = ""
 
-    def start(self, timeout: float = 20.0) -> Any:
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        bootstrap = self.work_dir / f"{self.node_id}.bootstrap.yaml"
-        argv = [PYTHON, "-m", "controlplane", "bootstrap", "--node-id", self.node_id,
-                "--xds-address", self.xds_address, "--admin-address", f"{LOOPBACK}:{self.admin_port}",
-                "--outbound-address", f"{LOOPBACK}:{self.outbound_port}"]
+    def bootstrap_args(self) -> list[str]:
+        argv: list[str] = []
         if self.inbound_port is not None:
             argv += ["--inbound-address", f"{LOOPBACK}:{self.inbound_port}",
                      "--app-ports", ",".join(str(p) for p in self.app_ports)]
         if self.labels:
             argv += ["--labels", self.labels]
-        if not self.delta:
-            argv.append("--sotw")
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-        assert done.returncode == 0, f"controlplane bootstrap failed: {done.stderr}"
-        bootstrap.write_text(done.stdout)
-        self.process = process = self.processes.start(
-            f"envoy-{self.node_id}",
-            [self.binary, "-c", str(bootstrap), "--disable-hot-restart", "--log-level", "info",
-             "--concurrency", "1"],
-        )
-
-        def live() -> bool:
-            if not process.running():
-                raise GiveUp(f"envoy exited with {process.returncode}: {process.output()[-2000:]}")
-            reply = http_request(self.admin_port, "/ready", timeout=1)
-            return reply.status == 200 and reply.body.strip() == b"LIVE"
-
-        wait_until(live, timeout=timeout, what=f"envoy {self.node_id} to be LIVE")
-        return process
+        return argv
 
     def send(self, host: str, path: str = "/", **kwargs: Any) -> Answer:
         """A request through this sidecar's outbound listener, as its app would send it."""
