@@ -214,6 +214,7 @@ class ControlPlane:
     processes: ProcessGroup
     config_dir: Path
     extra_resources: Path | None = None
+    serve_args: tuple[str, ...] = ()
     xds_port: int = field(default_factory=free_port)
     admin_port: int = field(default_factory=free_port)
     process: ManagedProcess | None = None
@@ -227,7 +228,7 @@ class ControlPlane:
                 "--xds-address", self.xds_address, "--admin-address", f"{LOOPBACK}:{self.admin_port}"]
         if self.extra_resources is not None:
             argv += ["--test-extra-resources", str(self.extra_resources)]
-        return argv
+        return [*argv, *self.serve_args]
 
     def start(self, timeout: float = 15.0) -> ManagedProcess:
         assert self.process is None or not self.process.running(), "already running"

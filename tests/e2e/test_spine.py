@@ -333,3 +333,29 @@ def test_sigterm_is_graceful_and_envoy_keeps_serving(envoy_binary: str, processe
     # a graceful shutdown logs no errors
     errors = [line for line in server.output().splitlines() if " ERROR " in line or "Traceback" in line]
     assert errors == [], server.output()
+
+
+def test_max_connection_age_makes_envoy_reconnect_without_losing_traffic(
+    envoy_binary: str, processes: ProcessGroup, tmp_path: Path, upstreams: dict[str, Upstream]
+) -> None:
+    """`--max-connection-age`: the server closes Envoy's xDS connection after the age; Envoy reconnects (a
+    new stream), is synced again, and serves traffic throughout."""
+    config_dir = tmp_path / "config"
+    svc = Service("svc-age", 80, upstreams["c"].port)
+    write_policy(config_dir, {"svc.yaml": [svc]})
+    cp = ControlPlane(processes, config_dir, serve_args=("--max-connection-age", "1"))
+    cp.start()
+    envoy = Envoy(envoy_binary, processes, tmp_path, "sidecar-age", cp.xds_address)
+    envoy.start()
+    wait_until(lambda: envoy.request(svc.host, "/").upstream == "c", what="traffic through envoy")
+    first = cp.stream_of(envoy.node_id)
+    assert first is not None
+
+    def reconnected() -> bool:
+        stream = cp.stream_of(envoy.node_id)
+        return stream is not None and stream["stream"] != first["stream"] and bool(stream["synced"])
+
+    wait_until(reconnected, timeout=20, what="envoy to reconnect on a new, synced stream")
+    reply = envoy.request(svc.host, "/after")
+    assert reply.status == 200 and reply.upstream == "c"
+
