@@ -11,6 +11,7 @@ import logging
 import signal
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,13 @@ from google.protobuf.message import Message
 from controlplane.api.diagnostics import Diagnostic
 from controlplane.api.policyset import PolicySet
 from controlplane.build import build_proxy
+from controlplane.build.mtls import trust_domain
 from controlplane.build.proxy import ProxyIdentity, SocketAddress
 from controlplane.ops import metrics
 from controlplane.ops.admin import AdminServer
 from controlplane.policystore import PolicyStore
+from controlplane.security.identity import MeshIdentity
+from controlplane.security.runtime import load_mesh_identity
 from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, Resources
 from controlplane.translate.translator import translate_proxy
 from controlplane.watch import PolicyWatcher
@@ -57,6 +61,19 @@ class Settings:
     extra_resources: Path | None = None
     watch: bool = True
     max_connection_age: float | None = None
+    # the mesh CA's state directory (security/ca.py); None: `<config_dir>/../.controlplane-ca`
+    ca_dir: Path | None = None
+    # serve every xDS stream without checking its credential (experiments only; logged loudly)
+    insecure_xds: bool = False
+    # TLS on the xDS port with a server certificate from the mesh CA
+    xds_tls: bool = False
+    workload_cert_ttl: float = 24 * 3600.0
+
+
+def default_ca_dir(config_dir: Path) -> Path:
+    """Beside the policy directory, not in it: the watcher must not see key files, and the policy can be
+    committed without them."""
+    return config_dir.resolve().parent / ".controlplane-ca"
 
 
 def load_extra_resources(path: Path) -> list[tuple[str, str, Message]]:
@@ -71,8 +88,11 @@ def load_extra_resources(path: Path) -> list[tuple[str, str, Message]]:
     return out
 
 
-def make_factory(policy: PolicySet, extra: list[tuple[str, str, Message]]) -> ResourceFactory:
-    """The pure pipeline for one proxy shape: build, then translate (plus the test hook's resources)."""
+def make_factory(policy: PolicySet, extra: list[tuple[str, str, Message]],
+                 mesh_identity: MeshIdentity | None = None) -> ResourceFactory:
+    """The pure pipeline for one proxy shape: build, then translate (plus the test hook's resources), plus
+    the proxy's own certificate and the trust bundle from the mesh CA."""
+    domain = trust_domain(policy)
 
     def resources_for(identity: ProxyIdentity) -> Resources:
         started = time.perf_counter()
@@ -81,6 +101,9 @@ def make_factory(policy: PolicySet, extra: list[tuple[str, str, Message]]) -> Re
         resources = translate_proxy(model)
         metrics.BUILD_SECONDS.observe(built - started)
         metrics.TRANSLATE_SECONDS.observe(time.perf_counter() - built)
+        if mesh_identity is not None:
+            for type_url, name, message in mesh_identity.secrets(identity, domain):
+                resources.add(type_url, name, message)
         for type_url, name, message in extra:
             resources.add(type_url, name, message)
         return resources
@@ -95,15 +118,27 @@ class ControlPlane:
         self.store = PolicyStore(settings.config_dir)
         self.policy = PolicySet()
         self.diagnostics: list[Diagnostic] = []
-        self.cache = SnapshotCache(make_factory(self.policy, []))
+        self.mesh = load_mesh_identity(settings.ca_dir or default_ca_dir(settings.config_dir),
+                                       timedelta(seconds=settings.workload_cert_ttl))
+        self.cache = SnapshotCache(make_factory(self.policy, [], self.mesh.identity))
         self._loaded = False
-        self.xds = XdsServer(self.cache, self.registry, settings.xds_address, settings.max_connection_age)
+        self.registry.describe_identity = lambda status: self.mesh.identity.describe(
+            status, trust_domain(self.policy))
+        authenticator = None if settings.insecure_xds else self.mesh.authenticator(
+            lambda: trust_domain(self.policy))
+        if settings.insecure_xds:
+            log.warning("INSECURE: --insecure-xds serves configuration and workload keys to any client that "
+                        "reaches %s, without checking who it is", settings.xds_address)
+        credentials = self.mesh.server_credentials(settings.xds_address) if settings.xds_tls else None
+        self.xds = XdsServer(self.cache, self.registry, settings.xds_address, settings.max_connection_age,
+                             authenticator=authenticator, credentials=credentials)
         admin = SocketAddress.parse(settings.admin_address)
         self.admin = AdminServer(self, admin.host, admin.port)
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Future[Any]] = set()
         self.watcher: PolicyWatcher | None = None
+        self._extra: list[tuple[str, str, Message]] = []
 
     @property
     def ready(self) -> bool:
@@ -132,7 +167,8 @@ class ControlPlane:
             log.error("invalid policy: %s", diagnostic)
         self.policy, self.diagnostics = policy, diagnostics
         rebuilding = time.perf_counter()
-        changed = await self.cache.publish(make_factory(policy, extra), changed_at)
+        self._extra = extra
+        changed = await self.cache.publish(make_factory(policy, extra, self.mesh.identity), changed_at)
         metrics.REBUILD_SECONDS.observe(time.perf_counter() - rebuilding)
         elapsed = time.perf_counter() - started
         metrics.RELOADS.labels("invalid" if diagnostics else "ok").inc()
@@ -174,6 +210,8 @@ class ControlPlane:
         loop.add_signal_handler(signal.SIGINT, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
         await self.start()
+        renewing = asyncio.create_task(self._renew_certificates())
+        self._background.add(renewing)
         watcher = PolicyWatcher(self.settings.config_dir, self.reload) if self.settings.watch else None
         self.watcher = watcher
         watching = asyncio.create_task(watcher.run()) if watcher else None
@@ -181,10 +219,25 @@ class ControlPlane:
             await self._stop.wait()
         finally:
             log.info("shutting down")
+            renewing.cancel()
             if watcher is not None and watching is not None:
                 watcher.stop()
                 await asyncio.gather(watching, return_exceptions=True)
             await self.close()
+
+    async def _renew_certificates(self) -> None:
+        """Renew workload certificates at half life (with jitter) and push them: only the shapes whose
+        `default` secret changed get new versions."""
+        while True:
+            due = self.mesh.certs.next_renewal()
+            wait = 60.0 if due is None else (due - datetime.now(UTC)).total_seconds()
+            await asyncio.sleep(min(max(wait, 0.05), 60.0))
+            renewed = self.mesh.certs.renew_due(now=datetime.now(UTC))
+            if renewed:
+                log.info("renewed %d workload certificate(s): %s", len(renewed), ", ".join(renewed))
+                async with self._reload_lock:
+                    await self.cache.publish(make_factory(self.policy, self._extra, self.mesh.identity))
+            self.mesh.update_metrics()
 
     async def close(self) -> None:
         await self.admin.close()

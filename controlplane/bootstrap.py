@@ -15,7 +15,9 @@ from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, grpc_service_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import json_format, struct_pb2
 
 from controlplane.build.proxy import (
@@ -27,12 +29,15 @@ from controlplane.build.proxy import (
     META_NAMESPACE,
     META_OUTBOUND_ADDRESS,
     META_ROLE,
+    META_SERVICE_ACCOUNT,
     Role,
     SocketAddress,
 )
 from controlplane.prometheus import prometheus_cluster, prometheus_listener
 
 XDS_CLUSTER = "xds_cluster"
+# The control plane's own identity ends with this (spiffe://<trustDomain>/ns/<rootNamespace>/sa/controlplane).
+XDS_SERVER_SAN_SUFFIX = "/sa/controlplane"
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
@@ -48,6 +53,11 @@ class BootstrapSettings:
     gateway_bind: str | None = None
     labels: tuple[tuple[str, str], ...] = ()
     namespace: str = "default"
+    service_account: str = "default"
+    # the proxy's credential (controlplane token), sent as `authorization: Bearer` on the xDS stream
+    token: str | None = None
+    # PEM of the mesh root: the xDS connection is TLS and the server must chain to it (serve --xds-tls)
+    xds_ca: bytes | None = None
     # Istio's 15090: a listener exposing only /stats/prometheus of the admin interface (prometheus.py).
     prometheus_address: SocketAddress | None = None
     role: Role = Role.SIDECAR
@@ -97,10 +107,27 @@ def _xds_cluster(address: SocketAddress) -> cluster_pb2.Cluster:
     return cluster
 
 
+def _xds_tls(root_pem: bytes) -> base_pb2.TransportSocket:
+    """TLS to the control plane: its certificate must chain to the mesh root (pinned inline) and name the
+    control plane's SPIFFE identity (`.../sa/controlplane`, security/xds_tls.py); gRPC needs ALPN h2."""
+    common = tls_pb2.CommonTlsContext(alpn_protocols=["h2"])
+    common.tls_params.tls_minimum_protocol_version = common_pb2.TlsParameters.TLSv1_2
+    validation = common.validation_context
+    validation.trusted_ca.inline_bytes = root_pem
+    validation.match_typed_subject_alt_names.append(common_pb2.SubjectAltNameMatcher(
+        san_type=common_pb2.SubjectAltNameMatcher.URI,
+        matcher=string_pb2.StringMatcher(suffix=XDS_SERVER_SAN_SUFFIX)))
+    context = tls_pb2.UpstreamTlsContext(common_tls_context=common)
+    socket = base_pb2.TransportSocket(name="envoy.transport_sockets.tls")
+    socket.typed_config.Pack(context)
+    return socket
+
+
 def build_bootstrap(settings: BootstrapSettings) -> bootstrap_pb2.Bootstrap:
     metadata: dict[str, object] = {
         META_ROLE: settings.role.value,
         META_NAMESPACE: settings.namespace,
+        META_SERVICE_ACCOUNT: settings.service_account,
         META_LABELS: dict(settings.labels),
     }
     if settings.outbound_address is not None:
@@ -146,6 +173,12 @@ def build_bootstrap(settings: BootstrapSettings) -> bootstrap_pb2.Bootstrap:
             clusters=[_xds_cluster(settings.xds_address)]
         ),
     )
+    if settings.token is not None:
+        grpc = bootstrap.dynamic_resources.ads_config.grpc_services[0]
+        header = base_pb2.HeaderValue(key="authorization", value=f"Bearer {settings.token}")
+        grpc.initial_metadata.append(header)
+    if settings.xds_ca is not None:
+        bootstrap.static_resources.clusters[0].transport_socket.CopyFrom(_xds_tls(settings.xds_ca))
     if settings.prometheus_address is not None:
         bootstrap.static_resources.clusters.append(prometheus_cluster(settings.admin_address))
         bootstrap.static_resources.listeners.append(prometheus_listener(settings.prometheus_address))

@@ -1,4 +1,4 @@
-"""Command-line interface: `controlplane serve | bootstrap | validate | status | config`
+"""Command-line interface: `controlplane serve | bootstrap | token | ca | validate | status | config`
 (also `python -m controlplane`)."""
 
 from __future__ import annotations
@@ -9,9 +9,11 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from controlplane.build.proxy import Role, SocketAddress, parse_ports
+from controlplane.security.commands import add_token_parser, parse_duration, run_ca, run_token
 
 
 def _address(text: str) -> SocketAddress:
@@ -52,6 +54,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-watch", action="store_true",
                        help="do not reload when policy files change (SIGHUP and POST /debug/reload still do)")
     serve.add_argument("--test-extra-resources", type=Path, help=argparse.SUPPRESS)
+    serve.add_argument("--ca-dir", type=Path,
+                       help="the mesh CA's state directory (default: .controlplane-ca beside --config); "
+                            "Istio's plug-in CA files (ca-cert.pem, ca-key.pem, root-cert.pem, "
+                            "cert-chain.pem) there are used as given")
+    serve.add_argument("--workload-cert-ttl", type=parse_duration, default=timedelta(hours=24),
+                       help="lifetime of workload certificates (default 24h, as Istio); renewed at half life")
+    serve.add_argument("--insecure-xds", action="store_true",
+                       help="serve every xDS stream without checking its credential (experiments only)")
+    serve.add_argument("--xds-tls", action="store_true",
+                       help="TLS on the xDS port with a certificate from the mesh CA "
+                            "(bootstrap --xds-ca pins it)")
 
     boot = commands.add_parser("bootstrap", help="print an Envoy bootstrap (YAML) for one proxy")
     boot.add_argument("--node-id", required=True)
@@ -72,8 +85,17 @@ def _parser() -> argparse.ArgumentParser:
                       help="where a listener exposing /stats/prometheus binds (Istio: 0.0.0.0:15090)")
     boot.add_argument("--labels", type=_labels, default=(), help="workload labels, k=v,k=v")
     boot.add_argument("--namespace", default="default")
+    boot.add_argument("--service-account", default="default",
+                      help="the workload's service account: its identity (default: default)")
+    boot.add_argument("--token-file", type=Path,
+                      help="the proxy's credential (`controlplane token`), presented on the xDS stream")
+    boot.add_argument("--xds-ca", type=Path,
+                      help="the mesh root (root-cert.pem of --ca-dir): connect to a --xds-tls server "
+                           "over TLS")
     boot.add_argument("--role", choices=[r.value for r in Role], default=Role.SIDECAR.value)
     boot.add_argument("--sotw", action="store_true", help="state-of-the-world ADS instead of delta")
+
+    add_token_parser(commands)
 
     validate = commands.add_parser("validate", help="check a policy directory; exit 1 on problems")
     validate.add_argument("config", type=Path)
@@ -101,13 +123,30 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     settings = Settings(args.config, str(args.xds_address), str(args.admin_address),
                         args.test_extra_resources, watch=not args.no_watch,
-                        max_connection_age=args.max_connection_age)
+                        max_connection_age=args.max_connection_age, ca_dir=args.ca_dir,
+                        insecure_xds=args.insecure_xds, xds_tls=args.xds_tls,
+                        workload_cert_ttl=args.workload_cert_ttl.total_seconds())
 
     async def main() -> None:
         await ControlPlane(settings).run()
 
-    asyncio.run(main())
+    from controlplane.security.ca import CaError
+
+    try:
+        asyncio.run(main())
+    except CaError as exc:
+        print(f"controlplane: mesh CA: {exc}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _read_token(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    token = path.read_text().strip()
+    if not token or any(c.isspace() for c in token):
+        raise SystemExit(f"controlplane: --token-file {path}: expected one token (controlplane token output)")
+    return token
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
@@ -128,8 +167,11 @@ def _bootstrap(args: argparse.Namespace) -> int:
         prometheus_address=args.prometheus_address,
         labels=args.labels,
         namespace=args.namespace,
+        service_account=args.service_account,
         role=Role(args.role),
         delta=not args.sotw,
+        token=_read_token(args.token_file),
+        xds_ca=args.xds_ca.read_bytes() if args.xds_ca is not None else None,
     )
     sys.stdout.write(bootstrap_yaml(settings))
     return 0
@@ -196,5 +238,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     # watchfiles logs every batch of file events at INFO; our reload log line says what matters
     logging.getLogger("watchfiles").setLevel(max(logging.WARNING, logging.getLogger().level))
     handlers = {"serve": _serve, "bootstrap": _bootstrap, "validate": _validate, "status": _status,
-                "config": _config}
+                "config": _config, "token": run_token, "ca": run_ca}
     return handlers[args.command](args)

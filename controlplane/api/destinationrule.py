@@ -6,7 +6,7 @@ httpCookie, useSourceIp, httpQueryParameterName with ringHash or maglev; warmupD
 `connectionPool` (tcp maxConnections, connectTimeout; http http1MaxPendingRequests, http2MaxRequests,
 maxRequestsPerConnection, maxRetries, idleTimeout), `outlierDetection` (consecutive5xxErrors,
 consecutiveGatewayErrors, interval, baseEjectionTime, maxEjectionPercent, minHealthPercent),
-`retryBudget` (percent, minRetryConcurrency) and `portLevelSettings`. `tls`, `exportTo`,
+`retryBudget` (percent, minRetryConcurrency), `tls` (api/clienttls.py) and `portLevelSettings`. `exportTo`,
 `workloadSelector` and the rest are "unsupported field".
 See https://istio.io/latest/docs/reference/config/networking/destination-rule/.
 """
@@ -18,6 +18,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
 
+from controlplane.api.clienttls import ClientTLSSettings
 from controlplane.api.common import DurationMs, PortSelector, PositiveDurationMs
 from controlplane.api.meta import Host, IstioModel, PolicyObject, Problem, duplicates
 
@@ -141,6 +142,7 @@ class PortTrafficPolicy(IstioModel):
     load_balancer: LoadBalancerSettings | None = None
     connection_pool: ConnectionPoolSettings | None = None
     outlier_detection: OutlierDetection | None = None
+    tls: ClientTLSSettings | None = None
 
 
 class TrafficPolicy(IstioModel):
@@ -149,6 +151,7 @@ class TrafficPolicy(IstioModel):
     outlier_detection: OutlierDetection | None = None
     port_level_settings: tuple[PortTrafficPolicy, ...] = ()
     retry_budget: RetryBudget | None = None
+    tls: ClientTLSSettings | None = None
 
 
 class Subset(IstioModel):

@@ -39,6 +39,7 @@ from controlplane.api.documents import Document, Source, parse_documents
 from controlplane.api.gateway import Gateway
 from controlplane.api.meshconfig import MeshConfig
 from controlplane.api.meta import ObjectKey, PolicyObject
+from controlplane.api.peerauthentication import PeerAuthentication
 from controlplane.api.policyset import PolicySet
 from controlplane.api.ratelimit import RateLimitPolicy
 from controlplane.api.serviceentry import ServiceEntry
@@ -52,7 +53,7 @@ KINDS: Mapping[str, type[PolicyObject]] = {
     cls.KIND: cls
     for cls in (
         DestinationRule, MeshConfig, ServiceEntry, Telemetry, VirtualService, WorkloadEntry, WorkloadGroup,
-        Gateway, RateLimitPolicy,
+        Gateway, RateLimitPolicy, PeerAuthentication,
     )
 }
 

@@ -15,6 +15,7 @@ first in (kind, namespace, name) order — Istio uses creation time, which files
 - VirtualService checks: see `validate_routes`.
 - Gateways (credentials, conflicting servers), VirtualService `gateways` references, RateLimitPolicy
   targets: see `validate_gateways`.
+- PeerAuthentication scopes, DestinationRule `tls` credentials: see `validate_security`.
 - Telemetry naming a provider the MeshConfig does not define: dropped; a second Telemetry for the same
   scope: dropped (see `api.telemetry.check_telemetries`).
 
@@ -33,6 +34,7 @@ from controlplane.api.gateway import Gateway
 from controlplane.api.hosts import HostIndex
 from controlplane.api.meshconfig import MeshConfig
 from controlplane.api.meta import PolicyObject
+from controlplane.api.peerauthentication import PeerAuthentication
 from controlplane.api.policyset import PolicySet
 from controlplane.api.ratelimit import RateLimitPolicy
 from controlplane.api.serviceentry import ServiceEntry, ServiceEntrySpec
@@ -85,6 +87,7 @@ def validate_policy(policy: PolicySet) -> tuple[PolicySet, list[Diagnostic]]:
     # Imported here: validate_routes needs Context from this module.
     from controlplane.api.validate_gateways import check_gateway_refs, check_gateways, check_rate_limits
     from controlplane.api.validate_routes import check_virtual_service
+    from controlplane.api.validate_security import check_client_tls, check_peer_authentications
 
     ctx = Context(policy)
     kept: list[PolicyObject] = []
@@ -100,7 +103,10 @@ def validate_policy(policy: PolicySet) -> tuple[PolicySet, list[Diagnostic]]:
     for telemetry, path, message in problems:
         ctx.report(telemetry, path, message)
     kept.extend(telemetries)
-    kept.extend(_destination_rule(ctx, dr) for dr in policy.destination_rules())
+    for dr in policy.destination_rules():
+        check_client_tls(ctx, dr)
+        kept.append(_destination_rule(ctx, dr))
+    kept.extend(check_peer_authentications(ctx, policy.of_kind(PeerAuthentication)))
     for vs in policy.virtual_services():
         checked_vs = check_virtual_service(ctx, vs)
         if checked_vs is not None:
@@ -108,7 +114,8 @@ def validate_policy(policy: PolicySet) -> tuple[PolicySet, list[Diagnostic]]:
     kept.extend(check_gateways(ctx, policy.of_kind(Gateway)))
     kept.extend(check_rate_limits(ctx, policy.of_kind(RateLimitPolicy)))
     kept = check_gateway_refs(ctx, kept)
-    handled = (ServiceEntry, MeshConfig, DestinationRule, VirtualService, Telemetry, Gateway, RateLimitPolicy)
+    handled = (ServiceEntry, MeshConfig, DestinationRule, VirtualService, Telemetry, Gateway, RateLimitPolicy,
+               PeerAuthentication)
     kept.extend(obj for obj in policy if not isinstance(obj, handled))
     return policy.replace(kept), ctx.diagnostics
 

@@ -31,6 +31,9 @@ class WorkloadEntrySpec(IstioModel):
     labels: dict[str, str] = Field(default_factory=dict)
     # Istio treats 0 as "unset" (weight 1).
     weight: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
+    # The workload's identity: its certificate is spiffe://<trustDomain>/ns/<namespace>/sa/<serviceAccount>,
+    # and clients calling it verify that name (auto mTLS, build/mtls.py).
+    service_account: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")] | None = None
 
 
 class WorkloadEntry(PolicyObject):

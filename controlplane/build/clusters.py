@@ -7,12 +7,14 @@ port gets a cluster whatever its protocol: TCP ports need clusters too.
 Connect timeout: DestinationRule `connectionPool.tcp.connectTimeout`, else MeshConfig `connectTimeout`,
 else Istio's 10s.
 
-Active health checks come from WorkloadGroup probes (see `healthchecks`).
+Active health checks come from WorkloadGroup probes (see `healthchecks`); TLS toward the endpoints from
+DestinationRule `tls` or auto mTLS (see `mtls`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 from controlplane.api.common import labels_match
 from controlplane.api.policyset import PolicySet
@@ -27,6 +29,7 @@ from controlplane.build.model import (
     HostPort,
     UpstreamProtocol,
 )
+from controlplane.build.mtls import EndpointTls, client_tls_setting, upstream_tls
 from controlplane.build.services import Registry, Service
 
 
@@ -35,20 +38,22 @@ def build_clusters(
 ) -> tuple[Cluster, ...]:
     """Every cluster, sorted by (host, port, subset)."""
     clusters: list[Cluster] = []
+    tls = EndpointTls(policy)
     for service in registry.services.values():
         host_rules = rules.get(service.host)
         subsets = sorted(host_rules.subsets.items()) if host_rules else []
         for port in service.ports:
-            clusters.append(_cluster(policy, service, port, host_rules, "", connect_timeout_ms, None))
+            clusters.append(_cluster(policy, tls, service, port, host_rules, "", connect_timeout_ms, None))
             for name, subset in subsets:
                 clusters.append(
-                    _cluster(policy, service, port, host_rules, name, connect_timeout_ms, subset.labels)
+                    _cluster(policy, tls, service, port, host_rules, name, connect_timeout_ms, subset.labels)
                 )
     return tuple(sorted(clusters, key=lambda cluster: cluster.ref))
 
 
 def _cluster(
     policy: PolicySet,
+    tls: EndpointTls,
     service: Service,
     port: ServicePort,
     rules: HostRules | None,
@@ -72,6 +77,10 @@ def _cluster(
             _with_probe_port(e, probe_port) if labels_match(group_labels, dict(e.labels)) else e
             for e in endpoints
         ]
+    endpoints = [
+        replace(e, tls_mode=True) if tls.accepts_mtls(service.namespace, dict(e.labels), port.number) else e
+        for e in endpoints
+    ]
     discovery = Discovery.EDS
     if service.spec.resolution == "DNS":
         discovery = Discovery.STRICT_DNS
@@ -80,6 +89,19 @@ def _cluster(
             endpoints = [Endpoint(service.host, port.target_port or port.number)]
     cluster_policy_ = cluster_policy(rules, port.number, subset)
     origins = (service.origin, *(rules.origins if rules else ()))
+    setting = client_tls_setting(rules, port.number, subset)
+    name = setting.credential_name if setting is not None else None
+    credential = policy.credentials.get(name) if name else None
+    upstream = upstream_tls(
+        setting,
+        host=service.host,
+        port=port.number,
+        subset=subset,
+        identities=tls.identities(service.namespace, service.workloads),
+        any_sidecar=any(e.tls_mode for e in endpoints),
+        credential_has_ca=credential is not None and credential.ca_cert is not None,
+        http2=protocol is UpstreamProtocol.HTTP2,
+    )
     return Cluster(
         ref,
         discovery,
@@ -89,10 +111,11 @@ def _cluster(
         connect_timeout_ms=cluster_policy_.connection_pool.connect_timeout_ms or connect_timeout_ms,
         health_check=health_check,
         origins=tuple(sorted(set(origins))),
+        tls=upstream,
     )
 
 
 def _with_probe_port(endpoint: Endpoint, port: int) -> Endpoint:
     if endpoint.port == port:
         return endpoint
-    return Endpoint(endpoint.address, endpoint.port, endpoint.weight, endpoint.labels, port)
+    return replace(endpoint, health_check_port=port)

@@ -4,17 +4,22 @@ Istio captures inbound traffic with iptables on 15006; we have no capture, so th
 the ServiceEntry point at the sidecar's `inbound_address` (node metadata) and the sidecar forwards to the
 app's ports (`app_ports`) on the loopback, or on the inbound host when the inbound listener binds a
 specific non-wildcard address.
+
+Each app port has the mTLS mode its PeerAuthentication gives (build/peerauth.py); translate/inbound.py
+turns the modes into filter chains (mTLS, plaintext or both).
 """
 
 from __future__ import annotations
 
 import ipaddress
 
+from controlplane.api.policyset import PolicySet
 from controlplane.build.model import Inbound
+from controlplane.build.peerauth import workload_modes
 from controlplane.build.proxy import ProxyIdentity
 
 
-def build_inbound(proxy: ProxyIdentity) -> Inbound | None:
+def build_inbound(policy: PolicySet, proxy: ProxyIdentity) -> Inbound | None:
     if proxy.inbound_address is None or not proxy.app_ports:
         return None
     host = proxy.inbound_address.host
@@ -25,4 +30,5 @@ def build_inbound(proxy: ProxyIdentity) -> Inbound | None:
     if unspecified:
         # 0.0.0.0 / :: — the app listens on the loopback of the same family.
         host = "::1" if ":" in host else "127.0.0.1"
-    return Inbound(proxy.inbound_address, host, proxy.app_ports)
+    modes, origins = workload_modes(policy, proxy.namespace, proxy.label_map, proxy.app_ports)
+    return Inbound(proxy.inbound_address, host, proxy.app_ports, modes, origins)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from controlplane.build.gatewaymodel import GatewayConfig
+from controlplane.build.peerauth import MtlsMode
 from controlplane.build.policy import (
     DEFAULT_CONNECT_TIMEOUT_MS,
     DEFAULT_DNS_REFRESH_RATE_MS,
@@ -30,6 +31,7 @@ from controlplane.build.proxy import Role, SocketAddress
 from controlplane.build.refs import ClusterRef, HostPort, PolicyRef
 from controlplane.build.routemodel import MatchKind, Route, RouteMatch, StringMatch, WeightedCluster
 from controlplane.build.telemetry import ProxyTelemetry
+from controlplane.build.tlsmodel import UpstreamTls
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_MS",
@@ -92,6 +94,8 @@ class Endpoint:
     labels: tuple[tuple[str, str], ...] = ()
     # Where active health checks go when not to `port` (a WorkloadGroup probe on another port).
     health_check_port: int | None = None
+    # The endpoint runs a sidecar that accepts mTLS: auto mTLS calls it with ISTIO_MUTUAL (build/mtls.py).
+    tls_mode: bool = False
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,8 @@ class Cluster:
     respect_dns_ttl: bool = True
     health_check: HealthCheck | None = None
     origins: tuple[PolicyRef, ...] = ()
+    # None: plaintext (build/mtls.py)
+    tls: UpstreamTls | None = None
 
     @property
     def lb_policy(self) -> LbPolicy:
@@ -167,6 +173,18 @@ class Inbound:
     address: SocketAddress
     app_host: str
     app_ports: tuple[int, ...]
+    # PeerAuthentication mode of each app port (build/peerauth.py); empty: PERMISSIVE everywhere
+    mtls: tuple[tuple[int, MtlsMode], ...] = ()
+    # the PeerAuthentications behind `mtls`
+    origins: tuple[PolicyRef, ...] = ()
+
+    def mode(self, port: int) -> MtlsMode:
+        return dict(self.mtls).get(port, MtlsMode.PERMISSIVE)
+
+    def ports_accepting(self, *, mtls: bool) -> tuple[int, ...]:
+        if mtls:
+            return tuple(p for p in self.app_ports if self.mode(p).accepts_mtls)
+        return tuple(p for p in self.app_ports if self.mode(p).accepts_plaintext)
 
 
 @dataclass(frozen=True)

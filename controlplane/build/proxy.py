@@ -6,6 +6,9 @@ with equal metadata get the same configuration (and share one snapshot):
 
     role             "sidecar" (default) or "gateway"
     namespace        Istio namespace of the workload (default "default")
+    service_account  the workload's service account (default "default"): its identity is
+                     spiffe://<trustDomain>/ns/<namespace>/sa/<service_account>; the xDS server checks it
+                     against the proxy's token (xds/auth.py)
     labels           map of workload labels (used by selectors: Gateway, Telemetry, WorkloadEntry)
     outbound_address "HOST:PORT" the sidecar's outbound HTTP listener binds (its apps' HTTP proxy)
     inbound_address  "HOST:PORT" the sidecar's inbound HTTP listener binds (absent: no inbound listener)
@@ -25,6 +28,7 @@ from enum import StrEnum
 
 META_ROLE = "role"
 META_NAMESPACE = "namespace"
+META_SERVICE_ACCOUNT = "service_account"
 META_LABELS = "labels"
 META_OUTBOUND_ADDRESS = "outbound_address"
 META_INBOUND_ADDRESS = "inbound_address"
@@ -34,6 +38,7 @@ META_GATEWAY_BIND = "gateway_bind"
 DEFAULT_GATEWAY_BIND = "0.0.0.0"
 
 DEFAULT_NAMESPACE = "default"
+DEFAULT_SERVICE_ACCOUNT = "default"
 DEFAULT_OUTBOUND_ADDRESS = "127.0.0.1:15001"
 
 
@@ -94,6 +99,7 @@ class ProxyIdentity:
     # Gateways only; None: no readiness listener.
     health_address: SocketAddress | None = None
     gateway_bind: str = DEFAULT_GATEWAY_BIND
+    service_account: str = DEFAULT_SERVICE_ACCOUNT
 
     @property
     def label_map(self) -> dict[str, str]:
@@ -102,4 +108,5 @@ class ProxyIdentity:
     def describe(self) -> str:
         labels = ",".join(f"{k}={v}" for k, v in self.labels)
         inbound = f" inbound {self.inbound_address}->{self.app_ports}" if self.inbound_address else ""
-        return f"{self.role}/{self.namespace}[{labels}]@{self.outbound_address}{inbound}"
+        account = f" sa={self.service_account}" if self.service_account != DEFAULT_SERVICE_ACCOUNT else ""
+        return f"{self.role}/{self.namespace}[{labels}]@{self.outbound_address}{inbound}{account}"

@@ -53,7 +53,7 @@ def build_sidecar(policy: PolicySet, proxy: ProxyIdentity) -> ProxyModel:
         clusters=build_clusters(policy, registry, rules, connect_timeout_ms),
         outbound_http=OutboundHttp(proxy.outbound_address, virtual_hosts, outbound_policy),
         tcp_listeners=build_tcp_listeners(policy, registry, proxy),
-        inbound=build_inbound(proxy),
+        inbound=build_inbound(policy, proxy),
         mesh_connect_timeout_ms=connect_timeout_ms,
         mesh_origins=(policy_ref(policy, mesh),) if mesh is not None else (),
     )

@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from controlplane.translate.resources import PUSH_ORDER, SHORT_NAMES
 from controlplane.xds.cache import SnapshotCache
+from controlplane.xds.redact import redacted
 from controlplane.xds.snapshot import type_version
 from controlplane.xds.status import StatusRegistry
 
@@ -130,7 +131,7 @@ class AdminServer:
             dump[SHORT_NAMES[type_url]] = [
                 {"name": r.name, "version": r.version,
                  "origins": [str(o) for o in snapshot.origins_of(type_url, r.name)],
-                 "resource": json.loads(json_format.MessageToJson(r.message))}
+                 "resource": json.loads(json_format.MessageToJson(redacted(type_url, r.message)))}
                 for r in snapshot.of_type(type_url).values()
                 if only in (None, r.name)
             ]

@@ -22,6 +22,7 @@ from controlplane.translate.circuit_breakers import circuit_breakers
 from controlplane.translate.endpoints import load_assignment
 from controlplane.translate.health_checks import health_check
 from controlplane.translate.lb import apply_load_balancer
+from controlplane.translate.mtls import apply_upstream_tls
 from controlplane.translate.outlier import apply_outlier_detection
 from controlplane.translate.protos import duration_ms, pack
 
@@ -50,6 +51,7 @@ def translate_cluster(cluster: Cluster) -> cluster_pb2.Cluster:
         apply_outlier_detection(out, policy.outlier_detection)
     if cluster.health_check is not None:
         out.health_checks.append(health_check(cluster.health_check))
+    apply_upstream_tls(out, cluster)
     options = _http_options(cluster.protocol, policy.connection_pool)
     if options is not None:
         out.typed_extension_protocol_options[names.HTTP_PROTOCOL_OPTIONS].CopyFrom(pack(options))

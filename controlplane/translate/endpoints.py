@@ -14,6 +14,7 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
 from controlplane.build.model import Cluster, Endpoint
 from controlplane.translate import names
+from controlplane.translate.mtls import mark_sidecar_endpoint
 
 
 def load_assignment(cluster: Cluster) -> endpoint_pb2.ClusterLoadAssignment:
@@ -37,4 +38,6 @@ def _lb_endpoint(endpoint: Endpoint) -> endpoint_components_pb2.LbEndpoint:
     if endpoint.health_check_port is not None:
         # A WorkloadGroup probe on another port than the traffic port.
         lb_endpoint.endpoint.health_check_config.port_value = endpoint.health_check_port
+    if endpoint.tls_mode:
+        mark_sidecar_endpoint(lb_endpoint.metadata)
     return lb_endpoint

@@ -135,3 +135,24 @@ def secret(credential: str) -> str:
 def ca_secret(credential: str) -> str:
     """The SDS secret with a credential's CA (tls mode MUTUAL); Istio's `<credentialName>-cacert`."""
     return f"{credential}-cacert"
+
+
+# --- mesh identity (translate/mtls.py): Istio's SDS names, so config dumps read like Istio's ----------------
+
+# The workload's own certificate chain and key, and the mesh's trust bundle
+# (istio: pkg/model/authentication.go).
+WORKLOAD_SECRET = "default"
+ROOT_SECRET = "ROOTCA"
+RAW_BUFFER_TRANSPORT_SOCKET = "envoy.transport_sockets.raw_buffer"
+# Endpoint metadata that selects a cluster's transport socket (Envoy's transport_socket_matches).
+TRANSPORT_SOCKET_MATCH = "envoy.transport_socket_match"
+TLS_MODE_KEY = "tlsMode"
+TLS_MODE_ISTIO = "istio"
+# Istio's names of the two auto-mTLS transport socket matches.
+TLS_MODE_ISTIO_MATCH = "tlsMode-istio"
+TLS_MODE_DISABLED_MATCH = "tlsMode-disabled"
+# The inbound filter chains (Istio names them by the listener they replace).
+INBOUND_MTLS_CHAIN = "inbound_mtls"
+INBOUND_PLAINTEXT_CHAIN = "inbound_plaintext"
+# Plaintext requests go through their own route table when some app ports refuse them (STRICT ports).
+INBOUND_PLAINTEXT_ROUTE_CONFIG = "inbound_http_plaintext"

@@ -17,7 +17,7 @@ from controlplane.build.model import Discovery, OutboundPolicy, PolicyRef, Proxy
 from controlplane.translate.clusters import translate_cluster
 from controlplane.translate.endpoints import load_assignment
 from controlplane.translate.gateway import gateway_resources
-from controlplane.translate.inbound import inbound_clusters, inbound_listener, inbound_route_config
+from controlplane.translate.inbound import inbound_clusters, inbound_listener, inbound_route_configs
 from controlplane.translate.listeners import outbound_http_listener
 from controlplane.translate.observability import telemetry_clusters
 from controlplane.translate.passthrough import passthrough_cluster
@@ -55,9 +55,11 @@ def translate_proxy(model: ProxyModel) -> Resources:
         for inbound_cluster in inbound_clusters(model.inbound):
             resources.add(CLUSTER, inbound_cluster.name, inbound_cluster)
         in_listener = inbound_listener(model.inbound, model.telemetry)
-        resources.add(LISTENER, in_listener.name, in_listener, telemetry_origins)
-        in_routes = inbound_route_config(model.inbound)
-        resources.add(ROUTE, in_routes.name, in_routes)
+        peer_origins = _origins(model.inbound.origins)
+        listener_origins = tuple(sorted({*telemetry_origins, *peer_origins}))
+        resources.add(LISTENER, in_listener.name, in_listener, listener_origins)
+        for in_routes in inbound_route_configs(model.inbound):
+            resources.add(ROUTE, in_routes.name, in_routes, peer_origins)
     if model.gateway is not None:
         gateway_origins = _origins(o for listener in model.gateway.listeners for o in listener.origins)
         for type_url, name, message in gateway_resources(model.gateway, model.telemetry):

@@ -15,9 +15,9 @@ from typing import Any
 from envoy.admin.v3 import config_dump_shared_pb2 as dump_pb2
 from envoy.service.status.v3 import csds_pb2
 from envoy.type.matcher.v3 import node_pb2, string_pb2
-from google.protobuf import any_pb2
 
 from controlplane.build.proxy import ProxyIdentity
+from controlplane.xds.redact import redacted_any
 from controlplane.xds.snapshot import Snapshot
 from controlplane.xds.status import NACKED, SYNCED, StatusRegistry, StreamStatus
 
@@ -61,7 +61,7 @@ def client_config(status: StreamStatus, snapshot: Snapshot, with_contents: bool)
                 config_status=config_status, client_status=client_status,
             )
             if with_contents:
-                generic.xds_config.CopyFrom(any_pb2.Any.FromString(resource.any_payload))
+                generic.xds_config.CopyFrom(redacted_any(type_url, resource.message, resource.any_payload))
             if state == NACKED:
                 generic.error_state.details = type_status.nack_error
                 generic.error_state.version_info = type_status.nacked_version

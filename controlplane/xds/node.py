@@ -6,6 +6,7 @@ The metadata keys are documented in controlplane/build/proxy.py; `controlplane b
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from envoy.config.core.v3 import base_pb2
 from google.protobuf import json_format
@@ -14,6 +15,7 @@ from controlplane.build.proxy import (
     DEFAULT_GATEWAY_BIND,
     DEFAULT_NAMESPACE,
     DEFAULT_OUTBOUND_ADDRESS,
+    DEFAULT_SERVICE_ACCOUNT,
     META_APP_PORTS,
     META_GATEWAY_BIND,
     META_HEALTH_ADDRESS,
@@ -22,11 +24,15 @@ from controlplane.build.proxy import (
     META_NAMESPACE,
     META_OUTBOUND_ADDRESS,
     META_ROLE,
+    META_SERVICE_ACCOUNT,
     ProxyIdentity,
     Role,
     SocketAddress,
     parse_ports,
 )
+
+# Namespaces and service accounts end up in SPIFFE ids and in names: keep them to Kubernetes' syntax.
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 
 
 class NodeError(ValueError):
@@ -73,11 +79,20 @@ def identity_of(node: base_pb2.Node) -> ProxyIdentity:
     except ValueError:
         raise NodeError(f"node {node.id}: metadata.{META_GATEWAY_BIND} must be an IP address, "
                         f"got {gateway_bind!r}") from None
+    account = str(meta.get(META_SERVICE_ACCOUNT, DEFAULT_SERVICE_ACCOUNT))
+    if not _NAME.fullmatch(account):
+        raise NodeError(f"node {node.id}: metadata.{META_SERVICE_ACCOUNT} must be a DNS-1123 name, "
+                        f"got {account!r}")
+    namespace = str(meta.get(META_NAMESPACE, DEFAULT_NAMESPACE))
+    if not _NAME.fullmatch(namespace):
+        raise NodeError(f"node {node.id}: metadata.{META_NAMESPACE} must be a DNS-1123 name, "
+                        f"got {namespace!r}")
     if inbound is not None and not app_ports:
         raise NodeError(f"node {node.id}: metadata.{META_INBOUND_ADDRESS} needs metadata.{META_APP_PORTS}")
     return ProxyIdentity(
         role=role,
-        namespace=str(meta.get(META_NAMESPACE, DEFAULT_NAMESPACE)),
+        namespace=namespace,
+        service_account=account,
         labels=tuple(sorted(labels.items())),
         outbound_address=outbound,
         inbound_address=inbound,

@@ -16,6 +16,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.status.v3 import csds_pb2
 
 from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
+from controlplane.xds.auth import Authenticator
 from controlplane.xds.cache import SnapshotCache
 from controlplane.xds.csds import SERVICE as CSDS_SERVICE
 from controlplane.xds.csds import Csds
@@ -56,8 +57,13 @@ class XdsServer:
     """start() / close() / wait_closed() lifecycle around one grpc.aio server."""
 
     def __init__(self, cache: SnapshotCache, registry: StatusRegistry, address: str,
-                 max_connection_age: float | None = None) -> None:
+                 max_connection_age: float | None = None, *, authenticator: Authenticator | None = None,
+                 credentials: grpc.ServerCredentials | None = None) -> None:
         self.cache = cache
+        # None: every stream is served (serve --insecure-xds, and protocol tests)
+        self.authenticator = authenticator
+        # TLS for the xDS port (serve --xds-tls, security/xds_tls.py); None: plaintext
+        self.credentials = credentials
         self.max_connection_age = max_connection_age
         self.registry = registry
         self.address = address
@@ -69,7 +75,7 @@ class XdsServer:
         async def handle(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]) -> None:
             await serve_stream(requests, context, cache=self.cache, registry=self.registry,
                                make_state=make_state, protocol=protocol, fixed_type=fixed,
-                               closing=self._closing)
+                               closing=self._closing, authenticator=self.authenticator)
         return handle
 
     def _generic_handlers(self) -> list[grpc.GenericRpcHandler]:
@@ -124,7 +130,10 @@ class XdsServer:
             ]
         )
         self._server.add_generic_rpc_handlers(self._generic_handlers())
-        self.port = self._server.add_insecure_port(self.address)
+        if self.credentials is not None:
+            self.port = self._server.add_secure_port(self.address, self.credentials)
+        else:
+            self.port = self._server.add_insecure_port(self.address)
         if self.port == 0:
             raise OSError(f"cannot listen for xDS on {self.address}")
         await self._server.start()

@@ -53,6 +53,8 @@ class StreamStatus:
     connected_at: float = field(default_factory=time.time)
     # the envoy.config.core.v3.Node the proxy sent (for CSDS)
     node: Any = None
+    # who the proxy proved to be (its token's SPIFFE id; "" when xDS authentication is off)
+    principal: str = ""
     snapshot_version: str = ""
     # time.monotonic() of the policy change behind the current snapshot (0: unknown)
     snapshot_changed_at: float = 0.0
@@ -176,6 +178,7 @@ class StatusRegistry:
         self._ids = itertools.count(1)
         self.streams: dict[int, StreamStatus] = {}
         self._nacks: defaultdict[str, set[tuple[str, str]]] = defaultdict(set)
+        self.describe_identity: Callable[[StreamStatus], dict[str, Any]] | None = None
 
     def open(self, node_id: str, identity: ProxyIdentity, protocol: str, node: Any = None) -> StreamStatus:
         status = StreamStatus(next(self._ids), node_id, identity, protocol, node=node, _registry=self)
@@ -203,7 +206,11 @@ class StatusRegistry:
         return [s for s in self.streams.values() if s.node_id == node_id]
 
     def to_json(self, current: Callable[[ProxyIdentity], str] | None = None) -> list[dict[str, Any]]:
-        return [
-            s.to_json(current(s.identity) if current else None)
-            for s in sorted(self.streams.values(), key=lambda s: (s.node_id, s.stream_id))
-        ]
+        out = []
+        for s in sorted(self.streams.values(), key=lambda s: (s.node_id, s.stream_id)):
+            entry = s.to_json(current(s.identity) if current else None)
+            if self.describe_identity is not None:
+                # the proxy's SPIFFE id and its certificate's serial and expiry (security/identity.py)
+                entry["identity"] = self.describe_identity(s)
+            out.append(entry)
+        return out

@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError, Message
 from controlplane.build.proxy import ProxyIdentity
 from controlplane.translate.resources import SHORT_NAMES
 from controlplane.xds import metrics
+from controlplane.xds.auth import Authenticator, Refusal
 from controlplane.xds.cache import SnapshotCache
 from controlplane.xds.node import NodeError, identity_of
 from controlplane.xds.response import Outgoing, nonce_factory
@@ -46,6 +47,7 @@ async def serve_stream(
     protocol: str,
     fixed_type: str | None,
     closing: asyncio.Event | None = None,
+    authenticator: Authenticator | None = None,
 ) -> None:
     iterator = aiter(requests)
     try:
@@ -65,7 +67,19 @@ async def serve_stream(
         metrics.BAD_REQUESTS.labels("bad_node").inc()
         log.warning("closing an xDS stream from %s: %s", context.peer(), exc)
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    principal = ""
+    if authenticator is not None:
+        try:
+            metadata = tuple(context.invocation_metadata() or ())
+            principal = authenticator.authenticate(metadata, node.id, identity)
+        except Refusal as refusal:
+            metrics.BAD_REQUESTS.labels("unauthenticated" if refusal.code is grpc.StatusCode.UNAUTHENTICATED
+                                        else "permission_denied").inc()
+            log.warning("refusing the xDS stream of node %s from %s: %s", node.id, context.peer(),
+                        refusal.message)
+            await context.abort(refusal.code, refusal.message)
     status = registry.open(node.id, identity, protocol, node)
+    status.principal = principal
     watch = cache.watch(identity)
     log.info("node %s connected (%s, %s)", node.id, protocol, identity.describe())
     queue: asyncio.Queue[Message | DecodeError | None] = asyncio.Queue()

@@ -1,0 +1,129 @@
+"""Upstream TLS of a cluster: DestinationRule `tls`, or Istio's auto mTLS toward endpoints with a sidecar.
+
+Auto mTLS (istio: pilot/pkg/networking/core/cluster_tls.go, xds/endpoints/mtls_checker.go): without a
+DestinationRule `tls`, a proxy uses ISTIO_MUTUAL toward an endpoint iff the endpoint has the label
+`security.istio.io/tlsMode: istio` (it runs a sidecar; the local mesh and the compose generator set it) and
+the endpoint's own PeerAuthentication does not DISABLE mTLS; every other endpoint is called in plaintext.
+The cluster then carries both transport sockets and each endpoint picks one by its metadata.
+
+The server's PeerAuthentication mode is read at workload level (its `portLevelMtls` entry for the service
+port when one exists): without traffic capture the endpoint port is the sidecar's inbound listener, not
+the app port `portLevelMtls` names.
+
+ISTIO_MUTUAL verifies the server's certificate against the mesh root and its URI SAN against the
+destination's identities: `subjectAltNames` when the rule gives them, else the SPIFFE ids of the service's
+endpoints (`serviceAccount`, default `default`, as Istio's). SNI is Istio's
+`outbound_.<port>_.<subset>_.<host>`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from controlplane.api.clienttls import ClientTLSSettings
+from controlplane.api.policyset import PolicySet
+from controlplane.api.workloadentry import WorkloadEntrySpec
+from controlplane.build.destinationrules import HostRules
+from controlplane.build.peerauth import MtlsMode, applicable, mtls_mode
+from controlplane.build.tlsmodel import UpstreamTls, UpstreamTlsMode
+
+TLS_MODE_LABEL = "security.istio.io/tlsMode"
+TLS_MODE_ISTIO = "istio"
+DEFAULT_SERVICE_ACCOUNT = "default"
+DEFAULT_TRUST_DOMAIN = "cluster.local"
+
+
+def spiffe_id(trust_domain: str, namespace: str, service_account: str) -> str:
+    return f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
+
+
+def trust_domain(policy: PolicySet) -> str:
+    mesh = policy.mesh_config()
+    return mesh.spec.trust_domain if mesh is not None else DEFAULT_TRUST_DOMAIN
+
+
+def has_sidecar(labels: dict[str, str]) -> bool:
+    return labels.get(TLS_MODE_LABEL) == TLS_MODE_ISTIO
+
+
+class EndpointTls:
+    """Decides, per workload, whether auto mTLS applies (cached: one PeerAuthentication lookup per
+    distinct namespace and label set, not per cluster)."""
+
+    def __init__(self, policy: PolicySet) -> None:
+        self.policy = policy
+        self.trust_domain = trust_domain(policy)
+        self._modes: dict[tuple[str, tuple[tuple[str, str], ...], int], MtlsMode] = {}
+
+    def accepts_mtls(self, namespace: str, labels: dict[str, str], port: int) -> bool:
+        if not has_sidecar(labels):
+            return False
+        key = (namespace, tuple(sorted(labels.items())), port)
+        mode = self._modes.get(key)
+        if mode is None:
+            mode = self._modes[key] = mtls_mode(applicable(self.policy, namespace, labels), port)
+        return mode.accepts_mtls
+
+    def identities(self, namespace: str, workloads: Iterable[WorkloadEntrySpec]) -> tuple[str, ...]:
+        return tuple(sorted({
+            spiffe_id(self.trust_domain, namespace, w.service_account or DEFAULT_SERVICE_ACCOUNT)
+            for w in workloads
+        }))
+
+
+def client_tls_setting(rules: HostRules | None, port: int, subset: str) -> ClientTLSSettings | None:
+    """The DestinationRule `tls` for one cluster: subset over rule, port-level over the policy's own."""
+    if rules is None:
+        return None
+    policies = []
+    if subset and (subset_rule := rules.subsets.get(subset)) is not None:
+        policies.append(subset_rule.traffic_policy)
+    policies.append(rules.traffic_policy)
+    for traffic_policy in policies:
+        if traffic_policy is None:
+            continue
+        for setting in traffic_policy.port_level_settings:
+            if setting.port.number == port and setting.tls is not None:
+                return setting.tls
+        if traffic_policy.tls is not None:
+            return traffic_policy.tls
+    return None
+
+
+def istio_sni(host: str, port: int, subset: str) -> str:
+    """Istio's SNI toward a mesh endpoint (pilot/pkg/model BuildDNSSrvSubsetKey)."""
+    return f"outbound_.{port}_.{subset}_.{host}"
+
+
+def upstream_tls(
+    setting: ClientTLSSettings | None,
+    *,
+    host: str,
+    port: int,
+    subset: str,
+    identities: tuple[str, ...],
+    any_sidecar: bool,
+    credential_has_ca: bool,
+    http2: bool,
+) -> UpstreamTls | None:
+    if setting is None:
+        if not any_sidecar:
+            return None
+        return UpstreamTls(UpstreamTlsMode.ISTIO_MUTUAL, istio_sni(host, port, subset), identities,
+                           only_sidecars=True, http2=http2)
+    if setting.mode == "DISABLE":
+        return None
+    mode = UpstreamTlsMode(setting.mode)
+    sans = setting.subject_alt_names
+    if mode is UpstreamTlsMode.ISTIO_MUTUAL:
+        return UpstreamTls(mode, setting.sni or istio_sni(host, port, subset), sans or identities,
+                           insecure_skip_verify=bool(setting.insecure_skip_verify), http2=http2)
+    return UpstreamTls(
+        mode,
+        setting.sni or host,
+        sans,
+        credential=setting.credential_name,
+        credential_has_ca=credential_has_ca,
+        insecure_skip_verify=bool(setting.insecure_skip_verify),
+        http2=http2,
+    )
