@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -70,12 +71,15 @@ class IssuedCert:
     @classmethod
     def from_pem(cls, cert_chain_pem: bytes, private_key_pem: bytes) -> IssuedCert:
         """Rebuild from the PEM bytes (e.g. read back from disk); ValueError if they are not one."""
-        leaf = x509.load_pem_x509_certificates(cert_chain_pem)[0]
-        uris = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        ids = uris.get_values_for_type(x509.UniformResourceIdentifier)
+        try:
+            leaf = x509.load_pem_x509_certificates(cert_chain_pem)[0]
+            sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            key = serialization.load_pem_private_key(private_key_pem, password=None)
+        except (x509.ExtensionNotFound, TypeError, UnsupportedAlgorithm) as e:
+            raise ValueError(f"not a workload certificate and key: {e}") from e
+        ids = sans.get_values_for_type(x509.UniformResourceIdentifier)
         if len(ids) != 1:
             raise ValueError(f"a workload certificate has exactly one URI SAN, this one has {ids}")
-        key = serialization.load_pem_private_key(private_key_pem, password=None)
         if pem_of(key.public_key()) != pem_of(leaf.public_key()):
             raise ValueError("the private key does not belong to the certificate")
         return cls(
