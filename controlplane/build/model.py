@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from controlplane.build.gatewaymodel import GatewayConfig
+from controlplane.build.gatewaymodel import GatewayConfig, TlsCredential
 from controlplane.build.peerauth import MtlsMode
 from controlplane.build.policy import (
     DEFAULT_CONNECT_TIMEOUT_MS,
@@ -209,3 +209,5 @@ class ProxyModel:
     gateway: GatewayConfig | None = None
     # Tracing and access logging for every HTTP connection manager of the proxy (build/telemetry.py).
     telemetry: ProxyTelemetry = field(default_factory=ProxyTelemetry)
+    # Credential files the clusters' DestinationRule `tls` uses (build/mtls.py), served as SDS secrets.
+    client_credentials: tuple[TlsCredential, ...] = ()

@@ -18,14 +18,19 @@ endpoints (`serviceAccount`, default `default`, as Istio's). SNI is Istio's
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
+from typing import TYPE_CHECKING
 
 from controlplane.api.clienttls import ClientTLSSettings
 from controlplane.api.policyset import PolicySet
 from controlplane.api.workloadentry import WorkloadEntrySpec
 from controlplane.build.destinationrules import HostRules
+from controlplane.build.gatewaymodel import TlsCredential
 from controlplane.build.peerauth import MtlsMode, applicable, mtls_mode
 from controlplane.build.tlsmodel import UpstreamTls, UpstreamTlsMode
+
+if TYPE_CHECKING:
+    from controlplane.build.model import Cluster
 
 TLS_MODE_LABEL = "security.istio.io/tlsMode"
 TLS_MODE_ISTIO = "istio"
@@ -127,3 +132,26 @@ def upstream_tls(
         insecure_skip_verify=bool(setting.insecure_skip_verify),
         http2=http2,
     )
+
+
+def client_credentials(
+    policy: PolicySet, clusters: Iterable[Cluster], served: Collection[str] = ()
+) -> tuple[TlsCredential, ...]:
+    """The credential files a proxy's clusters use (DestinationRule SIMPLE/MUTUAL `credentialName`),
+    except those already `served` (a gateway's own). SIMPLE needs only the CA: the key is not sent."""
+    needs_key: dict[str, bool] = {}
+    for cluster in clusters:
+        tls = cluster.tls
+        if tls is None or tls.credential is None or tls.credential in served:
+            continue
+        needs_key[tls.credential] = needs_key.get(tls.credential, False) or tls.mode is UpstreamTlsMode.MUTUAL
+    out = []
+    for name, key in sorted(needs_key.items()):
+        found = policy.credentials.get(name)
+        if found is None:
+            continue
+        if key:
+            out.append(TlsCredential(name, found.cert_chain, found.private_key, found.ca_cert))
+        else:
+            out.append(TlsCredential(name, b"", b"", found.ca_cert))
+    return tuple(out)

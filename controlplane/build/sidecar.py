@@ -21,6 +21,7 @@ from controlplane.build.destinationrules import destination_rules
 from controlplane.build.gateway import build_gateway
 from controlplane.build.inbound import build_inbound
 from controlplane.build.model import DEFAULT_CONNECT_TIMEOUT_MS, OutboundHttp, OutboundPolicy, ProxyModel
+from controlplane.build.mtls import client_credentials
 from controlplane.build.proxy import ProxyIdentity, Role
 from controlplane.build.refs import policy_ref
 from controlplane.build.routing import build_virtual_hosts
@@ -33,8 +34,10 @@ def build_proxy(policy: PolicySet, proxy: ProxyIdentity) -> ProxyModel:
     """What `proxy` should be configured with under `policy`."""
     model = build_gateway(policy, proxy) if proxy.role is Role.GATEWAY else build_sidecar(policy, proxy)
     # Telemetry is the same for every role (Istio applies it to sidecars and gateways alike), so it is
-    # added here once rather than by each role's builder.
-    return replace(model, telemetry=build_telemetry(policy, proxy))
+    # added here once rather than by each role's builder; so are the clusters' TLS credentials.
+    served = {c.name for c in model.gateway.credentials} if model.gateway is not None else set()
+    return replace(model, telemetry=build_telemetry(policy, proxy),
+                   client_credentials=client_credentials(policy, model.clusters, served))
 
 
 def build_sidecar(policy: PolicySet, proxy: ProxyIdentity) -> ProxyModel:

@@ -17,13 +17,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from controlplane.security.ca import CertificateAuthority, IssuedCert
-from controlplane.security.spiffe import spiffe_id
-from controlplane.security.workload_certs import CertStore
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 
 from controlplane.build.proxy import ProxyIdentity
+from controlplane.security.ca import CertificateAuthority, IssuedCert
+from controlplane.security.spiffe import spiffe_id
+from controlplane.security.workload_certs import CertStore
 from controlplane.translate import names
 from controlplane.translate.resources import SECRET
 from controlplane.xds.status import StreamStatus
@@ -60,9 +60,7 @@ class MeshIdentity:
     def describe(self, status: StreamStatus, trust_domain: str) -> dict[str, Any]:
         """For /debug/syncz and `controlplane status`: who the proxy is and its certificate."""
         wanted = self.spiffe_id(status.identity, trust_domain)
-        held = self.store.peek(wanted) if hasattr(self.store, "peek") else None
-        out: dict[str, Any] = {"spiffe_id": wanted, "authenticated": status.principal or None}
-        if held is not None:
-            out["cert_serial"] = held.serial
-            out["cert_expiry"] = held.not_after.isoformat()
-        return out
+        # the proxy's snapshot was built with this certificate, so this never issues a new one
+        held = self.store.current(wanted, now=datetime.now(UTC))
+        return {"spiffe_id": wanted, "authenticated": status.principal or None,
+                "cert_serial": held.serial, "cert_expiry": held.not_after.isoformat()}

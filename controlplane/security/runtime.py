@@ -17,13 +17,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
-from controlplane.security.ca import CertificateAuthority, IssuedCert
-from controlplane.security.tokens import TokenAuthority
-from controlplane.security.workload_certs import CertStore
 from prometheus_client import Counter, Gauge
 
 from controlplane.build.proxy import SocketAddress
+from controlplane.security.ca import CertificateAuthority, IssuedCert
 from controlplane.security.identity import MeshIdentity
+from controlplane.security.tokens import TokenAuthority
+from controlplane.security.workload_certs import CertStore
 from controlplane.xds.auth import TokenAuthenticator
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,8 @@ from controlplane.translate import names
 
 
 def credential_secrets(credential: TlsCredential) -> list[secret_pb2.Secret]:
-    out = [
+    """A credential without a certificate (DestinationRule SIMPLE needs only its CA) gets only the CA."""
+    out = [] if not credential.cert_chain else [
         secret_pb2.Secret(
             name=names.secret(credential.name),
             tls_certificate=common_pb2.TlsCertificate(

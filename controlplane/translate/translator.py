@@ -21,8 +21,9 @@ from controlplane.translate.inbound import inbound_clusters, inbound_listener, i
 from controlplane.translate.listeners import outbound_http_listener
 from controlplane.translate.observability import telemetry_clusters
 from controlplane.translate.passthrough import passthrough_cluster
-from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, Origin, Resources
+from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, Origin, Resources
 from controlplane.translate.routes import outbound_route_config
+from controlplane.translate.secrets import credential_secrets
 from controlplane.translate.tcp import tcp_listener
 
 
@@ -64,6 +65,9 @@ def translate_proxy(model: ProxyModel) -> Resources:
         gateway_origins = _origins(o for listener in model.gateway.listeners for o in listener.origins)
         for type_url, name, message in gateway_resources(model.gateway, model.telemetry):
             resources.add(type_url, name, message, gateway_origins)
+    for credential in model.client_credentials:
+        for secret in credential_secrets(credential):
+            resources.add(SECRET, secret.name, secret)
     for collector in telemetry_clusters(model.telemetry, model.mesh_connect_timeout_ms):
         resources.add(CLUSTER, collector.name, collector, telemetry_origins)
     _sort(resources)

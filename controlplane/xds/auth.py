@@ -37,9 +37,12 @@ class Authenticator(Protocol):
 
 
 class Claims(Protocol):
-    namespace: str
-    service_account: str
-    role: str
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def service_account(self) -> str: ...
+    @property
+    def role(self) -> str: ...
 
 
 class TokenAuthenticator:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
@@ -33,6 +35,39 @@ from controlplane.translate.translator import translate_proxy
 from tests.harness import find_envoy
 
 
+_MESH_SECRETS: list[Message] = []
+
+
+def _mesh_secrets() -> list[Message]:
+    """`default` and `ROOTCA` as the running control plane adds them to every snapshot (app.py)."""
+    if not _MESH_SECRETS:
+        import tempfile
+
+        from controlplane.security.runtime import load_mesh_identity
+
+        with tempfile.TemporaryDirectory() as ca_dir:
+            mesh = load_mesh_identity(Path(ca_dir), timedelta(hours=1))
+            _MESH_SECRETS.extend(m for _, _, m in mesh.identity.secrets(ProxyIdentity(), "cluster.local"))
+    return _MESH_SECRETS
+
+
+def _static_tls(socket: Any) -> None:
+    """SDS references lose their ADS config source (static secrets of the same name stand in)."""
+    for context in (tls_pb2.DownstreamTlsContext(), tls_pb2.UpstreamTlsContext()):
+        if not socket.typed_config.Is(context.DESCRIPTOR):
+            continue
+        socket.typed_config.Unpack(context)
+        common = context.common_tls_context
+        configs = [*common.tls_certificate_sds_secret_configs, common.validation_context_sds_secret_config]
+        if common.HasField("combined_validation_context"):
+            configs.append(common.combined_validation_context.validation_context_sds_secret_config)
+        for sds in configs:
+            sds.ClearField("sds_config")
+        if not common.validation_context_sds_secret_config.name:
+            common.ClearField("validation_context_sds_secret_config")
+        socket.typed_config.Pack(context)
+
+
 def static_bootstrap(resources: Resources) -> dict[str, object]:
     """A bootstrap with the resources inlined as static_resources (see the module docstring)."""
     assignments = resources.by_type[ENDPOINT]
@@ -43,7 +78,8 @@ def static_bootstrap(resources: Resources) -> dict[str, object]:
         "static_resources": {
             "clusters": [_to_dict(c) for c in clusters],
             "listeners": [_to_dict(listener) for listener in listeners],
-            "secrets": [_to_dict(secret) for secret in resources.by_type[SECRET].values()],
+            "secrets": [_to_dict(secret) for secret in resources.by_type[SECRET].values()]
+            + [_to_dict(secret) for secret in _mesh_secrets() if secret.name not in resources.by_type[SECRET]],
         }
     }
 
@@ -57,6 +93,10 @@ def _static_cluster(message: Message, assignments: dict[str, Message]) -> cluste
         cluster.ClearField("eds_cluster_config")
         cluster.type = cluster_pb2.Cluster.STATIC
         cluster.load_assignment.CopyFrom(assignment)
+    if cluster.HasField("transport_socket"):
+        _static_tls(cluster.transport_socket)
+    for match in cluster.transport_socket_matches:
+        _static_tls(match.transport_socket)
     return cluster
 
 
@@ -64,15 +104,8 @@ def _static_listener(message: Message, routes: dict[str, Message]) -> listener_p
     listener = listener_pb2.Listener()
     listener.CopyFrom(message)
     for chain in listener.filter_chains:
-        tls = tls_pb2.DownstreamTlsContext()
-        if chain.transport_socket.typed_config.Unpack(tls):
-            common = tls.common_tls_context
-            validation = common.validation_context_sds_secret_config
-            for sds in [*common.tls_certificate_sds_secret_configs, validation]:
-                sds.ClearField("sds_config")
-            if not common.validation_context_sds_secret_config.name:
-                common.ClearField("validation_context_sds_secret_config")
-            chain.transport_socket.typed_config.Pack(tls)
+        if chain.HasField("transport_socket"):
+            _static_tls(chain.transport_socket)
         for network_filter in chain.filters:
             manager = hcm.HttpConnectionManager()
             if not network_filter.typed_config.Unpack(manager) or not manager.HasField("rds"):

@@ -129,7 +129,8 @@ def test_weights_required_for_several_destinations() -> None:
             "spec.trafficPolicy.loadBalancer.consistentHash",
             "prime",
         ),
-        ("    tls: {mode: ISTIO_MUTUAL}", "spec.trafficPolicy.tls", "unsupported field"),
+        ("    tls: {mode: MUTUAL}", "spec.trafficPolicy.tls", "mode MUTUAL needs credentialName"),
+        ("    tls: {mode: SIMPLE, privateKey: /k.pem}", "spec.trafficPolicy.tls.privateKey", "unsupported field"),
         (
             "    outlierDetection: {maxEjectionPercent: 101}",
             "spec.trafficPolicy.outlierDetection.maxEjectionPercent",
