@@ -218,6 +218,15 @@ class ControlPlane:
     xds_port: int = field(default_factory=free_port)
     admin_port: int = field(default_factory=free_port)
     process: ManagedProcess | None = None
+    # False: `--insecure-xds` (tests about other things use bootstraps without a token); True: proxies
+    # must present a token (tests/e2e/test_security.py)
+    secure: bool = False
+    # the mesh CA's directory; None: beside the policy directory
+    ca_path: Path | None = None
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.ca_path or self.config_dir.parent / f"{self.config_dir.name}-ca"
 
     @property
     def xds_address(self) -> str:
@@ -225,7 +234,10 @@ class ControlPlane:
 
     def argv(self) -> list[str]:
         argv = [PYTHON, "-m", "controlplane", "serve", "--config", str(self.config_dir),
-                "--xds-address", self.xds_address, "--admin-address", f"{LOOPBACK}:{self.admin_port}"]
+                "--xds-address", self.xds_address, "--admin-address", f"{LOOPBACK}:{self.admin_port}",
+                "--ca-dir", str(self.ca_dir)]
+        if not self.secure:
+            argv.append("--insecure-xds")
         if self.extra_resources is not None:
             argv += ["--test-extra-resources", str(self.extra_resources)]
         return [*argv, *self.serve_args]

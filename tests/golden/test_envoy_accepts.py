@@ -34,7 +34,6 @@ from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE,
 from controlplane.translate.translator import translate_proxy
 from tests.harness import find_envoy
 
-
 _MESH_SECRETS: list[Message] = []
 
 
