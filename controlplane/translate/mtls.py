@@ -53,7 +53,8 @@ def _san_matchers(sans: tuple[str, ...]) -> list[common_pb2.SubjectAltNameMatche
 
 
 def upstream_tls_context(tls: UpstreamTls) -> tls_pb2.UpstreamTlsContext:
-    context = tls_pb2.UpstreamTlsContext(common_tls_context=tls_pb2.CommonTlsContext(tls_params=_tls_params()))
+    context = tls_pb2.UpstreamTlsContext()
+    context.common_tls_context.tls_params.CopyFrom(_tls_params())
     common = context.common_tls_context  # a reference: the constructor copied its argument
     if tls.sni and not _is_ip(tls.sni):
         context.sni = tls.sni

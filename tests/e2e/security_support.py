@@ -95,7 +95,8 @@ class MeshSidecar(Envoy):
         if self.labels:
             argv += ["--labels", self.labels]
         if self.inbound_port is not None and self.app_port is not None:
-            argv += ["--inbound-address", f"{LOOPBACK}:{self.inbound_port}", "--app-ports", str(self.app_port)]
+            argv += ["--inbound-address", f"{LOOPBACK}:{self.inbound_port}",
+                     "--app-ports", str(self.app_port)]
         return argv
 
     def cert_serials(self) -> list[str]:

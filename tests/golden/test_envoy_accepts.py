@@ -78,7 +78,7 @@ def static_bootstrap(resources: Resources) -> dict[str, object]:
             "clusters": [_to_dict(c) for c in clusters],
             "listeners": [_to_dict(listener) for listener in listeners],
             "secrets": [_to_dict(secret) for secret in resources.by_type[SECRET].values()]
-            + [_to_dict(secret) for secret in _mesh_secrets() if secret.name not in resources.by_type[SECRET]],
+            + [_to_dict(s) for s in _mesh_secrets() if s.name not in resources.by_type[SECRET]],
         }
     }
 

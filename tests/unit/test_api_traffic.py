@@ -130,7 +130,8 @@ def test_weights_required_for_several_destinations() -> None:
             "prime",
         ),
         ("    tls: {mode: MUTUAL}", "spec.trafficPolicy.tls", "mode MUTUAL needs credentialName"),
-        ("    tls: {mode: SIMPLE, privateKey: /k.pem}", "spec.trafficPolicy.tls.privateKey", "unsupported field"),
+        ("    tls: {mode: SIMPLE, privateKey: /k.pem}", "spec.trafficPolicy.tls.privateKey",
+         "unsupported field"),
         (
             "    outlierDetection: {maxEjectionPercent: 101}",
             "spec.trafficPolicy.outlierDetection.maxEjectionPercent",
