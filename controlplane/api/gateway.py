@@ -3,9 +3,10 @@
 Mirrors istio/api `networking/v1/gateway.proto`: `selector` (labels of the gateway proxies, matched against
 their node metadata `labels`) and `servers[]` with `port` (number, name, protocol, targetPort), `hosts`
 (`[namespace/]host`, `*` and `*.suffix` wildcards allowed), `bind` (an IP) and `tls` (httpsRedirect, mode
-PASSTHROUGH / SIMPLE / MUTUAL, credentialName, min/maxProtocolVersion). Inline certificate paths
-(`serverCertificate`, `privateKey`, `caCertificates`) and ISTIO_MUTUAL are rejected: certificates come from
-`credentialName` (see `api/credentials.py`). `port.targetPort` is the port the listener binds — Istio takes
+PASSTHROUGH / SIMPLE / MUTUAL / ISTIO_MUTUAL, credentialName, min/maxProtocolVersion). Inline certificate
+paths (`serverCertificate`, `privateKey`, `caCertificates`) are rejected: certificates come from
+`credentialName` (see `api/credentials.py`), or for ISTIO_MUTUAL (a mesh-internal gateway) from the mesh CA:
+the gateway's own workload certificate, and clients must present one that chains to the mesh root. `port.targetPort` is the port the listener binds — Istio takes
 it from the gateway's Kubernetes Service; here it is how port 80/443 are served by an unprivileged process.
 
 A server is classified once, here, so later stages agree on what it is (`Server.kind`):
@@ -30,7 +31,7 @@ from pydantic import AfterValidator, BeforeValidator, Field
 from controlplane.api.meta import IstioModel, PolicyObject, PortNumber, Problem, duplicates
 
 GatewayProtocol = Literal["HTTP", "HTTPS", "HTTP2", "GRPC", "TLS", "TCP"]
-TLSMode = Literal["PASSTHROUGH", "SIMPLE", "MUTUAL"]
+TLSMode = Literal["PASSTHROUGH", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"]
 TLSVersion = Literal["TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3"]
 # Istio's API default for minProtocolVersion on gateways.
 DEFAULT_MIN_TLS = "TLSV1_2"
@@ -106,7 +107,7 @@ class Server(IstioModel):
     def kind(self) -> ServerKind:
         protocol = self.port.protocol
         mode = self.tls.mode if self.tls is not None else None
-        terminated = mode in ("SIMPLE", "MUTUAL")
+        terminated = mode in ("SIMPLE", "MUTUAL", "ISTIO_MUTUAL")
         if protocol in _HTTP_PROTOCOLS:
             return ServerKind.HTTPS if terminated else ServerKind.HTTP
         if protocol == "HTTPS":
@@ -161,7 +162,12 @@ def _check_server(path: tuple[str | int, ...], server: Server) -> Iterator[Probl
         return
     if tls is None:
         return
-    if kind in (ServerKind.HTTPS, ServerKind.TLS) and tls.credential_name is None:
+    if tls.mode == "ISTIO_MUTUAL":
+        if tls.credential_name is not None:
+            # the gateway's own mesh certificate (SDS `default`) terminates; clients must be mesh workloads
+            yield Problem((*path, "tls", "credentialName"),
+                          "ISTIO_MUTUAL uses the mesh certificate: no credentialName")
+    elif kind in (ServerKind.HTTPS, ServerKind.TLS) and tls.credential_name is None:
         yield Problem((*path, "tls", "credentialName"), f"tls mode {tls.mode} needs a credentialName")
     if tls.https_redirect and kind is not ServerKind.HTTP:
         yield Problem((*path, "tls", "httpsRedirect"), "httpsRedirect applies to plain HTTP servers only")

@@ -104,7 +104,8 @@ def build_gateway(policy: PolicySet, proxy: ProxyIdentity) -> ProxyModel:
                     origins=origins,
                 )
             )
-    used = sorted({c.tls.credential for listener in listeners for c in listener.chains if c.tls is not None})
+    used = sorted({c.tls.credential for listener in listeners for c in listener.chains
+                   if c.tls is not None and not c.tls.istio_mutual})
     credentials = tuple(
         TlsCredential(name, found.cert_chain, found.private_key, found.ca_cert)
         for name in used
@@ -165,11 +166,14 @@ def _server_names(server: Server) -> tuple[str, ...]:
 
 def _termination(server: Server, alpn: tuple[str, ...]) -> TlsTermination:
     tls = server.tls
-    assert tls is not None and tls.credential_name is not None  # ServerKind HTTPS/TLS guarantee it
+    assert tls is not None  # ServerKind HTTPS/TLS guarantee it
+    istio_mutual = tls.mode == "ISTIO_MUTUAL"
+    assert istio_mutual or tls.credential_name is not None
     low = tls.min_protocol_version or DEFAULT_MIN_TLS
     return TlsTermination(
-        credential=tls.credential_name,
-        mutual=tls.mode == "MUTUAL",
+        credential=tls.credential_name or "",
+        mutual=tls.mode in ("MUTUAL", "ISTIO_MUTUAL"),
+        istio_mutual=istio_mutual,
         min_version=_version(low),
         max_version=_version(tls.max_protocol_version) if tls.max_protocol_version else None,
         alpn=alpn,

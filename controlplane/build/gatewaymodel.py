@@ -32,6 +32,8 @@ class TlsTermination:
 
     credential: str
     mutual: bool = False
+    # ISTIO_MUTUAL: the gateway's mesh certificate (`default`) and the mesh root (`ROOTCA`), not `credential`
+    istio_mutual: bool = False
     min_version: TlsVersion = TlsVersion.V1_2
     max_version: TlsVersion | None = None
     alpn: tuple[str, ...] = ()

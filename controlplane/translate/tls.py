@@ -32,9 +32,12 @@ def downstream_tls_context(tls: TlsTermination) -> tls_pb2.DownstreamTlsContext:
     common = tls_pb2.CommonTlsContext(
         tls_params=params,
         alpn_protocols=list(tls.alpn),
-        tls_certificate_sds_secret_configs=[_sds(names.secret(tls.credential))],
+        tls_certificate_sds_secret_configs=[
+            _sds(names.WORKLOAD_SECRET if tls.istio_mutual else names.secret(tls.credential))],
     )
-    if tls.mutual:
+    if tls.istio_mutual:
+        common.validation_context_sds_secret_config.CopyFrom(_sds(names.ROOT_SECRET))
+    elif tls.mutual:
         common.validation_context_sds_secret_config.CopyFrom(_sds(names.ca_secret(tls.credential)))
     context = tls_pb2.DownstreamTlsContext(common_tls_context=common)
     if tls.mutual:

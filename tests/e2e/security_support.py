@@ -85,9 +85,13 @@ class MeshSidecar(Envoy):
     inbound_port: int | None = None
     app_port: int | None = None
     xds_ca: Path | None = None
+    role: str = "sidecar"
+    namespace: str = "default"
 
     def bootstrap_args(self) -> list[str]:
-        argv = ["--service-account", self.service_account]
+        argv = ["--service-account", self.service_account, "--role", self.role, "--namespace", self.namespace]
+        if self.role == "gateway":
+            argv += ["--gateway-bind", LOOPBACK]
         if self.token_file is not None:
             argv += ["--token-file", str(self.token_file)]
         if self.xds_ca is not None:

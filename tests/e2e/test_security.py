@@ -70,6 +70,32 @@ spec:
 """
 
 
+def gateway(http_port: int, mtls_port: int) -> str:
+    return f"""\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: ingress, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {http_port}, name: http, protocol: HTTP}}
+    hosts: ["*"]
+  - port: {{number: {mtls_port}, name: https-mesh, protocol: HTTPS}}
+    hosts: ["*"]
+    tls: {{mode: ISTIO_MUTUAL}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: b-ingress}}
+spec:
+  hosts: [b.test]
+  gateways: [istio-system/ingress]
+  http:
+  - route:
+    - destination: {{host: b.test, port: {{number: 80}}}}
+"""
+
+
 def peer_authentication(mesh_mode: str, workload_mode: str | None = None) -> str:
     text = f"""\
 apiVersion: security.istio.io/v1
@@ -96,6 +122,9 @@ class SecureMesh:
     control_plane: ControlPlane
     a: MeshSidecar
     b: MeshSidecar
+    gateway: MeshSidecar
+    gateway_http: int
+    gateway_mtls: int
     app_b: EchoApp
     app_plain: EchoApp
     config_dir: Path
@@ -109,8 +138,8 @@ class SecureMesh:
         def synced() -> bool:
             streams = self.control_plane.syncz()
             nodes = {s["node"]: s for s in streams}
-            return all(nodes.get(n, {}).get("synced") for n in ("a", "b"))
-        wait_until(synced, timeout=20, what="a and b to ACK the current config")
+            return all(nodes.get(n, {}).get("synced") for n in ("a", "b", "ingress"))
+        wait_until(synced, timeout=20, what="a, b and the ingress to ACK the current config")
 
     def call_b(self) -> dict[str, str]:
         reply = self.a.request("b.test", "/hello")
@@ -129,19 +158,30 @@ def smesh(envoy_binary: str, module_processes: ProcessGroup,
     b_inbound = free_port()
     (config_dir / "services.yaml").write_text(services(b_inbound, app_plain.port))
     (config_dir / "peer.yaml").write_text(peer_authentication("STRICT"))
+    gateway_http, gateway_mtls = free_port(), free_port()
+    (config_dir / "gateway.yaml").write_text(gateway(gateway_http, gateway_mtls))
     cp = ControlPlane(module_processes, config_dir, secure=True,
                       serve_args=("--workload-cert-ttl", CERT_TTL, "--xds-tls"))
     cp.start()
     sidecars = []
-    for name, extra in (("a", {}), ("b", {"inbound_port": b_inbound, "app_port": app_b.port})):
+    proxies: list[tuple[str, str, str, str, dict[str, object]]] = [
+        ("a", "a", "default", "app=a", {}),
+        ("b", "b", "default", "app=b", {"inbound_port": b_inbound, "app_port": app_b.port}),
+        ("ingress", "istio-ingressgateway", "istio-system", "istio=ingressgateway", {"role": "gateway"}),
+    ]
+    for name, account, namespace, labels, extra in proxies:
         token_file = work / f"{name}.token"
-        token_file.write_text(token(cp.ca_dir, service_account=name))
+        role = str(extra.get("role", "sidecar"))
+        token_file.write_text(token(cp.ca_dir, namespace=namespace, service_account=account, role=role))
         sidecar = MeshSidecar(envoy_binary, module_processes, work, name, cp.xds_address,
-                              service_account=name, token_file=token_file, labels=f"app={name}",
-                              xds_ca=cp.ca_dir / "root-cert.pem", **extra)  # type: ignore[arg-type]
+                              service_account=account, token_file=token_file, labels=labels,
+                              namespace=namespace, xds_ca=cp.ca_dir / "root-cert.pem",
+                              **extra)  # type: ignore[arg-type]
         sidecar.start()
         sidecars.append(sidecar)
-    mesh = SecureMesh(cp, sidecars[0], sidecars[1], app_b, app_plain, config_dir)
+    mesh = SecureMesh(control_plane=cp, a=sidecars[0], b=sidecars[1], gateway=sidecars[2],
+                      gateway_http=gateway_http, gateway_mtls=gateway_mtls, app_b=app_b,
+                      app_plain=app_plain, config_dir=config_dir)
     try:
         mesh.wait_synced()
         yield mesh
@@ -269,3 +309,68 @@ def test_certificates_rotate_under_steady_traffic(strict: SecureMesh) -> None:
     assert not failures, f"{len(failures)} of {requests} requests failed: {failures[:3]}"
     assert len(seen) >= 3, f"b's certificate changed {len(seen) - 1} times in 60 s: {seen}"
     assert re.fullmatch(r"[0-9a-f]+", seen[-1][0]), seen
+
+
+GATEWAY_ID = "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway"
+
+
+def test_ingress_gateway_reaches_a_strict_service_over_mtls(strict: SecureMesh) -> None:
+    reply = wait_until(lambda: _ok(http_request(strict.gateway_http, "/in", host="b.test")),
+                       timeout=20, what="the ingress to route b.test")
+    assert f"URI={GATEWAY_ID}" in reply.json()["xfcc"], reply.json()
+
+
+def test_destination_rule_disable_toward_a_permissive_service(smesh: SecureMesh) -> None:
+    disable = """\
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: b-plaintext}
+spec:
+  host: b.test
+  trafficPolicy:
+    tls: {mode: DISABLE}
+"""
+    smesh.apply(peer_authentication("PERMISSIVE") + disable)
+    try:
+        assert smesh.call_b()["xfcc"] == "", "DestinationRule DISABLE: a calls b in plaintext"
+        reply = http_request(smesh.gateway_http, "/in", host="b.test")
+        assert reply.status == 200 and reply.json()["xfcc"] == ""
+    finally:
+        smesh.apply(peer_authentication("STRICT"))
+
+
+def test_istio_mutual_gateway_server_needs_a_mesh_certificate(strict: SecureMesh, tmp_path: Path) -> None:
+    import ssl
+    from datetime import UTC, datetime, timedelta
+
+    from controlplane.security.ca import CertificateAuthority
+
+    ca = CertificateAuthority.load_or_create(strict.control_plane.ca_dir, now=datetime.now(UTC))
+    client = ca.issue("spiffe://cluster.local/ns/default/sa/tester", ttl=timedelta(minutes=5),
+                      now=datetime.now(UTC))
+    (tmp_path / "c.pem").write_bytes(client.cert_chain_pem)
+    (tmp_path / "k.pem").write_bytes(client.private_key_pem)
+    context = ssl.create_default_context(cafile=str(strict.control_plane.ca_dir / "root-cert.pem"))
+    context.check_hostname = False
+
+    def get(with_cert: bool) -> bytes:
+        ctx = context
+        if with_cert:
+            ctx.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+        import socket
+
+        with socket.create_connection((LOOPBACK, strict.gateway_mtls), timeout=3) as raw, \
+                ctx.wrap_socket(raw) as tls:
+            tls.sendall(b"GET /m HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n")
+            return b"".join(iter(lambda: tls.recv(65536), b""))
+
+    with pytest.raises((ssl.SSLError, ConnectionResetError, OSError)):
+        get(with_cert=False).decode()  # the server asks for a client certificate and gets none
+        raise ssl.SSLError("answered without a client certificate")
+    answer = wait_until(lambda: get(with_cert=True) or None, timeout=10, what="an answer over ISTIO_MUTUAL")
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+
+
+def _ok(reply: object) -> object | None:
+    return reply if getattr(reply, "status", 0) == 200 else None
