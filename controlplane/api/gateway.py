@@ -6,7 +6,8 @@ their node metadata `labels`) and `servers[]` with `port` (number, name, protoco
 PASSTHROUGH / SIMPLE / MUTUAL / ISTIO_MUTUAL, credentialName, min/maxProtocolVersion). Inline certificate
 paths (`serverCertificate`, `privateKey`, `caCertificates`) are rejected: certificates come from
 `credentialName` (see `api/credentials.py`), or for ISTIO_MUTUAL (a mesh-internal gateway) from the mesh CA:
-the gateway's own workload certificate, and clients must present one that chains to the mesh root. `port.targetPort` is the port the listener binds — Istio takes
+the gateway's own workload certificate, and clients must present one that chains to the mesh root.
+`port.targetPort` is the port the listener binds — Istio takes
 it from the gateway's Kubernetes Service; here it is how port 80/443 are served by an unprivileged process.
 
 A server is classified once, here, so later stages agree on what it is (`Server.kind`):

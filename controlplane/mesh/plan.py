@@ -82,6 +82,8 @@ class Instance:
     listen: tuple[SocketAddress, ...]  # its endpoint addresses: where the mesh sends its traffic
     labels: tuple[tuple[str, str], ...]
     http: bool = True  # every port speaks HTTP
+    # the endpoint's `serviceAccount`: the identity its sidecar proves and its certificate names
+    service_account: str = "default"
     app_listen: tuple[SocketAddress, ...] = ()  # where the demo process binds (behind the sidecar's inbound)
 
     @property
@@ -105,6 +107,8 @@ class Proxy:
     health: SocketAddress | None = None
     # gateways: where their Gateway servers listen, as `scheme://address:port` (see gateway_urls)
     urls: tuple[str, ...] = ()
+    # its identity (Istio's gateways run as <name>-service-account)
+    service_account: str = "default"
 
 
 @dataclass(frozen=True)
@@ -203,6 +207,7 @@ def _instances(policy: PolicySet) -> tuple[list[Instance], list[str]]:
                 listen,
                 tuple(sorted(labels.items())),
                 http=all(port.is_http for port in entry.spec.ports),
+                service_account=endpoint.service_account or "default",
             )
         )
     return instances, skipped
@@ -248,13 +253,15 @@ def make_plan(policy: PolicySet, ports: Ports) -> MeshPlan:
         admin, health = SocketAddress(LOOPBACK, ports.take()), SocketAddress(LOOPBACK, ports.take())
         urls = gateway_urls(policy, labels)
         proxies.append(
-            Proxy(node_id, Role.GATEWAY, GATEWAY_NAMESPACE, labels, admin, health=health, urls=urls)
+            Proxy(node_id, Role.GATEWAY, GATEWAY_NAMESPACE, labels, admin, health=health, urls=urls,
+                  service_account=f"{node_id}-service-account")
         )
     for instance in instances:
         admin = SocketAddress(LOOPBACK, ports.take())
         outbound = SocketAddress(LOOPBACK, ports.take())
         proxies.append(
-            Proxy(instance.instance_id, Role.SIDECAR, instance.namespace, instance.labels, admin, outbound)
+            Proxy(instance.instance_id, Role.SIDECAR, instance.namespace, instance.labels, admin, outbound,
+                  service_account=instance.service_account)
         )
     # app ports last, so that the Envoy ports above do not shift with the kinds of services
     for index, instance in enumerate(instances):

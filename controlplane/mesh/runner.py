@@ -15,11 +15,13 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from controlplane.api.loader import load_policy_dir
 from controlplane.bootstrap import BootstrapSettings, bootstrap_yaml
+from controlplane.security.tokens import TokenAuthority
 from controlplane.build.proxy import Role, SocketAddress
 from controlplane.mesh.plan import LOOPBACK, Instance, MeshPlan, Ports, Proxy, make_plan
 from controlplane.mesh.processes import (
@@ -45,6 +47,12 @@ class MeshSettings:
     envoy_bin: str | None = None  # default: $ENVOY_BIN, else `envoy` next to this Python, else on PATH
     delta: bool = True
     start_timeout: float = 30.0
+    # the mesh CA (certificates and proxy tokens); None: `ca/` beside the log directory (run/ca)
+    ca_dir: Path | None = None
+
+    @property
+    def mesh_ca_dir(self) -> Path:
+        return self.ca_dir or self.log_dir.parent / "ca"
 
 
 def find_envoy(configured: str | None = None) -> str:
@@ -121,6 +129,10 @@ class LocalMesh:
                 str(self.xds),
                 "--admin-address",
                 str(self.admin),
+                # secured as a production mesh: proxies present tokens, xDS over TLS (docs/security.md)
+                "--ca-dir",
+                str(self.settings.mesh_ca_dir),
+                "--xds-tls",
             ],
         )
         admin = str(self.admin)
@@ -148,6 +160,13 @@ class LocalMesh:
     def bootstrap_path(self, proxy: Proxy) -> Path:
         return self.settings.log_dir / "bootstrap" / f"{proxy.node_id}.yaml"
 
+    def _token(self, proxy: Proxy) -> str:
+        """The proxy's credential, signed with the control plane's key in the CA directory (which the
+        control plane created before it answered /readyz)."""
+        authority = TokenAuthority.load_or_create(self.settings.mesh_ca_dir)
+        return authority.issue(namespace=proxy.namespace, service_account=proxy.service_account,
+                               role=proxy.role.value, ttl=timedelta(days=30), now=datetime.now(UTC))
+
     def _start_envoy(self, proxy: Proxy) -> Process:
         path = self.bootstrap_path(proxy)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -165,8 +184,11 @@ class LocalMesh:
                     gateway_bind=LOOPBACK if proxy.role is Role.GATEWAY else None,
                     labels=proxy.labels,
                     namespace=proxy.namespace,
+                    service_account=proxy.service_account,
                     role=proxy.role,
                     delta=self.settings.delta,
+                    token=self._token(proxy),
+                    xds_ca=(self.settings.mesh_ca_dir / "root-cert.pem").read_bytes(),
                 )
             )
         )

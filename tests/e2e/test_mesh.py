@@ -55,7 +55,8 @@ spec:
   endpoints:
   - address: 127.0.0.1
     ports: {{http: {port}}}
-    labels: {{app: {name}, version: v7}}
+    serviceAccount: {name}
+    labels: {{app: {name}, version: v7, security.istio.io/tlsMode: istio}}
 """
 
     return entry("hop-a", port_a) + "---\n" + entry("hop-b", port_b)
