@@ -28,6 +28,7 @@ from controlplane.build import build_proxy
 from controlplane.build.proxy import ProxyIdentity, SocketAddress
 from controlplane.ops import metrics
 from controlplane.ops.admin import AdminServer
+from controlplane.ops.console.history import ChangeLog
 from controlplane.policystore import PolicyStore
 from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, Resources
 from controlplane.translate.translator import translate_proxy
@@ -96,6 +97,7 @@ class ControlPlane:
         self.policy = PolicySet()
         self.diagnostics: list[Diagnostic] = []
         self.cache = SnapshotCache(make_factory(self.policy, []))
+        self.changes = ChangeLog()  # the web console's history of reloads
         self._loaded = False
         self.xds = XdsServer(self.cache, self.registry, settings.xds_address, settings.max_connection_age)
         admin = SocketAddress.parse(settings.admin_address)
@@ -132,7 +134,9 @@ class ControlPlane:
             log.error("invalid policy: %s", diagnostic)
         self.policy, self.diagnostics = policy, diagnostics
         rebuilding = time.perf_counter()
+        before = self.changes.before(self.cache)
         changed = await self.cache.publish(make_factory(policy, extra), changed_at)
+        self.changes.after(self.cache, self.registry, before, self.store.loaded_fingerprint, loaded)
         metrics.REBUILD_SECONDS.observe(time.perf_counter() - rebuilding)
         elapsed = time.perf_counter() - started
         metrics.RELOADS.labels("invalid" if diagnostics else "ok").inc()

@@ -44,8 +44,8 @@ class Delivery:
     outcome: str = ""
 
     def to_json(self, at: float) -> dict[str, Any]:
-        return {"node": self.node, "stream": self.stream, "shape": self.shape, "snapshot_version": self.version,
-                "acked_at": self.acked_at,
+        return {"node": self.node, "stream": self.stream, "shape": self.shape,
+                "snapshot_version": self.version, "acked_at": self.acked_at,
                 "ack_seconds": None if self.acked_at is None else max(0.0, self.acked_at - at),
                 "outcome": self.outcome or ("acked" if self.acked_at is not None else "pending")}
 
@@ -139,7 +139,8 @@ class ChangeLog:
     def _file_changes(self, files: Fingerprint) -> dict[str, str]:
         now = {path: (mtime, size) for path, mtime, size in files}
         out = {path: "added" for path in now if path not in self._files}
-        out.update({path: "modified" for path in now if path in self._files and now[path] != self._files[path]})
+        out.update({path: "modified" for path in now
+                    if path in self._files and now[path] != self._files[path]})
         out.update({path: "deleted" for path in self._files if path not in now})
         self._files = now
         return dict(sorted(out.items()))
@@ -147,7 +148,8 @@ class ChangeLog:
     def observe(self, registry: StatusRegistry, cache: SnapshotCache) -> bool:
         """Fill in the ACK times of pending deliveries; True when any delivery changed."""
         moved = False
-        current = {identity.describe(): snapshot.version for identity, (snapshot, _) in cache.shapes().items()}
+        current = {identity.describe(): snapshot.version
+                   for identity, (snapshot, _) in cache.shapes().items()}
         for change in self.changes:
             if not change.pending():
                 continue

@@ -53,8 +53,9 @@ def certificate_summary(pem: bytes) -> list[dict[str, Any]]:
         names: list[str] = []
         try:
             san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
-            names = [str(v) for v in san.get_values_for_type(x509.UniformResourceIdentifier)]
-            names += [str(v) for v in san.get_values_for_type(x509.DNSName)]
+            if isinstance(san, x509.SubjectAlternativeName):
+                names = [str(v) for v in san.get_values_for_type(x509.UniformResourceIdentifier)]
+                names += [str(v) for v in san.get_values_for_type(x509.DNSName)]
         except x509.ExtensionNotFound:
             pass
         out.append({"subject": cert.subject.rfc4514_string(), "names": names,
@@ -74,7 +75,7 @@ def redact(value: Any) -> Any:
     for key, item in value.items():
         if key in SECRET_FIELDS:
             out[key] = _redacted(item)
-        elif key in CERT_FIELDS and isinstance(item, dict) and ("inlineBytes" in item or "inlineString" in item):
+        elif key in CERT_FIELDS and isinstance(item, dict) and {"inlineBytes", "inlineString"} & set(item):
             data = _data_bytes(item) or b""
             out[key] = {"certificates": certificate_summary(data), "bytes": len(data)}
         else:
