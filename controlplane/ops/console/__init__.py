@@ -38,7 +38,7 @@ TICK_SECONDS = 0.25
 HEARTBEAT_SECONDS = 15.0
 # the page runs only its own script: an id with markup in it could not run even if it were not escaped
 HEADERS = {"Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
-                                      "connect-src 'self'; img-src 'self'",
+                                      "connect-src 'self'; img-src 'self' data:",
            "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
 

@@ -198,10 +198,12 @@ def graph(backend: ConsoleBackend) -> dict[str, Any]:
     edges: dict[tuple[str, str], set[str]] = defaultdict(set)
     nodes: dict[str, str] = {}
     targets: dict[ProxyIdentity, set[str]] = {}
-    for status in sorted(backend.registry.streams.values(), key=lambda s: s.node_id):
+    streams = sorted(backend.registry.streams.values(), key=lambda s: s.node_id)
+    for status in streams:  # callers first: a workload that is also a service keeps its proxy's role
+        nodes.setdefault(status.identity.label_map.get("app") or status.node_id, status.identity.role.value)
+    for status in streams:
         identity = status.identity
         source = identity.label_map.get("app") or status.node_id
-        nodes.setdefault(source, identity.role.value)
         if identity not in targets:  # proxies of one shape share their snapshot: read it once
             targets[identity] = _services(backend.cache.snapshot(identity))
         for service in targets[identity] - {source}:

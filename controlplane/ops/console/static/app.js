@@ -158,6 +158,17 @@ function drawProxies(rows) {
 
 // --- Policy ----------------------------------------------------------------------------------------
 
+function affected(nodes) {
+  if (!nodes.length) return DASH;
+  const links = nodes.map((n, i) => [i ? ", " : "",
+    h("a", { class: "mono affected-proxy", href: `#/proxy/${encodeURIComponent(n)}` }, n)]);
+  if (nodes.length <= 4) return links;
+  const key = `affected/${nodes.join(",")}`;
+  const box = h("details", { open: state.open.has(key) }, h("summary", {}, `${nodes.length} proxies`), h("div", {}, links));
+  box.addEventListener("toggle", () => box.open ? state.open.add(key) : state.open.delete(key));
+  return box;
+}
+
 function drawPolicy(data) {
   const shown = data.objects.filter((o) => matches([o.key, o.file, o.state, ...o.proxies,
     ...o.diagnostics.map((d) => d.text), ...Object.values(o.resources).flat()].join(" "), state.filter));
@@ -173,8 +184,7 @@ function drawPolicy(data) {
         ? h("div", { class: "muted" }, "file has errors: its last valid version is in effect") : null),
       h("td", {}, o.diagnostics.map((d) => h("div", { class: "diagnostic" }, badge(d.severity), " ",
         h("span", { class: "mono" }, d.text)))),
-      h("td", { class: "affected" }, o.proxies.length ? o.proxies.map((n) => h("div", {},
-        h("a", { class: "mono affected-proxy", href: `#/proxy/${encodeURIComponent(n)}` }, n))) : DASH),
+      h("td", { class: "affected" }, affected(o.proxies)),
       h("td", {}, resources.length ? resources : DASH)));
   }
   return [
@@ -288,47 +298,52 @@ function drawChanges(changes) {
 
 // --- Service graph -----------------------------------------------------------------------------------
 
+// Callers (gateways) on the left, the mesh's workloads on a circle, services that call nobody on the right;
+// hovering a node highlights its edges (a sidecar may call every service, so the picture is dense).
 function drawGraph(data) {
   if (!data.nodes.length) return h("p", { class: "muted" }, "No proxy connected.");
-  const incoming = new Map(data.nodes.map((n) => [n.id, []]));
-  for (const e of data.edges) incoming.get(e.to).push(e.from);
-  const layer = new Map();
-  const depth = (id, seen) => {
-    if (layer.has(id)) return layer.get(id);
-    if (seen.has(id)) return 0;  // a cycle: place it where it was first reached
-    seen.add(id);
-    const d = Math.max(-1, ...incoming.get(id).map((p) => depth(p, seen))) + 1;
-    layer.set(id, d);
-    return d;
-  };
-  data.nodes.forEach((n) => depth(n.id, new Set()));
-  const columns = [];
-  for (const n of data.nodes) (columns[layer.get(n.id)] ||= []).push(n);
-  const W = 230, H = 44, colGap = 90, rowGap = 18;
+  const out = new Set(data.edges.map((e) => e.from)), into = new Set(data.edges.map((e) => e.to));
+  const left = data.nodes.filter((n) => !into.has(n.id));
+  const right = data.nodes.filter((n) => into.has(n.id) && !out.has(n.id));
+  const ring = data.nodes.filter((n) => into.has(n.id) && out.has(n.id));
+  const R = Math.max(140, ring.length * 22), W = 190, H = 30;
+  const cx = W + 140 + R, cy = 40 + R;
+  const width = cx + R + W + 160, height = Math.max(2 * R + 80, 60 + Math.max(left.length, right.length) * 44);
   const pos = new Map();
-  columns.forEach((col, x) => col.forEach((n, y) => pos.set(n.id, { x: 10 + x * (W + colGap),
-    y: 10 + y * (H + rowGap) })));
-  const width = 20 + columns.length * (W + colGap), height = 20 + Math.max(...columns.map((c) => c.length)) *
-    (H + rowGap);
+  ring.forEach((n, i) => {
+    const a = (2 * Math.PI * i) / ring.length - Math.PI / 2;
+    pos.set(n.id, { x: cx + R * Math.cos(a) - W / 2, y: cy + R * Math.sin(a) - H / 2 });
+  });
+  const column = (nodes, x) => nodes.forEach((n, i) => pos.set(n.id, {
+    x, y: cy - (nodes.length * 44) / 2 + i * 44 }));
+  column(left, 10);
+  column(right, width - W - 10);
   const root = svg("svg", { id: "graph", width, height, viewBox: `0 0 ${width} ${height}` },
     svg("defs", {}, svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 7,
       markerHeight: 7, orient: "auto-start-reverse" }, svg("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#8c959f" }))));
+  const edges = [];
   for (const e of data.edges) {
     const a = pos.get(e.from), b = pos.get(e.to);
-    const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x, y2 = b.y + H / 2;
-    root.appendChild(svg("path", { class: "edge", "data-from": e.from, "data-to": e.to,
-      d: `M ${x1} ${y1} C ${x1 + 40} ${y1}, ${x2 - 40} ${y2}, ${x2} ${y2}` },
-      svg("title", {}, `${e.from} → ${e.to} (${e.proxies.length} proxies)`)));
+    const x1 = a.x + W / 2, y1 = a.y + H / 2, x2 = b.x + W / 2, y2 = b.y + H / 2;
+    const line = svg("path", { class: "edge", "data-from": e.from, "data-to": e.to,
+      d: `M ${x1} ${y1} Q ${cx} ${cy}, ${x2} ${y2}` },
+      svg("title", {}, `${e.from} → ${e.to} (${e.proxies.length} proxies)`));
+    edges.push(line);
+    root.appendChild(line);
   }
   for (const n of data.nodes) {
     const p = pos.get(n.id);
-    root.appendChild(svg("g", { class: `node ${n.kind}`, "data-id": n.id },
+    const g = svg("g", { class: `node ${n.kind}`, "data-id": n.id },
       svg("rect", { x: p.x, y: p.y, width: W, height: H, rx: 6 }),
-      svg("text", { x: p.x + 10, y: p.y + 18 }, n.id.length > 32 ? `${n.id.slice(0, 31)}…` : n.id),
-      svg("text", { x: p.x + 10, y: p.y + 34, fill: "#65707d" }, n.kind)));
+      svg("text", { x: p.x + 8, y: p.y + 19 }, n.id.length > 26 ? `${n.id.slice(0, 25)}…` : n.id),
+      svg("title", {}, `${n.id} (${n.kind})`));
+    g.addEventListener("mouseenter", () => edges.forEach((e) => e.classList.toggle("hot",
+      e.dataset.from === n.id || e.dataset.to === n.id)));
+    g.addEventListener("mouseleave", () => edges.forEach((e) => e.classList.remove("hot")));
+    root.appendChild(g);
   }
-  return [h("p", { class: "muted" }, "Who may call whom, from the routes and TCP listeners each proxy was sent."),
-    root];
+  return [h("p", { class: "muted" }, `${data.nodes.length} workloads and services, ${data.edges.length} ` +
+    "may-call edges, from the routes and TCP listeners each proxy was sent. Hover a node for its edges."), root];
 }
 
 // --- routing and live updates --------------------------------------------------------------------------
