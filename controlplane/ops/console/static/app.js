@@ -72,9 +72,11 @@ function pager(total, rerender) {
   const from = total ? state.page * PAGE_SIZE + 1 : 0;
   const to = Math.min(total, (state.page + 1) * PAGE_SIZE);
   return h("div", { class: "pager" },
-    h("button", { disabled: state.page === 0, onclick: () => { state.page--; rerender(); } }, "‹ previous"),
-    h("span", { id: "page-info" }, `${from}–${to} of ${total}`),
-    h("button", { disabled: state.page >= pages - 1, onclick: () => { state.page++; rerender(); } }, "next ›"));
+    h("button", { id: "page-previous", disabled: state.page === 0, onclick: () => { state.page--; rerender(); } },
+      "‹ previous"),
+    h("span", { id: "page-info" }, `${from}-${to} of ${total}`),
+    h("button", { id: "page-next", disabled: state.page >= pages - 1,
+                  onclick: () => { state.page++; rerender(); } }, "next ›"));
 }
 
 function pageOf(items) {
