@@ -21,7 +21,7 @@ from playwright.sync_api import Page
 
 from controlplane.app import ControlPlane, Settings
 from controlplane.build.proxy import ProxyIdentity, Role, SocketAddress
-from controlplane.translate.resources import PUSH_ORDER, SECRET
+from controlplane.translate.resources import CLUSTER, ENDPOINT, PUSH_ORDER, SECRET
 from controlplane.xds.cache import Watch
 from controlplane.xds.status import StreamStatus
 from tests.e2e.mesh import Reply, http_request
@@ -79,7 +79,7 @@ class Server:
                 if not snapshot.of_type(type_url) and type_url == SECRET:
                     continue
                 status.sent(type_url, snapshot.version, "1", 0, snapshot.version)
-                if nack and type_url == PUSH_ORDER[0]:
+                if nack and type_url == CLUSTER:
                     status.nacked(type_url, snapshot.version, nack, ("ServiceEntry/default/x (f.yaml:3)",))
                 else:
                     status.acked(type_url, snapshot.version)
@@ -153,7 +153,7 @@ def test_a_thousand_proxies_are_paged_and_the_page_stays_responsive(server: Serv
         while not stop.is_set():
             status = server.streams[f"scale-{index % 50:04d}"]
             version = f"churn-{index}"
-            server.run(lambda s=status, v=version: s.sent(PUSH_ORDER[1], v, "2", 0, s.snapshot_version))
+            server.run(lambda s=status, v=version: s.sent(ENDPOINT, v, "2", 0, s.snapshot_version))
             index += 1
             time.sleep(0.1)
 
