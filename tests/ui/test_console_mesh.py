@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page
 
-from tests.e2e.live_support import RE2_REJECTS, atomic_write, first_accepted
 from tests.e2e.mesh import ControlPlane, Envoy, Routes, Service, Upstream, get_json, write_policy
 from tests.harness import LOOPBACK, ProcessGroup, find_envoy, wait_until
 
@@ -134,61 +133,62 @@ def _watch_nack(mesh: ConsoleMesh, page: Page, type_name: str) -> dict[str, dict
     return nacked
 
 
-def test_nack_via_test_hook_shown_live_with_envoys_text(mesh: ConsoleMesh, page: Page) -> None:
+def _rule(b: Service, name: str, lb: str) -> str:
+    return f"""\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: {name}
+spec:
+  host: {b.host}
+  trafficPolicy:
+    loadBalancer:
+      simple: {lb}
+"""
+
+
+def test_nack_shown_live_with_envoys_text_and_the_policy_file_and_line(mesh: ConsoleMesh, page: Page) -> None:
+    """An edit that Envoy rejects: a DestinationRule for svc-b pushed together with a cluster Envoy refuses
+    (the test hook). Both proxies NACK the clusters; the open page shows it within 2 s with Envoy's own
+    text and the rule's file:line among the policy objects behind the rejected response."""
     page.goto(mesh.url)
     page.wait_for_selector("#proxies tr.proxy")
     page.evaluate("window.__not_reloaded = true")
+    rules = mesh.config_dir / "rules.yaml"
     mesh.extra.write_text(json.dumps({"clusters": [{"name": "ui-bad", "connect_timeout": "-1s",
                                                     "type": "STATIC"}]}))
+    # not RANDOM, which test_reverse_view_of_a_destination_rule uses: the delta proxy remembers the NACKed
+    # cluster version and would never be sent those bytes again
+    rules.write_text(_rule(mesh.svc_b, "svc-b-lb", "ROUND_ROBIN"))
     mesh.control_plane.reload()
     nacked = _watch_nack(mesh, page, "clusters")
+    origin = f"DestinationRule/default/svc-b-lb ({rules}:1)"
     for node, status in nacked.items():
-        row = page.locator(f'#proxies tr.nack[data-node="{node}"]')
+        assert origin in status["nack_origins"], status
+        row = page.locator(f'#proxies tr.nack[data-node="{node}"][data-type="clusters"]')
         assert status["nack_error"] and row.locator(".nack-text").inner_text() == status["nack_error"]
+        # Envoy's own words, as it logged them
+        envoy = next(e for e in mesh.envoys if e.node_id == node)
+        assert envoy.process is not None and f"rejected: {status['nack_error']}" in envoy.process.output()
+        assert origin in row.locator(".origin").all_inner_texts()
         assert page.locator(f'#proxies tr.proxy[data-node="{node}"]').get_attribute("data-state") == "NACKED"
-    # the fix clears it, live as well
+    assert page.locator("#count-NACKED").inner_text() == "2"
+    # filter by state, search by node id
+    page.select_option("#state-filter", "NACKED")
+    assert proxy_rows(page) == {e.node_id: "NACKED" for e in mesh.envoys}
+    page.select_option("#state-filter", "SYNCED")
+    assert proxy_rows(page) == {}
+    page.select_option("#state-filter", "")
+    page.fill("#search", "sotw")
+    assert list(proxy_rows(page)) == ["ui-sotw"]
+    page.fill("#search", "")
+    # undoing the edit clears it, live as well (a rejected version is never sent again, so the rule goes too)
     mesh.extra.write_text("{}")
+    rules.unlink()
     mesh.control_plane.reload()
     mesh.wait_synced()
     page.wait_for_function("() => !document.querySelector('#proxies tr.nack')", timeout=LIVE_SECONDS * 1000)
-
-
-def test_nack_of_a_policy_edit_shows_the_file_and_line(mesh: ConsoleMesh, page: Page) -> None:
-    """A regex our validation accepts and Envoy's RE2 refuses: the route configuration is NACKED and its
-    origins name the VirtualService's file and line."""
-    regex = first_accepted(RE2_REJECTS)
-    if regex is None:
-        pytest.skip("policy validation rejects every regex Envoy's RE2 refuses: no policy edit NACKs")
-    page.goto(mesh.url)
-    page.wait_for_selector("#proxies tr.proxy")
-    page.evaluate("window.__not_reloaded = true")
-    a, b = mesh.svc_a, mesh.svc_b
-    routes = mesh.config_dir / "routes.yaml"
-    text = Routes(a, [("/a", a), ("/b", b)]).yaml() + f"""\
-  - name: re2-rejects
-    match:
-    - uri:
-        regex: {json.dumps(regex)}
-    route:
-    - destination:
-        host: {b.host}
-        port:
-          number: {b.port}
-"""
-    atomic_write(routes, text)
-    mesh.control_plane.reload()
-    nacked = _watch_nack(mesh, page, "routes")
-    origin = f"VirtualService/default/svc-a ({routes}:1)"
-    for node, status in nacked.items():
-        assert origin in status["nack_origins"], status
-        row = page.locator(f'#proxies tr.nack[data-node="{node}"][data-type="routes"]')
-        assert row.locator(".nack-text").inner_text() == status["nack_error"]
-        assert origin in row.locator(".origin").all_inner_texts()
-    # filtering by state keeps only the NACKED proxies, search by node keeps one
-    page.select_option("#state-filter", "NACKED")
-    assert set(proxy_rows(page).values()) == {"NACKED"} and len(proxy_rows(page)) == 2
-    page.fill("#search", mesh.envoys[0].node_id.replace("ui-", ""))
-    assert list(proxy_rows(page)) == [mesh.envoys[0].node_id]
+    assert set(proxy_rows(page).values()) == {"SYNCED"}
 
 
 def test_invalid_edit_shows_the_diagnostic_in_the_policy_view(mesh: ConsoleMesh, page: Page) -> None:
@@ -237,17 +237,7 @@ def test_reverse_view_of_a_destination_rule(mesh: ConsoleMesh, page: Page) -> No
     before = {e.node_id: _envoy_lb_policy(e, b.cluster) for e in mesh.envoys}
     assert set(before.values()) == {"LEAST_REQUEST"}, before  # Istio's default
     rule = mesh.config_dir / "rules.yaml"
-    rule.write_text(f"""\
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata:
-  name: svc-b-random
-spec:
-  host: {b.host}
-  trafficPolicy:
-    loadBalancer:
-      simple: RANDOM
-""")
+    rule.write_text(_rule(b, "svc-b-random", "RANDOM"))
     try:
         mesh.control_plane.reload()
         def running() -> set[str]:
@@ -279,12 +269,13 @@ spec:
         assert "DestinationRule/default/svc-b-random" in block.locator("summary").inner_text()
         # the Changes view lists the reload, its file, the cluster and both proxies' ACKs
         page.goto(mesh.url + "#/changes")
-        card = page.locator(".change").first
+        card = page.locator(".change", has_text=str(rule)).first
         card.wait_for()
         wait_until(lambda: all(badge == "acked" for badge in card.locator("tr[data-node] .state")
                                .all_inner_texts()) and card.locator("tr[data-node]").count() == 2,
-                   timeout=10, what="both ACKs in the Changes view")
-        assert str(rule) in card.inner_text() and b.cluster in card.inner_text()
+                   timeout=10, what="both ACKs in the Changes view",
+                   describe=lambda: card.inner_text() + json.dumps(mesh.admin("/debug/changes?limit=2")))
+        assert f"{rule} (added)" in card.inner_text() and b.cluster in card.inner_text()
     finally:
         rule.unlink()
         mesh.control_plane.reload()

@@ -233,3 +233,12 @@ def test_no_page_or_endpoint_contains_a_private_key(server: Server, page: Page) 
     text = block.inner_text()
     assert "CN=maximus.local" in text and "expires" in text and '"redacted": true' in text, text
     assert "PRIVATE KEY" not in page.content()
+
+
+def test_dashboard_prints_the_url(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+    from controlplane.cli import main
+
+    assert main(["dashboard", "--admin-address", f"{LOOPBACK}:{server.admin_port}", "--no-browser"]) == 0
+    assert capsys.readouterr().out == f"{server.url}\n"
+    assert main(["dashboard", "--admin-address", f"{LOOPBACK}:{free_port()}"]) == 2
+    assert "cannot reach the control plane's admin API" in capsys.readouterr().err

@@ -132,7 +132,10 @@ class ChangeLog:
             if version is not None:
                 change.deliveries.append(Delivery(status.node_id, status.stream_id,
                                                   status.identity.describe(), version))
-        self.changes.append(change)
+        last = self.changes[-1].diagnostics if self.changes else []
+        if change.files or change.shapes or change.diagnostics != last:
+            # a reload that changed nothing (the watcher and an explicit reload seeing one edit) is not news
+            self.changes.append(change)
         self.generation += 1
         return change
 
