@@ -328,7 +328,8 @@ function drawGraph(data) {
     const a = pos.get(e.from), b = pos.get(e.to);
     const x1 = a.x + W / 2, y1 = a.y + H / 2, x2 = b.x + W / 2, y2 = b.y + H / 2;
     const line = svg("path", { class: "edge", "data-from": e.from, "data-to": e.to,
-      d: `M ${x1} ${y1} Q ${cx} ${cy}, ${x2} ${y2}` },
+      // bowed halfway towards the centre: chords between neighbours stay apart from the rest
+      d: `M ${x1} ${y1} Q ${(x1 + x2) / 4 + cx / 2} ${(y1 + y2) / 4 + cy / 2}, ${x2} ${y2}` },
       svg("title", {}, `${e.from} → ${e.to} (${e.proxies.length} proxies)`));
     edges.push(line);
     root.appendChild(line);
