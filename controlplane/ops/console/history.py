@@ -69,7 +69,10 @@ class Change:
                 "resources": {t: {k: v[:MAX_NAMES] for k, v in kinds.items()}
                               for t, kinds in self.resources.items()},
                 "counts": counts, "shapes": self.shapes,
-                "proxies": [d.to_json(self.at) for d in self.deliveries]}
+                "proxies_total": len(self.deliveries),
+                "acked": sum(d.acked_at is not None for d in self.deliveries),
+                # with a thousand proxies, the first ones (by node id) stand for the rest
+                "proxies": [d.to_json(self.at) for d in self.deliveries[:MAX_NAMES]]}
 
 
 def diff_snapshots(old: Snapshot | None, new: Snapshot) -> dict[str, dict[str, list[str]]]:

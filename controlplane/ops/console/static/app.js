@@ -103,7 +103,8 @@ function identityCell(row) {
   const id = row.identity;
   if (!id) return DASH;
   return h("div", {}, h("div", { class: "mono" }, id.spiffe_id || DASH),
-    id.cert_expiry ? h("div", { class: "muted" }, `expires ${when(id.cert_expiry)}`) : null);
+    id.cert_expiry ? h("div", { class: "muted" }, `expires ${when(id.cert_expiry)}`) : null,
+    id.cert_serial ? h("div", { class: "muted mono" }, `serial ${id.cert_serial}`) : null);
 }
 
 function proxyControls() {
@@ -295,7 +296,9 @@ function drawChanges(changes) {
       h("tbody", {}, c.proxies.map((p) => h("tr", { "data-node": p.node },
         h("td", { class: "mono" }, p.node), h("td", {}, badge(p.outcome)),
         h("td", {}, p.ack_seconds === null ? DASH : `${(p.ack_seconds * 1000).toFixed(0)} ms`)))))
-      : h("div", { class: "muted" }, "no connected proxy received it")));
+      : h("div", { class: "muted" }, "no connected proxy received it"),
+    c.proxies_total > c.proxies.length ? h("div", { class: "muted" },
+      `${c.acked} of ${c.proxies_total} proxies ACKed; the first ${c.proxies.length} are listed`) : null));
 }
 
 // --- Service graph -----------------------------------------------------------------------------------
