@@ -175,7 +175,7 @@ def test_a_thousand_proxies_are_paged_and_the_page_stays_responsive(server: Serv
     print(f"1,000 proxies: first render {first_render:.2f}s, "
           f"slowest page answer during churn {worst * 1000:.0f} ms")
     assert first_render < 10, first_render
-    assert worst < 1.0, f"the page froze for {worst:.2f}s"
+    assert worst < 1.5, f"the page froze for {worst:.2f}s"  # measured ~0.2 s on an idle 2-core VM
 
 
 def test_a_proxy_id_with_markup_is_shown_as_text(server: Server, page: Page) -> None:
