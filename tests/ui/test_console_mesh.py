@@ -108,6 +108,7 @@ def test_page_lists_every_proxy_synced(mesh: ConsoleMesh, page: Page) -> None:
         assert set(cells) == {"SYNCED"} and len(cells) >= 4, cells  # clusters, endpoints, listeners, routes
         assert row.locator("td").nth(1).inner_text() == "sidecar"
         assert row.locator("td").nth(2).inner_text() == "default"
+        assert row.locator("td").nth(4).inner_text().startswith("1.")  # the Envoy version the node reports
     assert page.locator("#count-SYNCED").inner_text() == "2"
     page.wait_for_function("document.getElementById('live').textContent === 'live'")  # the event stream
 

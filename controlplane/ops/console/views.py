@@ -46,7 +46,18 @@ def proxies(backend: ConsoleBackend) -> list[dict[str, Any]]:
         if status is not None:
             identity = status.identity
             row.update(role=identity.role.value, namespace=identity.namespace, labels=identity.label_map)
+            # issue 15 adds `envoy_version` to syncz itself; until then, read it off the node here
+            if row.get("envoy_version") is None:
+                row["envoy_version"] = _envoy_version(status.node)
     return rows
+
+
+def _envoy_version(node: Any) -> str | None:
+    """"1.40.0" from the Node's user_agent_build_version (what Envoy says it is)."""
+    if node is None or not node.HasField("user_agent_build_version"):
+        return None
+    version = node.user_agent_build_version.version
+    return f"{version.major_number}.{version.minor_number}.{version.patch}"
 
 
 def _severity(diagnostic: Diagnostic) -> str:
