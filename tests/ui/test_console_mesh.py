@@ -217,6 +217,17 @@ spec:
         assert row.get_attribute("data-state") == "not applied"
         assert diagnostic in row.locator(".diagnostic").all_inner_texts()[0]
         assert row.locator(".affected").inner_text() == "—"
+        # an invalid edit of a file that was valid: its objects keep their last valid version
+        routes = mesh.config_dir / "routes.yaml"
+        routes.write_text(routes.read_text().replace("  http:\n", "  notAField: 1\n  http:\n", 1))
+        report = mesh.control_plane.reload()
+        assert report["kept_last_valid"] == [str(routes)], report
+        kept = page.locator('#policy tr.object[data-key="VirtualService/default/svc-a"]'
+                            '[data-state="invalid (last valid version in effect)"]')
+        kept.wait_for(timeout=LIVE_SECONDS * 1000)
+        assert "notAField" in kept.locator(".diagnostic").inner_text()
+        # the last valid version still reaches both proxies
+        assert set(kept.locator(".affected-proxy").all_text_contents()) == {e.node_id for e in mesh.envoys}
     finally:
         bad.unlink()
         mesh.control_plane.reload()
