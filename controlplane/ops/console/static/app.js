@@ -391,15 +391,23 @@ function draw() {
 async function refresh() {
   if (state.rendering) { state.again = true; return; }  // one fetch at a time; the newest wins
   state.rendering = true;
+  const path = state.view === "proxy" && !state.arg ? null : VIEWS[state.view].path();
+  let data = null;
   try {
-    if (state.view === "proxy" && !state.arg) { state.data = null; return; }
-    state.data = await getJSON(VIEWS[state.view].path());
+    data = path === null ? null : await getJSON(path);
   } catch (error) {
-    state.data = error;
+    data = error;
   } finally {
     state.rendering = false;
   }
-  draw();
+  // the user may have moved to another view meanwhile: its data is on its way (state.again)
+  const current = state.view === "proxy" && !state.arg ? null : VIEWS[state.view].path();
+  if (current === path) {
+    state.data = data;
+    draw();
+  } else {
+    state.again = true;
+  }
   document.body.dataset.updated = String(Date.now());
   if (state.again) { state.again = false; refresh(); }
 }
