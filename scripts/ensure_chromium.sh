@@ -14,10 +14,12 @@ if [ "$(id -u)" != 0 ]; then
 fi
 echo "installing Debian's chromium for the browser tests (tests/ui/)" >&2
 export DEBIAN_FRONTEND=noninteractive
-if ! apt-get install --yes --no-install-recommends chromium >/dev/null 2>&1; then
+# wait for another apt-get (or unattended upgrades) instead of failing on its lock
+LOCK="-o DPkg::Lock::Timeout=300"
+if ! apt-get $LOCK install --yes --no-install-recommends chromium >/dev/null 2>&1; then
     # the package lists may be missing or stale on a fresh machine
-    apt-get update >/dev/null
-    apt-get install --yes --no-install-recommends chromium >/dev/null
+    apt-get $LOCK update >/dev/null
+    apt-get $LOCK install --yes --no-install-recommends chromium >/dev/null
 fi
 if [ ! -x "$CHROMIUM" ]; then
     echo "apt-get installed 'chromium' but $CHROMIUM is missing" >&2

@@ -121,7 +121,10 @@ class ChangeLog:
         change = Change(next(self._ids), time.time(), self._file_changes(files),
                         [str(d) for d in loaded.diagnostics], {}, {})
         changed: dict[ProxyIdentity, str] = {}
-        for identity, (snapshot, _) in sorted(cache.shapes().items(), key=lambda i: i[0].describe()):
+        shapes = cache.shapes()
+        # forget the shapes whose last proxy left (the cache freed their snapshots too)
+        self.previous = {i: snapshot for i, snapshot in self.previous.items() if i in shapes}
+        for identity, (snapshot, _) in sorted(shapes.items(), key=lambda i: i[0].describe()):
             old = before.get(identity)
             if old is not None and old.version == snapshot.version:
                 continue
