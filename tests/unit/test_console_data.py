@@ -4,13 +4,17 @@ ACK times) and the reverse of config_dump."""
 from __future__ import annotations
 
 import base64
+import enum
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 
 from controlplane.api.diagnostics import Diagnostic
+from controlplane.api.loader import load_policy_texts
 from controlplane.api.policyset import PolicySet
 from controlplane.build.proxy import ProxyIdentity
 from controlplane.ops.console.history import ChangeLog
@@ -135,3 +139,50 @@ async def test_policy_view_is_the_reverse_of_config_dump() -> None:
     assert shapes[("DestinationRule", "default", "a")] == {w.identity for w in watches}
     for watch in watches:
         watch.cancel()
+
+
+@dataclass(frozen=True, order=True)
+class _Graded(Diagnostic):
+    """A diagnostic with the `severity` issue 14 adds (an enum there; a string or enum is read alike)."""
+
+    severity: Any = "Error"
+
+
+class _Severity(enum.Enum):
+    WARNING = "Warning"
+
+
+ENTRY = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: svc-a}
+spec:
+  hosts: [svc-a.test]
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 127.0.0.1}]
+"""
+
+
+@pytest.mark.parametrize(("severity", "state"), [
+    ("Error", "invalid (last valid version in effect)"),
+    (_Severity.WARNING, "warning"),
+    (None, "applied"),
+])
+def test_policy_states_follow_diagnostic_severity(severity: Any, state: str) -> None:
+    loaded, problems = load_policy_texts([("services.yaml", ENTRY)])
+    assert problems == [] and len(loaded) == 1
+    found = [] if severity is None else [
+        _Graded("services.yaml", 6, "ServiceEntry", "svc-a", "spec.resolution", "a remark", severity)]
+
+    class Backend:
+        def __init__(self) -> None:
+            self.cache, self.registry = SnapshotCache(_factory({})), StatusRegistry()
+            self.changes = ChangeLog()
+            self.policy, self.diagnostics = loaded, found
+
+    objects = policy(Backend())["objects"]  # type: ignore[arg-type]
+    assert [(o["key"], o["file"], o["line"], o["state"]) for o in objects] == [
+        ("ServiceEntry/default/svc-a", "services.yaml", 1, state)]
+    if severity is not None:
+        assert objects[0]["diagnostics"][0]["severity"] == ("Error" if severity == "Error" else "Warning")

@@ -61,8 +61,10 @@ def _envoy_version(node: Any) -> str | None:
 
 
 def _severity(diagnostic: Diagnostic) -> str:
-    # issue 14 adds `severity` (Error/Warning/Info); until then every diagnostic is an error
-    return str(getattr(diagnostic, "severity", "Error") or "Error")
+    """"Error", "Warning" or "Info". Diagnostics without a `severity` (before issue 14) are errors; an
+    enum's value is used, not its repr."""
+    severity = getattr(diagnostic, "severity", None) or "Error"
+    return str(getattr(severity, "value", severity)).capitalize()
 
 
 def _diagnostic_json(diagnostic: Diagnostic) -> dict[str, Any]:
@@ -102,7 +104,7 @@ def policy(backend: ConsoleBackend) -> dict[str, Any]:
         found = by_object.get((file, obj.kind, obj.metadata.name), [])
         matched.add((file, obj.kind, obj.metadata.name))
         key = (obj.kind, obj.metadata.namespace, obj.metadata.name)
-        if any(_severity(d) == "Error" for d in found) or (file in kept and found):
+        if any(_severity(d) == "Error" for d in found):  # an invalid object is only ever served as it was
             state = INVALID_KEPT
         elif found:
             state = WARNING
