@@ -33,6 +33,7 @@ generated: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check controlplane tests bench
 	$(BIN)/mypy
+	sh scripts/ensure_chromium.sh  # Debian's chromium, for the web console's browser tests (tests/ui/)
 	$(BIN)/pytest
 
 lint: $(STAMP)

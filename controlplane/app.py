@@ -30,6 +30,7 @@ from controlplane.build.mtls import trust_domain
 from controlplane.build.proxy import ProxyIdentity, SocketAddress
 from controlplane.ops import metrics
 from controlplane.ops.admin import AdminServer
+from controlplane.ops.console.history import ChangeLog
 from controlplane.policystore import PolicyStore
 from controlplane.security.identity import MeshIdentity
 from controlplane.security.runtime import load_mesh_identity
@@ -121,6 +122,7 @@ class ControlPlane:
         self.mesh = load_mesh_identity(settings.ca_dir or default_ca_dir(settings.config_dir),
                                        timedelta(seconds=settings.workload_cert_ttl))
         self.cache = SnapshotCache(make_factory(self.policy, [], self.mesh.identity))
+        self.changes = ChangeLog()  # the web console's history of reloads
         self._loaded = False
         self.registry.describe_identity = lambda status: self.mesh.identity.describe(
             status, trust_domain(self.policy))
@@ -168,7 +170,9 @@ class ControlPlane:
         self.policy, self.diagnostics = policy, diagnostics
         rebuilding = time.perf_counter()
         self._extra = extra
+        before = self.changes.before(self.cache)
         changed = await self.cache.publish(make_factory(policy, extra, self.mesh.identity), changed_at)
+        self.changes.after(self.cache, self.registry, before, self.store.loaded_fingerprint, loaded)
         metrics.REBUILD_SECONDS.observe(time.perf_counter() - rebuilding)
         elapsed = time.perf_counter() - started
         metrics.RELOADS.labels("invalid" if diagnostics else "ok").inc()

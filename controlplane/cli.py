@@ -1,5 +1,5 @@
-"""Command-line interface: `controlplane serve | bootstrap | token | ca | validate | status | config`
-(also `python -m controlplane`)."""
+"""Command-line interface: `controlplane serve | bootstrap | token | ca | validate | status | config |
+dashboard` (also `python -m controlplane`)."""
 
 from __future__ import annotations
 
@@ -112,6 +112,10 @@ def _parser() -> argparse.ArgumentParser:
     config.add_argument("type", choices=["clusters", "endpoints", "listeners", "routes", "secrets"])
     config.add_argument("--admin-address", default="127.0.0.1:18001", type=_address)
     config.add_argument("--json", action="store_true", help="print the Envoy JSON of each resource")
+
+    dashboard = commands.add_parser("dashboard", help="open the web console (prints its URL)")
+    dashboard.add_argument("--admin-address", default="127.0.0.1:18001", type=_address)
+    dashboard.add_argument("--no-browser", action="store_true", help="only print the URL")
     return parser
 
 
@@ -231,6 +235,12 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    from controlplane.ops.console.dashboard import dashboard
+
+    return dashboard(str(args.admin_address), sys.stdout, sys.stderr, browser=not args.no_browser)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
@@ -238,5 +248,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     # watchfiles logs every batch of file events at INFO; our reload log line says what matters
     logging.getLogger("watchfiles").setLevel(max(logging.WARNING, logging.getLogger().level))
     handlers = {"serve": _serve, "bootstrap": _bootstrap, "validate": _validate, "status": _status,
-                "config": _config, "token": run_token, "ca": run_ca}
+                "config": _config, "token": run_token, "ca": run_ca, "dashboard": _dashboard}
     return handlers[args.command](args)

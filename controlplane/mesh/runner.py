@@ -21,7 +21,6 @@ from typing import Any
 
 from controlplane.api.loader import load_policy_dir
 from controlplane.bootstrap import BootstrapSettings, bootstrap_yaml
-from controlplane.security.tokens import TokenAuthority
 from controlplane.build.proxy import Role, SocketAddress
 from controlplane.mesh.plan import LOOPBACK, Instance, MeshPlan, Ports, Proxy, make_plan
 from controlplane.mesh.processes import (
@@ -33,6 +32,7 @@ from controlplane.mesh.processes import (
     wait_ready,
 )
 from controlplane.ops import inspect
+from controlplane.security.tokens import TokenAuthority
 
 STATE_FILE = "mesh.json"
 

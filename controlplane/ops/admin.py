@@ -10,6 +10,7 @@
     GET  /debug/snapshots           proxy shapes, their versions, and which proxies use them
     GET  /debug/config              loaded policy files and current diagnostics
     POST /debug/reload              reload the policy directory now (as SIGHUP does)
+    GET  /  and /debug/...          the web console and its data (ops/console/)
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from aiohttp import web
 from google.protobuf import json_format
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from controlplane.ops import console
+from controlplane.ops.console.redact import redact
 from controlplane.translate.resources import PUSH_ORDER, SHORT_NAMES
 from controlplane.xds.cache import SnapshotCache
 from controlplane.xds.redact import redacted
@@ -64,6 +67,7 @@ class AdminServer:
         app.router.add_get("/debug/config", self._config)
         app.router.add_get("/debug/snapshots", self._snapshots)
         app.router.add_post("/debug/reload", self._reload)
+        console.install(app, backend)
         self._app = app
 
     async def start(self) -> None:
@@ -131,7 +135,7 @@ class AdminServer:
             dump[SHORT_NAMES[type_url]] = [
                 {"name": r.name, "version": r.version,
                  "origins": [str(o) for o in snapshot.origins_of(type_url, r.name)],
-                 "resource": json.loads(json_format.MessageToJson(redacted(type_url, r.message)))}
+                 "resource": redact(json.loads(json_format.MessageToJson(redacted(type_url, r.message))))}
                 for r in snapshot.of_type(type_url).values()
                 if only in (None, r.name)
             ]
