@@ -58,6 +58,8 @@ class BootstrapSettings:
     token: str | None = None
     # PEM of the mesh root: the xDS connection is TLS and the server must chain to it (serve --xds-tls)
     xds_ca: bytes | None = None
+    # the same, as a file Envoy reads when it starts (compose: the CA volume, written at run time)
+    xds_ca_file: str | None = None
     # Istio's 15090: a listener exposing only /stats/prometheus of the admin interface (prometheus.py).
     prometheus_address: SocketAddress | None = None
     role: Role = Role.SIDECAR
@@ -107,13 +109,13 @@ def _xds_cluster(address: SocketAddress) -> cluster_pb2.Cluster:
     return cluster
 
 
-def _xds_tls(root_pem: bytes) -> base_pb2.TransportSocket:
+def _xds_tls(root: base_pb2.DataSource) -> base_pb2.TransportSocket:
     """TLS to the control plane: its certificate must chain to the mesh root (pinned inline) and name the
     control plane's SPIFFE identity (`.../sa/controlplane`, security/xds_tls.py); gRPC needs ALPN h2."""
     common = tls_pb2.CommonTlsContext(alpn_protocols=["h2"])
     common.tls_params.tls_minimum_protocol_version = common_pb2.TlsParameters.TLSv1_2
     validation = common.validation_context
-    validation.trusted_ca.inline_bytes = root_pem
+    validation.trusted_ca.CopyFrom(root)
     validation.match_typed_subject_alt_names.append(common_pb2.SubjectAltNameMatcher(
         san_type=common_pb2.SubjectAltNameMatcher.URI,
         matcher=string_pb2.StringMatcher(suffix=XDS_SERVER_SAN_SUFFIX)))
@@ -177,8 +179,10 @@ def build_bootstrap(settings: BootstrapSettings) -> bootstrap_pb2.Bootstrap:
         grpc = bootstrap.dynamic_resources.ads_config.grpc_services[0]
         header = base_pb2.HeaderValue(key="authorization", value=f"Bearer {settings.token}")
         grpc.initial_metadata.append(header)
-    if settings.xds_ca is not None:
-        bootstrap.static_resources.clusters[0].transport_socket.CopyFrom(_xds_tls(settings.xds_ca))
+    if settings.xds_ca is not None or settings.xds_ca_file is not None:
+        root = base_pb2.DataSource(inline_bytes=settings.xds_ca) if settings.xds_ca is not None else (
+            base_pb2.DataSource(filename=settings.xds_ca_file))
+        bootstrap.static_resources.clusters[0].transport_socket.CopyFrom(_xds_tls(root))
     if settings.prometheus_address is not None:
         bootstrap.static_resources.clusters.append(prometheus_cluster(settings.admin_address))
         bootstrap.static_resources.listeners.append(prometheus_listener(settings.prometheus_address))

