@@ -70,9 +70,11 @@ class EndpointTls:
         return mode.accepts_mtls
 
     def identities(self, namespace: str, workloads: Iterable[WorkloadEntrySpec]) -> tuple[str, ...]:
+        """The SPIFFE ids a client may accept from the service's sidecars (not from its other endpoints,
+        which it calls in plaintext)."""
         return tuple(sorted({
             spiffe_id(self.trust_domain, namespace, w.service_account or DEFAULT_SERVICE_ACCOUNT)
-            for w in workloads
+            for w in workloads if has_sidecar(w.labels)
         }))
 
 
