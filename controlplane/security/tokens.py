@@ -123,9 +123,10 @@ class TokenAuthority:
     def verify(self, token: str, *, now: datetime) -> TokenClaims:
         """The claims of a valid token; TokenError with the reason otherwise."""
         now = require_utc(now)
-        token = token.strip() if token else ""
-        if token.lower().startswith("bearer "):
-            token = token[len("bearer ") :].strip()
+        token = (token or "").strip()
+        scheme, _, rest = token.partition(" ")
+        if scheme.lower() == "bearer":  # the header value as Envoy sends it
+            token = rest.strip()
         if not token:
             raise TokenError("missing", "no token presented")
         try:
