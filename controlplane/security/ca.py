@@ -189,7 +189,10 @@ class CertificateAuthority:
         with locked(ca_dir):
             if not any((ca_dir / name).exists() for name in CA_FILES):
                 cert, key = generate_root(trust_domain, now=now, ttl=root_ttl)
-                write_ca_files(ca_dir, cert=cert, key=key, roots=[cert])
+                try:
+                    write_ca_files(ca_dir, cert=cert, key=key, roots=[cert])
+                except OSError as e:
+                    raise CaError(f"{ca_dir}: cannot write a generated CA there: {e.strerror or e}") from e
             loaded = load_ca_files(ca_dir, now=now)
         return cls(loaded, trust_domain=trust_domain, now=now, max_workload_ttl=max_workload_ttl)
 

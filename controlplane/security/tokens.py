@@ -86,7 +86,10 @@ class TokenAuthority:
         path = ca_dir / TOKEN_KEY
         with locked(ca_dir):
             if not path.exists():
-                write_atomic(path, key_pem(ec.generate_private_key(ec.SECP256R1())), mode=0o600)
+                try:
+                    write_atomic(path, key_pem(ec.generate_private_key(ec.SECP256R1())), mode=0o600)
+                except OSError as e:
+                    raise CaError(f"{path}: cannot write the token signing key: {e.strerror or e}") from e
             data = read_private(path)
         try:
             key = serialization.load_pem_private_key(data, password=None)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from controlplane.security.ca import CaError, CertificateAuthority, IssuedCert, generate_root
@@ -24,6 +24,8 @@ from controlplane.security.spiffe import SpiffeId, spiffe_id
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 WEB = "spiffe://cluster.local/ns/shop/sa/web"
+# digitalSignature, keyCertSign, cRLSign
+CA_KEY_USAGE = x509.KeyUsage(True, False, False, False, False, True, True, False, False)
 CA_FILES = ("ca-cert.pem", "ca-key.pem", "root-cert.pem", "cert-chain.pem")
 
 
@@ -173,7 +175,7 @@ def _intermediate(
     )
     if ca:
         builder = builder.add_extension(
-            x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
+            CA_KEY_USAGE, critical=True
         )
     else:
         builder = builder.add_extension(
@@ -432,3 +434,39 @@ def test_main_rotate_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     out = capsys.readouterr().out
     assert "new signing root" in out and "previous root" in out and "2 roots" in out
     assert main_rotate(tmp_path / "empty") == 1
+
+
+def test_ca_dir_that_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "ca").write_text("oops")
+    with pytest.raises(CaError, match=r"ca: cannot use as a CA directory"):
+        CertificateAuthority.load_or_create(tmp_path / "ca", now=NOW)
+
+
+def test_plugged_in_rsa_root_signing_directly(tmp_path: Path) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "corp root")])
+    root = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(NOW - timedelta(days=1))
+        .not_valid_after(NOW + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(CA_KEY_USAGE, critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    ca_dir = tmp_path / "ca"
+    ca_dir.mkdir()
+    for n in ("ca-cert.pem", "root-cert.pem", "cert-chain.pem"):
+        (ca_dir / n).write_bytes(_pem(root))
+    (ca_dir / "ca-key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                          serialization.NoEncryption())
+    )
+    (ca_dir / "ca-key.pem").chmod(0o400)
+    ca = CertificateAuthority.load_or_create(ca_dir, now=NOW)
+    assert ca.self_signed and ca.root_not_after == NOW + timedelta(days=30)
+    verify(ca.issue(WEB, ttl=timedelta(hours=1), now=NOW), _pem(root))
