@@ -24,7 +24,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -63,7 +63,8 @@ class IssuedCert:
 
     spiffe_id: str
     cert_chain_pem: bytes  # leaf first, then the intermediates up to (not including) the root; no key
-    private_key_pem: bytes  # PKCS8 PEM
+    # PKCS8 PEM; left out of repr() so no log line or assertion message ever prints the key
+    private_key_pem: bytes = field(repr=False)
     serial: str  # lower-case hex without colons, as Envoy's admin /certs shows it
     not_before: datetime
     not_after: datetime
@@ -151,7 +152,9 @@ def generate_root(
 class CertificateAuthority:
     """Signs workload certificates with the CA of one directory; build it with `load_or_create`."""
 
-    def __init__(self, loaded: LoadedCa, *, trust_domain: str, now: datetime, max_workload_ttl: timedelta):
+    def __init__(
+        self, loaded: LoadedCa, *, trust_domain: str, now: datetime, max_workload_ttl: timedelta
+    ) -> None:
         self.trust_domain = trust_domain
         self.ca_dir = loaded.ca_dir
         self.max_workload_ttl = max_workload_ttl

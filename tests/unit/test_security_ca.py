@@ -341,6 +341,7 @@ def test_leaf_is_shaped_like_istios(tmp_path: Path) -> None:
     assert issued.private_key_pem.startswith(b"-----BEGIN PRIVATE KEY-----")  # PKCS8
     assert key.public_key().public_numbers() == cert.public_key().public_numbers()
     assert b"PRIVATE KEY" not in issued.cert_chain_pem
+    assert "PRIVATE KEY" not in repr(issued) and "PRIVATE KEY" not in str(issued)
     assert issued.not_before == NOW - timedelta(minutes=1)
     assert issued.not_after == NOW + timedelta(hours=24)
     assert issued.serial == f"{cert.serial_number:x}" and len(issued.serial) == 32
