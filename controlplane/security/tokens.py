@@ -62,8 +62,8 @@ class TokenClaims:
 class TokenError(Exception):
     """A token that does not authenticate; `reason` is one of REASONS (for metrics and logs)."""
 
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
 
