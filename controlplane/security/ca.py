@@ -250,11 +250,13 @@ class CertificateAuthority:
         dns_names: Sequence[str] = (),
         ip_addresses: Sequence[str] = (),
     ) -> IssuedCert:
-        """A new key and workload certificate for `spiffe_id` (which must be in this trust domain)."""
+        """A new key and workload certificate for `spiffe_id` (ValueError if it is not a SPIFFE ID).
+
+        Any trust domain is signed, not only `self.trust_domain` (the one the generated root is named
+        after): MeshConfig `trustDomain` can change while the control plane runs, and the identity is the
+        URI SAN, which peers match against the trust domain in force, not the root's name (as istiod)."""
         now = require_utc(now)
-        ident = SpiffeId.parse(spiffe_id)
-        if ident.trust_domain != self.trust_domain:
-            raise ValueError(f"{spiffe_id} is not in this CA's trust domain {self.trust_domain!r}")
+        SpiffeId.parse(spiffe_id)
         if ttl <= timedelta(0):
             raise ValueError(f"certificate ttl must be positive, got {ttl}")
         not_after = min(now + min(ttl, self.max_workload_ttl), self.signing_not_after)

@@ -356,14 +356,16 @@ def test_leaf_lifetime_capped_by_root_and_max_ttl(tmp_path: Path) -> None:
     assert ca.issue(WEB, ttl=timedelta(days=30), now=NOW).not_after == NOW + timedelta(days=7)
 
 
-def test_leaf_serials_differ_and_wrong_trust_domain_is_refused(tmp_path: Path) -> None:
+def test_leaf_serials_differ_and_ids_are_checked(tmp_path: Path) -> None:
     ca = CertificateAuthority.load_or_create(tmp_path / "ca", now=NOW)
     serials = {ca.issue(WEB, ttl=timedelta(hours=1), now=NOW).serial for _ in range(5)}
     assert len(serials) == 5
-    with pytest.raises(ValueError, match="trust domain"):
-        ca.issue("spiffe://example.org/ns/shop/sa/web", ttl=timedelta(hours=1), now=NOW)
-    with pytest.raises(ValueError):
-        ca.issue("web", ttl=timedelta(hours=1), now=NOW)
+    for bad in ("web", "spiffe://cluster.local/web", "spiffe://cluster.local/ns/a/sa/b c"):
+        with pytest.raises(ValueError):
+            ca.issue(bad, ttl=timedelta(hours=1), now=NOW)
+    # MeshConfig trustDomain changed after the root was generated: still signed, under the same root
+    other = ca.issue("spiffe://example.org/ns/shop/sa/web", ttl=timedelta(hours=1), now=NOW)
+    verify(other, ca.trust_bundle_pem)
 
 
 def test_custom_trust_domain(tmp_path: Path) -> None:
