@@ -44,7 +44,7 @@ def test_same_bytes_until_renewal_and_across_restart(ca: CertificateAuthority, t
     state = tmp_path / "state"
     store = CertStore(ca, ttl=TTL, state_dir=state)
     first = store.current(WEB, now=NOW)
-    assert store.current(WEB, now=NOW + timedelta(hours=11)) is first
+    assert store.current(WEB, now=NOW + timedelta(hours=10)) is first
     assert store.issued_total() == 1
     [path] = _files(state)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -66,10 +66,10 @@ def test_same_bytes_until_renewal_and_across_restart(ca: CertificateAuthority, t
 def test_renewal_at_half_life_with_deterministic_jitter(ca: CertificateAuthority) -> None:
     store = CertStore(ca, ttl=TTL, state_dir=None)
     cert = store.current(WEB, now=NOW)
-    life = cert.not_after - cert.not_before
+    life = cert.not_after - NOW  # counted from the issue time, not the backdated not_before
     renew = store.renew_at(cert)
-    assert cert.not_before + life * 0.45 <= renew <= cert.not_before + life * 0.55
-    assert renew == cert.not_before + life * (0.5 + jitter_of(cert.serial))
+    assert NOW + life * 0.45 <= renew <= NOW + life * 0.55
+    assert renew == NOW + life * (0.5 + jitter_of(cert.serial))
     assert CertStore(ca, ttl=TTL, state_dir=None).renew_at(cert) == renew  # replicas agree
     # the jitter spreads: 40 serials give many distinct offsets within ±5%
     jitters = [jitter_of(f"{i:032x}") for i in range(40)]
@@ -82,12 +82,23 @@ def test_renewal_at_half_life_with_deterministic_jitter(ca: CertificateAuthority
     assert renewed.not_before == (renew - timedelta(minutes=1)).replace(microsecond=0)
 
 
+def test_short_certificates_are_not_due_when_issued(ca: CertificateAuthority) -> None:
+    # 20 s certificates (the rotation e2e test's): half of the backdated life (80 s) would be over at issue
+    store = CertStore(ca, ttl=timedelta(seconds=20), state_dir=None)
+    cert = store.current(WEB, now=NOW)
+    assert NOW + timedelta(seconds=9) <= store.renew_at(cert) <= NOW + timedelta(seconds=11)
+    assert store.renew_due(now=NOW) == []
+    assert store.current(WEB, now=NOW + timedelta(seconds=8)) is cert
+    assert store.renew_due(now=NOW + timedelta(seconds=11)) == [WEB]
+    assert store.issued_total() == 2
+
+
 def test_renew_due_next_renewal_and_soonest_expiry(ca: CertificateAuthority) -> None:
     store = CertStore(ca, ttl=TTL, state_dir=None)
     assert store.next_renewal() is None and store.soonest_expiry() is None
     assert store.renew_due(now=NOW) == []
     web = store.current(WEB, now=NOW)
-    api = store.current(API, now=NOW + timedelta(hours=2))
+    api = store.current(API, now=NOW + timedelta(hours=3))  # renews after web whatever the jitter
     assert store.next_renewal() == store.renew_at(web)
     assert store.soonest_expiry() == web.not_after
 
@@ -121,22 +132,22 @@ def test_stored_certificates_that_must_not_be_reused(ca: CertificateAuthority, t
 
     # past its renewal time (a control plane down for a day)
     late = CertStore(ca, ttl=TTL, state_dir=state)
-    replaced = late.current(WEB, now=NOW + timedelta(hours=13))
+    replaced = late.current(WEB, now=NOW + timedelta(hours=14))
     assert replaced.serial != first.serial and late.issued_total() == 1
     # the replacement was stored and is what the next restart gets
-    assert CertStore(ca, ttl=TTL, state_dir=state).current(WEB, now=NOW + timedelta(hours=14)) == replaced
+    assert CertStore(ca, ttl=TTL, state_dir=state).current(WEB, now=NOW + timedelta(hours=15)) == replaced
 
     # corrupt file
     path.write_text("{not json")
     corrupt = CertStore(ca, ttl=TTL, state_dir=state)
-    assert corrupt.current(WEB, now=NOW + timedelta(hours=14)).serial != replaced.serial
+    assert corrupt.current(WEB, now=NOW + timedelta(hours=15)).serial != replaced.serial
     assert corrupt.issued_total() == 1
 
     # TTL lowered below the stored certificate's lifetime
-    stored = CertStore(ca, ttl=TTL, state_dir=state).current(WEB, now=NOW + timedelta(hours=14))
+    stored = CertStore(ca, ttl=TTL, state_dir=state).current(WEB, now=NOW + timedelta(hours=15))
     short = CertStore(ca, ttl=timedelta(minutes=20), state_dir=state)
-    shorter = short.current(WEB, now=NOW + timedelta(hours=14))
-    assert shorter.serial != stored.serial and shorter.not_after == NOW + timedelta(hours=14, minutes=20)
+    shorter = short.current(WEB, now=NOW + timedelta(hours=15))
+    assert shorter.serial != stored.serial and shorter.not_after == NOW + timedelta(hours=15, minutes=20)
 
 
 def test_stored_certificate_from_before_a_root_rotation_is_replaced(tmp_path: Path) -> None:
