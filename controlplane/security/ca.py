@@ -24,7 +24,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -63,7 +63,8 @@ class IssuedCert:
 
     spiffe_id: str
     cert_chain_pem: bytes  # leaf first, then the intermediates up to (not including) the root; no key
-    private_key_pem: bytes  # PKCS8 PEM
+    # PKCS8 PEM; left out of repr() so no log line or assertion message ever prints the key
+    private_key_pem: bytes = field(repr=False)
     serial: str  # lower-case hex without colons, as Envoy's admin /certs shows it
     not_before: datetime
     not_after: datetime
@@ -151,7 +152,9 @@ def generate_root(
 class CertificateAuthority:
     """Signs workload certificates with the CA of one directory; build it with `load_or_create`."""
 
-    def __init__(self, loaded: LoadedCa, *, trust_domain: str, now: datetime, max_workload_ttl: timedelta):
+    def __init__(
+        self, loaded: LoadedCa, *, trust_domain: str, now: datetime, max_workload_ttl: timedelta
+    ) -> None:
         self.trust_domain = trust_domain
         self.ca_dir = loaded.ca_dir
         self.max_workload_ttl = max_workload_ttl
@@ -189,7 +192,10 @@ class CertificateAuthority:
         with locked(ca_dir):
             if not any((ca_dir / name).exists() for name in CA_FILES):
                 cert, key = generate_root(trust_domain, now=now, ttl=root_ttl)
-                write_ca_files(ca_dir, cert=cert, key=key, roots=[cert])
+                try:
+                    write_ca_files(ca_dir, cert=cert, key=key, roots=[cert])
+                except OSError as e:
+                    raise CaError(f"{ca_dir}: cannot write a generated CA there: {e.strerror or e}") from e
             loaded = load_ca_files(ca_dir, now=now)
         return cls(loaded, trust_domain=trust_domain, now=now, max_workload_ttl=max_workload_ttl)
 
@@ -244,11 +250,13 @@ class CertificateAuthority:
         dns_names: Sequence[str] = (),
         ip_addresses: Sequence[str] = (),
     ) -> IssuedCert:
-        """A new key and workload certificate for `spiffe_id` (which must be in this trust domain)."""
+        """A new key and workload certificate for `spiffe_id` (ValueError if it is not a SPIFFE ID).
+
+        Any trust domain is signed, not only `self.trust_domain` (the one the generated root is named
+        after): MeshConfig `trustDomain` can change while the control plane runs, and the identity is the
+        URI SAN, which peers match against the trust domain in force, not the root's name (as istiod)."""
         now = require_utc(now)
-        ident = SpiffeId.parse(spiffe_id)
-        if ident.trust_domain != self.trust_domain:
-            raise ValueError(f"{spiffe_id} is not in this CA's trust domain {self.trust_domain!r}")
+        SpiffeId.parse(spiffe_id)
         if ttl <= timedelta(0):
             raise ValueError(f"certificate ttl must be positive, got {ttl}")
         not_after = min(now + min(ttl, self.max_workload_ttl), self.signing_not_after)

@@ -11,6 +11,7 @@ that does not take the lock still sees either the old or the new content of a fi
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import stat
@@ -49,14 +50,22 @@ def ensure_private_dir(path: Path) -> None:
 @contextlib.contextmanager
 def locked(directory: Path) -> Iterator[None]:
     """Hold the exclusive lock of `directory` (created if missing) for the duration of the block."""
-    ensure_private_dir(directory)
-    fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+    fd: int | None = None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        ensure_private_dir(directory)
+        fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+    except OSError as e:
+        # a read-only directory (a mounted secret holding a plugged-in CA) cannot be half-written by
+        # anyone, so reading it without the lock is safe; anything else is a startup error
+        if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM) or not directory.is_dir():
+            raise CaError(f"{directory}: cannot use as a CA directory: {e.strerror or e}") from e
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        # closing the descriptor releases the flock
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)  # releases the flock
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:

@@ -62,8 +62,8 @@ class TokenClaims:
 class TokenError(Exception):
     """A token that does not authenticate; `reason` is one of REASONS (for metrics and logs)."""
 
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
 
@@ -86,7 +86,10 @@ class TokenAuthority:
         path = ca_dir / TOKEN_KEY
         with locked(ca_dir):
             if not path.exists():
-                write_atomic(path, key_pem(ec.generate_private_key(ec.SECP256R1())), mode=0o600)
+                try:
+                    write_atomic(path, key_pem(ec.generate_private_key(ec.SECP256R1())), mode=0o600)
+                except OSError as e:
+                    raise CaError(f"{path}: cannot write the token signing key: {e.strerror or e}") from e
             data = read_private(path)
         try:
             key = serialization.load_pem_private_key(data, password=None)
@@ -123,9 +126,10 @@ class TokenAuthority:
     def verify(self, token: str, *, now: datetime) -> TokenClaims:
         """The claims of a valid token; TokenError with the reason otherwise."""
         now = require_utc(now)
-        token = token.strip() if token else ""
-        if token.lower().startswith("bearer "):
-            token = token[len("bearer ") :].strip()
+        token = (token or "").strip()
+        scheme, _, rest = token.partition(" ")
+        if scheme.lower() == "bearer":  # the header value as Envoy sends it
+            token = rest.strip()
         if not token:
             raise TokenError("missing", "no token presented")
         try:

@@ -9,7 +9,11 @@ renewal time, longer-lived than the configured TTL, or not signed by the current
 rotation).
 
 Renewal at half life with jitter, as Istio's agent (SECRET_GRACE_PERIOD_RATIO 0.5, jitter 0.01): renew_at
-= not_before + lifetime * (0.5 + j), j in [-0.05, 0.05]. Istio's agents each draw their jitter at random;
+= issued + lifetime * (0.5 + j), j in [-0.05, 0.05], where issued = not_before + 1 min and lifetime =
+not_after - issued. The life is counted from the issue time, not from not_before, because not_before is
+backdated a minute for clock skew: with short certificates (the tests' 20 s) half of the backdated life
+is over before the certificate is even issued, and every renewal would be due at once, forever.
+Istio's agents each draw their jitter at random;
 ours are all renewed by one process, so a wider spread (±5% of the life, ±72 min for 24h certificates)
 keeps a mesh whose certificates were issued in one burst (a control-plane start) from renewing them all
 in the same push. j is derived from the serial (a hash of it), not drawn at random, so a restarted control
@@ -71,9 +75,10 @@ class CertStore:
         return self._issue(spiffe_id, now)
 
     def renew_at(self, cert: IssuedCert) -> datetime:
-        """When `cert` is replaced: half its life, ±5% of the life derived from its serial."""
-        lifetime = cert.not_after - cert.not_before
-        return cert.not_before + lifetime * (RENEW_RATIO + jitter_of(cert.serial))
+        """When `cert` is replaced: half its life from issue, ±5% of the life derived from its serial."""
+        issued = cert.not_before + CLOCK_SKEW
+        lifetime = cert.not_after - issued
+        return issued + lifetime * (RENEW_RATIO + jitter_of(cert.serial))
 
     def next_renewal(self) -> datetime | None:
         """The soonest renewal time of the certificates held (None if none is held)."""
