@@ -52,7 +52,8 @@ class MeshIdentity:
         root = secret_pb2.Secret(
             name=names.ROOT_SECRET,
             validation_context=common_pb2.CertificateValidationContext(
-                trusted_ca=base_pb2.DataSource(inline_bytes=self.ca.trust_bundle_pem)
+                # as of now: a previous root leaves the bundle once its overlap is over, without a restart
+                trusted_ca=base_pb2.DataSource(inline_bytes=self.ca.trust_bundle(now=datetime.now(UTC)))
             ),
         )
         return [(SECRET, workload.name, workload), (SECRET, root.name, root)]

@@ -68,7 +68,7 @@ class MeshRuntime:
         def fetch() -> grpc.ServerCertificateConfiguration | None:
             # called by grpc on each new handshake: a new configuration only once the old one is half-lived
             cert = current[0]
-            if datetime.now(UTC) < cert.not_before + (cert.not_after - cert.not_before) / 2:
+            if datetime.now(UTC) < self.certs.renew_at(cert):
                 return None
             log.info("renewing the xDS server certificate")
             return configuration(issue())
