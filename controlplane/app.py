@@ -26,6 +26,7 @@ from controlplane.api.diagnostics import Diagnostic
 from controlplane.api.policyset import PolicySet
 from controlplane.build import build_proxy
 from controlplane.build.proxy import ProxyIdentity, SocketAddress
+from controlplane.isolation import BuildFailures, isolated
 from controlplane.ops import metrics
 from controlplane.ops.admin import AdminServer
 from controlplane.policystore import PolicyStore
@@ -71,16 +72,23 @@ def load_extra_resources(path: Path) -> list[tuple[str, str, Message]]:
     return out
 
 
-def make_factory(policy: PolicySet, extra: list[tuple[str, str, Message]]) -> ResourceFactory:
-    """The pure pipeline for one proxy shape: build, then translate (plus the test hook's resources)."""
+def make_factory(policy: PolicySet, extra: list[tuple[str, str, Message]],
+                 failures: BuildFailures | None = None) -> ResourceFactory:
+    """The pure pipeline for one proxy shape: build, then translate (plus the test hook's resources).
+    An object that cannot be built is left out of the shape and recorded in `failures` (isolation.py)."""
+    failed = failures if failures is not None else BuildFailures()
 
-    def resources_for(identity: ProxyIdentity) -> Resources:
+    def timed(current: PolicySet, identity: ProxyIdentity) -> Resources:
         started = time.perf_counter()
-        model = build_proxy(policy, identity)
+        model = build_proxy(current, identity)
         built = time.perf_counter()
         resources = translate_proxy(model)
         metrics.BUILD_SECONDS.observe(built - started)
         metrics.TRANSLATE_SECONDS.observe(time.perf_counter() - built)
+        return resources
+
+    def resources_for(identity: ProxyIdentity) -> Resources:
+        resources = isolated(policy, identity, failed, timed)
         for type_url, name, message in extra:
             resources.add(type_url, name, message)
         return resources
@@ -95,6 +103,8 @@ class ControlPlane:
         self.store = PolicyStore(settings.config_dir)
         self.policy = PolicySet()
         self.diagnostics: list[Diagnostic] = []
+        # objects left out of some proxy's configuration because they could not be built (isolation.py)
+        self.build_failures = BuildFailures()
         self.cache = SnapshotCache(make_factory(self.policy, []))
         self._loaded = False
         self.xds = XdsServer(self.cache, self.registry, settings.xds_address, settings.max_connection_age)
@@ -131,8 +141,10 @@ class ControlPlane:
         for diagnostic in diagnostics:
             log.error("invalid policy: %s", diagnostic)
         self.policy, self.diagnostics = policy, diagnostics
+        self.build_failures = failures = BuildFailures()
         rebuilding = time.perf_counter()
-        changed = await self.cache.publish(make_factory(policy, extra), changed_at)
+        changed = await self.cache.publish(make_factory(policy, extra, failures), changed_at)
+        diagnostics = self.all_diagnostics()
         metrics.REBUILD_SECONDS.observe(time.perf_counter() - rebuilding)
         elapsed = time.perf_counter() - started
         metrics.RELOADS.labels("invalid" if diagnostics else "ok").inc()
@@ -143,13 +155,17 @@ class ControlPlane:
         return {"objects": len(policy), "diagnostics": [str(d) for d in diagnostics],
                 "kept_last_valid": loaded.kept, "not_applied": loaded.excluded, "changed_shapes": changed}
 
+    def all_diagnostics(self) -> list[Diagnostic]:
+        """The policy's diagnostics plus the objects left out because they could not be built."""
+        return sorted(self.diagnostics + self.build_failures.diagnostics())
+
     def policy_report(self) -> dict[str, Any]:
         return {
             "config_dir": str(self.settings.config_dir),
             "reload_pending": (self.watcher is not None and self.watcher.pending)
             or (self.settings.watch and self.store.fingerprint() != self.store.loaded_fingerprint),
             "objects": [str(obj.key) for obj in self.policy],
-            "diagnostics": [str(d) for d in self.diagnostics],
+            "diagnostics": [str(d) for d in self.all_diagnostics()],
             "shapes": {identity.describe(): {"version": snap.version, "streams": streams}
                        for identity, (snap, streams) in self.cache.shapes().items()},
         }
