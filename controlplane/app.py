@@ -130,7 +130,9 @@ class ControlPlane:
     async def _reload(self, changed_at: float | None) -> dict[str, Any]:
         started = time.perf_counter()
         changed_at = time.monotonic() if changed_at is None else changed_at
-        loaded = self.store.load()
+        # Parsing and validating a big policy takes seconds: off the event loop, so /healthz, /readyz and
+        # every xDS stream keep answering meanwhile (reloads are serialized by the lock above).
+        loaded = await asyncio.to_thread(self.store.load)
         policy, diagnostics = loaded.policy, loaded.diagnostics
         extra: list[tuple[str, str, Message]] = []
         if self.settings.extra_resources is not None:
