@@ -10,7 +10,7 @@ import pytest_asyncio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
-from xds_harness import Harness  # noqa: E402
+from xds_harness import Harness
 
 
 @pytest_asyncio.fixture
