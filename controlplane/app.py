@@ -58,6 +58,8 @@ class Settings:
     extra_resources: Path | None = None
     watch: bool = True
     max_connection_age: float | None = None
+    # POST /debug/reload from anywhere with `Authorization: Bearer <token>` (ops/admin_guard.py)
+    admin_token: str | None = None
 
 
 def load_extra_resources(path: Path) -> list[tuple[str, str, Message]]:
@@ -109,7 +111,7 @@ class ControlPlane:
         self._loaded = False
         self.xds = XdsServer(self.cache, self.registry, settings.xds_address, settings.max_connection_age)
         admin = SocketAddress.parse(settings.admin_address)
-        self.admin = AdminServer(self, admin.host, admin.port)
+        self.admin = AdminServer(self, admin.host, admin.port, settings.admin_token)
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Future[Any]] = set()
