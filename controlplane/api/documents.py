@@ -28,6 +28,9 @@ _LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # Aliases are expanded while converting, so `&a [*a, *a, ...]` nesting can grow exponentially ("billion
 # laughs"). Policy documents are small; anything this large is an attack or a mistake.
 MAX_NODES_PER_DOCUMENT = 200_000
+# Nodes reached a second time (through an alias): merge keys and shared snippets repeat a few; a bomb
+# repeats millions, and walking even the first 200,000 costs half a second per document.
+MAX_ALIAS_EXPANSION = 10_000
 # Deeper than any policy object (Istio's are < 15 levels); converting is recursive.
 MAX_DEPTH = 64
 # The Python composer recurses per nesting level too (and libyaml's binding does in C): deeper flow or
@@ -101,12 +104,20 @@ class _Converter:
         self.positions: dict[FieldPath, int] = {}
         self.problems: list[YamlProblem] = []
         self._nodes = 0
+        self._seen: set[int] = set()
+        self._repeats = 0
         self._active: set[int] = set()
 
     def convert(self, node: Node, path: FieldPath) -> object:
         self._nodes += 1
         if self._nodes > MAX_NODES_PER_DOCUMENT or len(path) > MAX_DEPTH:
             raise _DocumentTooLarge
+        if id(node) in self._seen:
+            self._repeats += 1
+            if self._repeats > MAX_ALIAS_EXPANSION:
+                raise _DocumentTooLarge
+        else:
+            self._seen.add(id(node))
         if _explicit_tag(node):
             # Policy is plain data: a tag either names a Python type or hides a type change (`!!str 80`).
             self.problems.append(YamlProblem(path, _line(node), f"YAML tags are not supported ({node.tag})"))
@@ -224,7 +235,7 @@ def _document(file: str, node: Node) -> Document:
     try:
         data = converter.convert(node, ())
     except (_DocumentTooLarge, RecursionError):
-        problem = YamlProblem((), line, "document too large or too deeply nested")
+        problem = YamlProblem((), line, "document too large, too deeply nested or too many aliases")
         return Document(Source(file, line), None, (problem,))
     return Document(Source(file, line, converter.positions), data, tuple(converter.problems))
 
