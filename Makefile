@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= config
 
-.PHONY: run dev-up dev-down generated test lint typecheck golden bench clean
+.PHONY: run dev-up dev-down generated test lint typecheck golden bench fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ typecheck: $(STAMP)
 
 golden: $(STAMP)
 	$(BIN)/pytest tests/golden --update-golden
+
+# the long run of the policy fuzzer (tests/reliability/fuzz.py; `make test` runs a bounded one)
+FUZZ_EXAMPLES ?= 10000
+fuzz: $(STAMP)
+	$(BIN)/python -m tests.reliability.fuzz --examples $(FUZZ_EXAMPLES)
 
 bench: $(STAMP)
 	$(BIN)/python bench/snapshot_push.py

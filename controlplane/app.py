@@ -28,6 +28,7 @@ from controlplane.api.policyset import PolicySet
 from controlplane.build import build_proxy
 from controlplane.build.mtls import trust_domain
 from controlplane.build.proxy import ProxyIdentity, SocketAddress
+from controlplane.isolation import BuildFailures, isolated
 from controlplane.ops import metrics
 from controlplane.ops.admin import AdminServer
 from controlplane.ops.console.history import ChangeLog
@@ -62,6 +63,8 @@ class Settings:
     extra_resources: Path | None = None
     watch: bool = True
     max_connection_age: float | None = None
+    # POST /debug/reload from anywhere with `Authorization: Bearer <token>` (ops/admin_guard.py)
+    admin_token: str | None = None
     # the mesh CA's state directory (security/ca.py); None: `<config_dir>/../.controlplane-ca`
     ca_dir: Path | None = None
     # serve every xDS stream without checking its credential (experiments only; logged loudly)
@@ -90,18 +93,25 @@ def load_extra_resources(path: Path) -> list[tuple[str, str, Message]]:
 
 
 def make_factory(policy: PolicySet, extra: list[tuple[str, str, Message]],
+                 failures: BuildFailures | None = None,
                  mesh_identity: MeshIdentity | None = None) -> ResourceFactory:
     """The pure pipeline for one proxy shape: build, then translate (plus the test hook's resources), plus
-    the proxy's own certificate and the trust bundle from the mesh CA."""
+    the proxy's own certificate and the trust bundle from the mesh CA. An object that cannot be built is left
+    out of the shape and recorded in `failures` (isolation.py)."""
     domain = trust_domain(policy)
+    failed = failures if failures is not None else BuildFailures()
 
-    def resources_for(identity: ProxyIdentity) -> Resources:
+    def timed(current: PolicySet, identity: ProxyIdentity) -> Resources:
         started = time.perf_counter()
-        model = build_proxy(policy, identity)
+        model = build_proxy(current, identity)
         built = time.perf_counter()
         resources = translate_proxy(model)
         metrics.BUILD_SECONDS.observe(built - started)
         metrics.TRANSLATE_SECONDS.observe(time.perf_counter() - built)
+        return resources
+
+    def resources_for(identity: ProxyIdentity) -> Resources:
+        resources = isolated(policy, identity, failed, timed)
         if mesh_identity is not None:
             for type_url, name, message in mesh_identity.secrets(identity, domain):
                 resources.add(type_url, name, message)
@@ -119,9 +129,11 @@ class ControlPlane:
         self.store = PolicyStore(settings.config_dir)
         self.policy = PolicySet()
         self.diagnostics: list[Diagnostic] = []
+        # objects left out of some proxy's configuration because they could not be built (isolation.py)
+        self.build_failures = BuildFailures()
         self.mesh = load_mesh_identity(settings.ca_dir or default_ca_dir(settings.config_dir),
                                        timedelta(seconds=settings.workload_cert_ttl))
-        self.cache = SnapshotCache(make_factory(self.policy, [], self.mesh.identity))
+        self.cache = SnapshotCache(make_factory(self.policy, [], mesh_identity=self.mesh.identity))
         self.changes = ChangeLog()  # the web console's history of reloads
         self._loaded = False
         self.registry.describe_identity = lambda status: self.mesh.identity.describe(
@@ -135,7 +147,7 @@ class ControlPlane:
         self.xds = XdsServer(self.cache, self.registry, settings.xds_address, settings.max_connection_age,
                              authenticator=authenticator, credentials=credentials)
         admin = SocketAddress.parse(settings.admin_address)
-        self.admin = AdminServer(self, admin.host, admin.port)
+        self.admin = AdminServer(self, admin.host, admin.port, settings.admin_token)
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Future[Any]] = set()
@@ -157,7 +169,9 @@ class ControlPlane:
     async def _reload(self, changed_at: float | None) -> dict[str, Any]:
         started = time.perf_counter()
         changed_at = time.monotonic() if changed_at is None else changed_at
-        loaded = self.store.load()
+        # Parsing and validating a big policy takes seconds: off the event loop, so /healthz, /readyz and
+        # every xDS stream keep answering meanwhile (reloads are serialized by the lock above).
+        loaded = await asyncio.to_thread(self.store.load)
         policy, diagnostics = loaded.policy, loaded.diagnostics
         extra: list[tuple[str, str, Message]] = []
         if self.settings.extra_resources is not None:
@@ -168,11 +182,14 @@ class ControlPlane:
         for diagnostic in diagnostics:
             log.error("invalid policy: %s", diagnostic)
         self.policy, self.diagnostics = policy, diagnostics
+        self.build_failures = failures = BuildFailures()
         rebuilding = time.perf_counter()
         self._extra = extra
         before = self.changes.before(self.cache)
-        changed = await self.cache.publish(make_factory(policy, extra, self.mesh.identity), changed_at)
+        factory = make_factory(policy, extra, failures, self.mesh.identity)
+        changed = await self.cache.publish(factory, changed_at)
         self.changes.after(self.cache, self.registry, before, self.store.loaded_fingerprint, loaded)
+        diagnostics = self.all_diagnostics()
         metrics.REBUILD_SECONDS.observe(time.perf_counter() - rebuilding)
         elapsed = time.perf_counter() - started
         metrics.RELOADS.labels("invalid" if diagnostics else "ok").inc()
@@ -183,13 +200,17 @@ class ControlPlane:
         return {"objects": len(policy), "diagnostics": [str(d) for d in diagnostics],
                 "kept_last_valid": loaded.kept, "not_applied": loaded.excluded, "changed_shapes": changed}
 
+    def all_diagnostics(self) -> list[Diagnostic]:
+        """The policy's diagnostics plus the objects left out because they could not be built."""
+        return sorted(self.diagnostics + self.build_failures.diagnostics())
+
     def policy_report(self) -> dict[str, Any]:
         return {
             "config_dir": str(self.settings.config_dir),
             "reload_pending": (self.watcher is not None and self.watcher.pending)
             or (self.settings.watch and self.store.fingerprint() != self.store.loaded_fingerprint),
             "objects": [str(obj.key) for obj in self.policy],
-            "diagnostics": [str(d) for d in self.diagnostics],
+            "diagnostics": [str(d) for d in self.all_diagnostics()],
             "shapes": {identity.describe(): {"version": snap.version, "streams": streams}
                        for identity, (snap, streams) in self.cache.shapes().items()},
         }
@@ -240,7 +261,8 @@ class ControlPlane:
             if renewed:
                 log.info("renewed %d workload certificate(s): %s", len(renewed), ", ".join(renewed))
                 async with self._reload_lock:
-                    await self.cache.publish(make_factory(self.policy, self._extra, self.mesh.identity))
+                    await self.cache.publish(make_factory(self.policy, self._extra, self.build_failures,
+                                                          self.mesh.identity))
             self.mesh.update_metrics()
 
     async def close(self) -> None:

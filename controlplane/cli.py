@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="close xDS connections after this age so proxies rebalance across replicas")
     serve.add_argument("--no-watch", action="store_true",
                        help="do not reload when policy files change (SIGHUP and POST /debug/reload still do)")
+    serve.add_argument("--admin-token-file", type=Path, metavar="FILE",
+                       help="admin POST endpoints accept 'Authorization: Bearer <contents of FILE>'")
     serve.add_argument("--test-extra-resources", type=Path, help=argparse.SUPPRESS)
     serve.add_argument("--ca-dir", type=Path,
                        help="the mesh CA's state directory (default: .controlplane-ca beside --config); "
@@ -127,11 +129,22 @@ def _serve(args: argparse.Namespace) -> int:
     if not args.config.is_dir():
         print(f"controlplane: --config {args.config}: not a directory", file=sys.stderr)
         return 2
+    token = None
+    if args.admin_token_file is not None:
+        try:
+            token = args.admin_token_file.read_text().strip()
+        except (OSError, UnicodeDecodeError) as err:
+            print(f"controlplane: --admin-token-file {args.admin_token_file}: {err}", file=sys.stderr)
+            return 2
+        if not token:
+            print(f"controlplane: --admin-token-file {args.admin_token_file}: empty", file=sys.stderr)
+            return 2
     settings = Settings(args.config, str(args.xds_address), str(args.admin_address),
                         args.test_extra_resources, watch=not args.no_watch,
                         max_connection_age=args.max_connection_age, ca_dir=args.ca_dir,
                         insecure_xds=args.insecure_xds, xds_tls=args.xds_tls,
-                        workload_cert_ttl=args.workload_cert_ttl.total_seconds())
+                        workload_cert_ttl=args.workload_cert_ttl.total_seconds(),
+                        admin_token=token)
 
     async def main() -> None:
         await ControlPlane(settings).run()

@@ -1,9 +1,19 @@
-"""The policy directory as served: what is on disk, minus edits that do not validate.
+"""The policy directory as served: what is on disk, minus edits that do not validate — object by object.
 
-A file with any problem is never half-applied. If an earlier version of it was valid, that version stays
-in effect (an invalid edit changes nothing that is served); a file that was never valid is left out (at
-startup the valid files are served). Deleting a file is a valid edit. The diagnostics always describe the
-files as they are on disk, so the user sees what to fix.
+Each policy object (kind/namespace/name) is valid or invalid on its own, as Kubernetes' admission makes it
+for Istio: a valid object applies even when its neighbour in the same file is invalid; an invalid object
+keeps its last valid version in effect, or is absent if it never had one, and its diagnostics say which.
+A file that cannot be used as a whole (unreadable, not a regular file, too large, not UTF-8, a YAML syntax
+error as a half-written file has) keeps every object it served before; so does a file with any invalid
+object for the objects it no longer defines (a half-written file may end on a document boundary): an
+object is deleted when a valid version of its file no longer has it, or when its file is deleted. This
+holds across any number of later reloads: the last valid versions are remembered until then.
+
+Duplicates (one kind/namespace/name defined twice): the definition in effect stays — the object keeps
+coming from the file it was served from, so a copy added to a file that sorts earlier never takes over;
+otherwise (at startup, or when that file no longer defines it) the first by path (relative to the
+directory, as `policy_files` sorts them), then by position in the file. Every other definition gets the
+diagnostic, never the one in effect.
 
 Gateway credentials (`credentials/<name>/{tls.crt,tls.key,ca.crt}`, see api/credentials.py) follow the same
 rule per credential: one that stops being usable (a rotation caught half-way, a key that does not match)
@@ -18,30 +28,40 @@ from pathlib import Path
 
 from controlplane.api.credentials import CREDENTIALS_DIR, Credential, load_credentials
 from controlplane.api.diagnostics import UNKNOWN, Diagnostic
-from controlplane.api.loader import load_policy_texts, policy_files
+from controlplane.api.documents import Source
+from controlplane.api.files import Unreadable, read_policy_file
+from controlplane.api.loader import Decoded, decode_file, duplicate_diagnostic, policy_files
+from controlplane.api.meta import ObjectKey, PolicyObject
 from controlplane.api.policyset import PolicySet
+from controlplane.api.validate import validate_policy
 
 log = logging.getLogger(__name__)
-
-# Policy files are hand-written; anything bigger is a mistake (a log or a dump saved into the directory),
-# and parsing it would stall every proxy's pushes.
-MAX_FILE_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
 class LoadResult:
     policy: PolicySet
     diagnostics: list[Diagnostic]
-    # files whose last valid version is served instead of the invalid one on disk
+    # objects ("Kind/namespace/name") whose last valid version is served instead of what is on disk
     kept: list[str] = field(default_factory=list)
-    # files left out entirely (never valid)
+    # objects on disk that are invalid and were never valid: not applied
     excluded: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One definition of an object: valid (`obj`), or invalid (`obj` None), or `kept` from memory."""
+
+    source: Source
+    obj: PolicyObject | None
+    kept: bool = False
 
 
 class PolicyStore:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._good: dict[str, str] = {}
+        # the last valid version of every object in effect, with where it came from
+        self._good: dict[ObjectKey, tuple[PolicyObject, Source]] = {}
         self._good_credentials: dict[str, Credential] = {}
         self.loaded_fingerprint: tuple[tuple[str, int, int], ...] = ()
 
@@ -58,43 +78,96 @@ class PolicyStore:
         return tuple(found)
 
     def load(self) -> LoadResult:
+        """Read and validate the directory (blocking: the server runs it in a worker thread)."""
         self.loaded_fingerprint = self.fingerprint()
-        texts: dict[str, str] = {}
-        unreadable: list[Diagnostic] = []
-        for path in policy_files(self.root) if self.root.is_dir() else []:
-            try:
-                size = path.stat().st_size
-                if size > MAX_FILE_BYTES:
-                    unreadable.append(Diagnostic(str(path), 1, UNKNOWN, UNKNOWN, UNKNOWN,
-                                                 f"file too large ({size} bytes; at most {MAX_FILE_BYTES})"))
-                    continue
-                texts[str(path)] = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                unreadable.append(Diagnostic(str(path), 1, UNKNOWN, UNKNOWN, UNKNOWN, f"cannot read: {exc}"))
+        diagnostics: list[Diagnostic] = []
+        entries: dict[ObjectKey, list[_Entry]] = {}
+        files = [str(path) for path in policy_files(self.root)] if self.root.is_dir() else []
         if not self.root.is_dir():
-            unreadable.append(Diagnostic(str(self.root), 1, UNKNOWN, UNKNOWN, UNKNOWN, "not a directory"))
+            diagnostics.append(Diagnostic(str(self.root), 1, UNKNOWN, UNKNOWN, UNKNOWN, "not a directory"))
+        for file in files:
+            diagnostics.extend(self._read(file, entries))
+        objects, sources, kept, excluded = self._choose(entries, diagnostics)
         credentials, bad_credentials = self._credentials()
-        _, diagnostics = load_policy_texts(sorted(texts.items()), credentials)
-        diagnostics = sorted(unreadable + bad_credentials + diagnostics)
-        bad = {d.file for d in diagnostics}
-        served: dict[str, str] = {}
-        kept, excluded = [], []
-        for file in sorted(set(texts) | bad):
-            if file not in bad:
-                served[file] = texts[file]
-            elif file in self._good:
-                served[file] = self._good[file]
-                kept.append(file)
+        policy, semantic = validate_policy(PolicySet(objects, sources=sources, credentials=credentials))
+        for key in kept:
+            log.warning("%s has errors; its last valid version stays in effect", key)
+        for key in excluded:
+            log.warning("%s has errors and was never valid; it is not applied", key)
+        return LoadResult(policy, sorted(diagnostics + bad_credentials + semantic), kept, excluded)
+
+    def _read(self, file: str, entries: dict[ObjectKey, list[_Entry]]) -> list[Diagnostic]:
+        """Add the file's definitions to `entries`; returns its diagnostics."""
+        text = read_policy_file(file)
+        if isinstance(text, Unreadable):
+            self._keep_from(file, set(), entries)
+            return [Diagnostic(file, 1, UNKNOWN, UNKNOWN, UNKNOWN, text.reason)]
+        decoded, syntax = decode_file(file, text)
+        diagnostics = [syntax] if syntax is not None else []
+        defined: set[ObjectKey] = set()
+        for item in decoded:
+            diagnostics.extend(item.diagnostics)
+            if item.key is None:
+                continue
+            if item.obj is not None:
+                defined.add(item.key)
+            entries.setdefault(item.key, []).append(_Entry(item.source, item.obj))
+        if syntax is not None or any(item.obj is None and item.diagnostics for item in decoded):
+            self._keep_from(file, defined, entries)
+        return diagnostics
+
+    def _keep_from(self, file: str, defined: set[ObjectKey], entries: dict[ObjectKey, list[_Entry]]) -> None:
+        """A file that cannot be trusted as a whole deletes nothing: what it served and does not define
+        validly now stays (where it is still defined, invalid, that definition is the one in effect)."""
+        for key, (obj, source) in self._good.items():
+            if source.file == file and key not in defined and not any(
+                entry.source.file == file for entry in entries.get(key, [])
+            ):
+                entries.setdefault(key, []).append(_Entry(source, obj, kept=True))
+
+    def _choose(
+        self, entries: dict[ObjectKey, list[_Entry]], diagnostics: list[Diagnostic]
+    ) -> tuple[list[PolicyObject], dict[ObjectKey, Source], list[str], list[str]]:
+        """One definition per object (see the module docstring for duplicates); remembers the valid ones."""
+        objects: list[PolicyObject] = []
+        sources: dict[ObjectKey, Source] = {}
+        kept: list[str] = []
+        excluded: list[str] = []
+        good: dict[ObjectKey, tuple[PolicyObject, Source]] = {}
+        for key in sorted(entries):
+            found = entries[key]
+            winner = self._winner(key, found)
+            for other in found:
+                if other is not winner and other.obj is not None and not other.kept:
+                    diagnostics.append(duplicate_diagnostic(Decoded(other.source, key, other.obj, ()),
+                                                            winner.source))
+            if winner.obj is not None:
+                obj, source = winner.obj, winner.source
+            elif key in self._good:
+                obj, source = self._good[key]
+                diagnostics.append(_note(winner.source, key, f"invalid; its last valid version "
+                                         f"({source.file}:{source.line}) stays in effect"))
             else:
-                excluded.append(file)
-        policy, _ = load_policy_texts(sorted(served.items()), credentials)
-        # remember the valid versions; forget deleted files
-        self._good = {file: text for file, text in served.items() if file in texts}
-        for file in kept:
-            log.warning("%s has errors; its last valid version stays in effect", file)
-        for file in excluded:
-            log.warning("%s has errors and was never valid; it is not applied", file)
-        return LoadResult(policy, diagnostics, kept, excluded)
+                diagnostics.append(_note(winner.source, key, "invalid and never valid; not applied"))
+                excluded.append(str(key))
+                continue
+            if winner.kept or winner.obj is None:
+                kept.append(str(key))
+            objects.append(obj)
+            sources[key] = source
+            good[key] = (obj, source)
+        self._good = good
+        return objects, sources, kept, excluded
+
+    def _winner(self, key: ObjectKey, found: list[_Entry]) -> _Entry:
+        previous = self._good.get(key)
+        if previous is not None:
+            for entry in found:
+                if entry.source.file == previous[1].file:
+                    return entry
+        # files are read in `policy_files` order, documents in file order; an invalid definition would
+        # have been refused by admission, so the first valid one is the first definition
+        return next((entry for entry in found if entry.obj is not None), found[0])
 
     def _credentials(self) -> tuple[dict[str, Credential], list[Diagnostic]]:
         """The usable credentials on disk, plus the last usable version of any that is unusable now."""
@@ -107,3 +180,7 @@ class PolicyStore:
                 found[name] = previous
         self._good_credentials = dict(found)
         return dict(sorted(found.items())), diagnostics
+
+
+def _note(source: Source, key: ObjectKey, what: str) -> Diagnostic:
+    return Diagnostic(source.file, source.line, key.kind, key.name, UNKNOWN, f"{key} is {what}")

@@ -3,6 +3,11 @@
 Istio writes durations as protobuf Duration strings ("2s", "500ms", "1.5s", "1m", "1h"); we parse them once,
 here, into whole milliseconds so later stages never see text. A duration given as a number is rejected, as
 Istio's CRD validation does: `timeout: 5` is a common slip and silently reading it as seconds would hide it.
+
+Range checks live here too (`UInt32`, `Int32`, `PositiveInt32`, `MAX_DURATION_MS`): every number a policy
+field holds is bounded by the Envoy field it becomes, so what validates can always be translated (an
+out-of-range value would otherwise raise only when a proxy's resources are built, long after `validate`
+said yes).
 """
 
 from __future__ import annotations
@@ -19,8 +24,22 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(h|ms|m|s|us|µs|ns)")
 _UNIT_MS = {"h": 3_600_000.0, "m": 60_000.0, "s": 1000.0, "ms": 1.0, "us": 0.001, "µs": 0.001, "ns": 1e-6}
 
 
+# Envoy keeps durations as int64 nanoseconds (absl::Duration, std::chrono) and google.protobuf.Duration
+# allows at most 315,576,000,000 s; the tighter of the two bounds every duration a policy may give.
+MAX_DURATION_MS = (2**63 - 1) // 1_000_000
+UINT32_MAX = 2**32 - 1
+INT32_MAX = 2**31 - 1
+
+# Protobuf integer fields: Envoy's UInt32Value / uint32 and int32 fields.
+UInt32 = Annotated[int, Field(ge=0, le=UINT32_MAX)]
+PositiveUInt32 = Annotated[int, Field(ge=1, le=UINT32_MAX)]
+Int32 = Annotated[int, Field(ge=0, le=INT32_MAX)]
+PositiveInt32 = Annotated[int, Field(ge=1, le=INT32_MAX)]
+
+
 def parse_duration_ms(value: object) -> int:
-    """ "1.5s" → 1500. Go/protobuf duration syntax (one or more number+unit parts), non-negative."""
+    """ "1.5s" → 1500. Go/protobuf duration syntax (one or more number+unit parts), non-negative, and at
+    most MAX_DURATION_MS."""
     if not isinstance(value, str):
         raise ValueError(f"expected a duration such as '2s' or '500ms', got {value!r}")
     text = value.strip()
@@ -34,6 +53,9 @@ def parse_duration_ms(value: object) -> int:
         pos = match.end()
     if not text:
         raise ValueError("invalid duration '': expected e.g. '2s'")
+    if not total <= MAX_DURATION_MS:  # `not <=` also catches the inf that a 400-digit number becomes
+        limit = MAX_DURATION_MS // 1000
+        raise ValueError(f"duration {value!r} is too long (at most {limit}s, Envoy's limit)")
     return round(total)
 
 
@@ -109,11 +131,16 @@ def labels_match(selector: dict[str, str] | tuple[tuple[str, str], ...], labels:
 
 
 __all__ = [
+    "MAX_DURATION_MS",
     "DurationMs",
+    "Int32",
     "Percent",
     "PortSelector",
     "PositiveDurationMs",
+    "PositiveInt32",
+    "PositiveUInt32",
     "StringMatch",
+    "UInt32",
     "WorkloadSelector",
     "check_regex",
     "labels_match",

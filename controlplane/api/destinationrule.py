@@ -19,11 +19,14 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import BeforeValidator, Field, model_validator
 
 from controlplane.api.clienttls import ClientTLSSettings
-from controlplane.api.common import DurationMs, PortSelector, PositiveDurationMs
+from controlplane.api.common import (
+    DurationMs,
+    PortSelector,
+    PositiveDurationMs,
+    PositiveInt32,
+    UInt32,
+)
 from controlplane.api.meta import Host, IstioModel, PolicyObject, Problem, duplicates
-
-UInt32 = Annotated[int, Field(ge=0, le=2**32 - 1)]
-PositiveInt32 = Annotated[int, Field(ge=1, le=2**31 - 1)]
 
 # LEAST_CONN is Istio's deprecated spelling of LEAST_REQUEST; PASSTHROUGH needs original-destination
 # routing, which an HTTP-proxy sidecar does not have (see docs/compatibility.md).
@@ -58,7 +61,7 @@ class ConsistentHash(IstioModel):
     ring_hash: RingHash | None = None
     maglev: Maglev | None = None
     # Deprecated in Istio in favour of ringHash.minimumRingSize; still common in existing YAML.
-    minimum_ring_size: Annotated[int, Field(ge=1)] | None = None
+    minimum_ring_size: Annotated[int, Field(ge=1, le=8_388_608)] | None = None
 
     @model_validator(mode="after")
     def _one_key(self) -> ConsistentHash:

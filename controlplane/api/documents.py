@@ -5,9 +5,10 @@ compose the node graph (`yaml.compose_all`, which keeps start marks) and convert
 ourselves, recording for every mapping key and sequence item the 1-based line it starts on. Scalars are
 still converted by PyYAML's SafeConstructor, so `80` is an int and `true` a bool exactly as in `safe_load`.
 
-Problems found here (duplicate keys, non-scalar keys, alias bombs) are attached to the document rather than
-raised; the loader turns them into diagnostics once it knows the object's kind and name. A syntax error
-ends the file: documents before it are kept, as they parsed fine.
+Problems found here (duplicate keys, non-scalar keys, alias bombs, deep nesting, explicit tags such as
+`!!int x` or `!custom x`, values PyYAML cannot construct such as `2001-02-30`) are attached to the
+document rather than raised; the loader turns them into diagnostics once it knows the object's kind and
+name. A syntax error ends the file: documents before it are kept, as they parsed fine.
 """
 
 from __future__ import annotations
@@ -27,6 +28,19 @@ _LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # Aliases are expanded while converting, so `&a [*a, *a, ...]` nesting can grow exponentially ("billion
 # laughs"). Policy documents are small; anything this large is an attack or a mistake.
 MAX_NODES_PER_DOCUMENT = 200_000
+# Nodes reached a second time (through an alias): merge keys and shared snippets repeat a few; a bomb
+# repeats millions, and walking even the first 200,000 costs half a second per document.
+MAX_ALIAS_EXPANSION = 10_000
+# Deeper than any policy object (Istio's are < 15 levels); converting is recursive.
+MAX_DEPTH = 64
+# The Python composer recurses per nesting level too (and libyaml's binding does in C): deeper flow or
+# block nesting than this is refused before composing, with a margin under Python's recursion limit.
+MAX_TEXT_DEPTH = 200
+
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_MAP_TAG = "tag:yaml.org,2002:map"
+_STR_TAG = "tag:yaml.org,2002:str"
+_RESOLVER = yaml.resolver.Resolver()
 
 
 @dataclass(frozen=True)
@@ -90,14 +104,26 @@ class _Converter:
         self.positions: dict[FieldPath, int] = {}
         self.problems: list[YamlProblem] = []
         self._nodes = 0
+        self._seen: set[int] = set()
+        self._repeats = 0
         self._active: set[int] = set()
 
     def convert(self, node: Node, path: FieldPath) -> object:
         self._nodes += 1
-        if self._nodes > MAX_NODES_PER_DOCUMENT:
+        if self._nodes > MAX_NODES_PER_DOCUMENT or len(path) > MAX_DEPTH:
             raise _DocumentTooLarge
+        if id(node) in self._seen:
+            self._repeats += 1
+            if self._repeats > MAX_ALIAS_EXPANSION:
+                raise _DocumentTooLarge
+        else:
+            self._seen.add(id(node))
+        if _explicit_tag(node):
+            # Policy is plain data: a tag either names a Python type or hides a type change (`!!str 80`).
+            self.problems.append(YamlProblem(path, _line(node), f"YAML tags are not supported ({node.tag})"))
+            return None
         if isinstance(node, ScalarNode):
-            return self._constructor.construct_object(node, deep=True)
+            return self._scalar(node, path)
         if id(node) in self._active:
             # Only aliases can make the graph cyclic; a cycle has no finite Python value.
             self.problems.append(YamlProblem(path, _line(node), "recursive YAML alias"))
@@ -111,6 +137,13 @@ class _Converter:
             return None
         finally:
             self._active.discard(id(node))
+
+    def _scalar(self, node: ScalarNode, path: FieldPath) -> object:
+        try:
+            return self._constructor.construct_object(node, deep=True)
+        except Exception as err:  # e.g. the timestamp 2001-02-30 (ValueError), which safe_load raises
+            self.problems.append(YamlProblem(path, _line(node), f"invalid value {node.value!r}: {err}"))
+            return None
 
     def _sequence(self, node: SequenceNode, path: FieldPath) -> list[object]:
         items: list[object] = []
@@ -128,7 +161,10 @@ class _Converter:
             if not isinstance(key_node, ScalarNode):
                 self.problems.append(YamlProblem(path, _line(key_node), "mapping keys must be scalars"))
                 continue
-            key = self._constructor.construct_object(key_node, deep=True)
+            if _explicit_tag(key_node):
+                self.problems.append(YamlProblem(path, _line(key_node), "YAML tags are not supported"))
+                continue
+            key = self._scalar(key_node, path)
             segment = key if isinstance(key, str) else str(key)
             key_path = (*path, segment)
             if key in result:
@@ -140,6 +176,32 @@ class _Converter:
         return result
 
 
+def _explicit_tag(node: Node) -> bool:
+    """Whether the node's tag was written (`!!int`, `!custom`) rather than resolved from the value."""
+    if isinstance(node, SequenceNode):
+        return bool(node.tag != _SEQ_TAG)
+    if isinstance(node, MappingNode):
+        return bool(node.tag != _MAP_TAG)
+    if isinstance(node, ScalarNode) and not node.style:
+        # a plain scalar (style "" from libyaml, None from PyYAML): the tag the resolver gives its text
+        return bool(node.tag != _RESOLVER.resolve(ScalarNode, node.value, (True, False)))
+    return bool(node.tag != _STR_TAG)
+
+
+def _text_depth(text: str) -> int:
+    """An upper bound of the nesting of flow collections (`[[[`, `{{`) and of indentation levels; cheap,
+    so that a hostile file is refused before the recursive composer sees it."""
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+    indent = max((len(line) - len(line.lstrip(" -")) for line in text.splitlines()), default=0)
+    return max(deepest, indent // 2)
+
+
 def _line(node: Node) -> int:
     return int(node.start_mark.line) + 1
 
@@ -147,10 +209,14 @@ def _line(node: Node) -> int:
 def parse_documents(file: str, text: str) -> tuple[list[Document], SyntaxProblem | None]:
     """Every non-empty document of a YAML stream, and the syntax error that ended it, if any."""
     documents: list[Document] = []
+    if _text_depth(text) > MAX_TEXT_DEPTH:
+        return documents, SyntaxProblem(1, f"nested too deeply (more than {MAX_TEXT_DEPTH} levels)")
     nodes: Iterator[Node | None] = yaml.compose_all(text, Loader=_LOADER)
     while True:
         try:
             node = next(nodes, _END)
+        except RecursionError:
+            return documents, SyntaxProblem(1, "nested too deeply")
         except yaml.MarkedYAMLError as err:
             mark = err.problem_mark or err.context_mark
             line = int(mark.line) + 1 if mark is not None else 1
@@ -169,7 +235,7 @@ def _document(file: str, node: Node) -> Document:
     try:
         data = converter.convert(node, ())
     except (_DocumentTooLarge, RecursionError):
-        problem = YamlProblem((), line, "document too large or too deeply nested")
+        problem = YamlProblem((), line, "document too large, too deeply nested or too many aliases")
         return Document(Source(file, line), None, (problem,))
     return Document(Source(file, line, converter.positions), data, tuple(converter.problems))
 

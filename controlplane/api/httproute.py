@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from controlplane.api.common import DurationMs, Percent, PositiveDurationMs, StringMatch, check_regex
+from controlplane.api.common import DurationMs, Percent, PositiveDurationMs, StringMatch, UInt32, check_regex
 from controlplane.api.destination import Destination, HTTPRouteDestination
 from controlplane.api.meta import IstioModel, PortNumber
 
@@ -111,7 +111,7 @@ class HTTPRewrite(IstioModel):
 
 
 class HTTPRetry(IstioModel):
-    attempts: Annotated[int, Field(ge=0)]
+    attempts: UInt32  # Envoy's num_retries
     per_try_timeout: PositiveDurationMs | None = None
     retry_on: str | None = None
 

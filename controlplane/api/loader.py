@@ -1,10 +1,11 @@
-"""Loading policy files: YAML files → validated PolicySet + diagnostics. The only I/O in the api package.
+"""Loading policy files: YAML files → validated PolicySet + diagnostics. The only I/O in the api package
+(with api/files.py, which reads one file safely).
 
 `load_policy_dir` reads every `*.yaml` / `*.yml` under a directory (recursively, sorted, so the result never
 depends on the file system's listing order), every document in each file, and never raises for bad input:
 
-- a file that cannot be read, or a YAML syntax error → one diagnostic for the file (documents before a
-  syntax error are kept);
+- a file that cannot be read (not a regular file, too large, not UTF-8: api/files.py), or a YAML syntax
+  error → one diagnostic for the file (documents before a syntax error are kept);
 - an object that fails validation → diagnostics, and the object is left out; valid objects in the same
   file and in other files are kept;
 - two objects with the same kind/namespace/name → the second (in file order) is left out;
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -36,9 +38,10 @@ from controlplane.api.diagnostics import (
     relevant_errors,
 )
 from controlplane.api.documents import Document, Source, parse_documents
+from controlplane.api.files import Unreadable, read_policy_file
 from controlplane.api.gateway import Gateway
 from controlplane.api.meshconfig import MeshConfig
-from controlplane.api.meta import ObjectKey, PolicyObject
+from controlplane.api.meta import DEFAULT_NAMESPACE, ObjectKey, PolicyObject
 from controlplane.api.peerauthentication import PeerAuthentication
 from controlplane.api.policyset import PolicySet
 from controlplane.api.ratelimit import RateLimitPolicy
@@ -102,11 +105,11 @@ def load_policy_files(
     diagnostics: list[Diagnostic] = []
     for file in files:
         name = os.fspath(file)
-        try:
-            texts.append((name, Path(name).read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError) as err:
-            message = f"cannot read file: {err.strerror if isinstance(err, OSError) else err}"
-            diagnostics.append(Diagnostic(name, 1, UNKNOWN, UNKNOWN, UNKNOWN, message))
+        text = read_policy_file(name)
+        if isinstance(text, Unreadable):
+            diagnostics.append(Diagnostic(name, 1, UNKNOWN, UNKNOWN, UNKNOWN, text.reason))
+        else:
+            texts.append((name, text))
     policy, more = load_policy_texts(texts, credentials)
     return policy, sorted(diagnostics + more)
 
@@ -119,23 +122,64 @@ def load_policy_texts(
     objects: dict[ObjectKey, PolicyObject] = {}
     sources: dict[ObjectKey, Source] = {}
     for file, text in texts:
-        documents, syntax = parse_documents(file, text)
+        decoded, syntax = decode_file(file, text)
         if syntax is not None:
-            diagnostics.append(Diagnostic(file, syntax.line, UNKNOWN, UNKNOWN, UNKNOWN, syntax.message))
-        for document in documents:
-            obj, problems = decode_object(document)
-            diagnostics.extend(problems)
+            diagnostics.append(syntax)
+        for item in decoded:
+            diagnostics.extend(item.diagnostics)
+            obj = item.obj
             if obj is None:
                 continue
             first = sources.get(obj.key)
             if first is not None:
-                message = f"duplicate {obj.key}; first defined at {first.file}:{first.line}"
-                diagnostics.append(_diagnostic(document.source, obj.kind, obj.metadata.name, (), message))
+                diagnostics.append(duplicate_diagnostic(item, first))
                 continue
             objects[obj.key] = obj
-            sources[obj.key] = document.source
+            sources[obj.key] = item.source
     policy, semantic = validate_policy(PolicySet(objects.values(), sources=sources, credentials=credentials))
     return policy, sorted(diagnostics + semantic)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One document of a file: its object when valid, and its key when kind and name could be read (so an
+    invalid object can keep its last valid version, see policystore.py)."""
+
+    source: Source
+    key: ObjectKey | None
+    obj: PolicyObject | None
+    diagnostics: tuple[Diagnostic, ...]
+
+
+def decode_file(file: str, text: str) -> tuple[list[Decoded], Diagnostic | None]:
+    """Every document of one file, decoded, plus the syntax error that ended the file (if any)."""
+    documents, syntax = parse_documents(file, text)
+    decoded = []
+    for document in documents:
+        obj, problems = decode_object(document)
+        decoded.append(Decoded(document.source, obj.key if obj else _key_of(document.data), obj,
+                               tuple(problems)))
+    if syntax is None:
+        return decoded, None
+    return decoded, Diagnostic(file, syntax.line, UNKNOWN, UNKNOWN, UNKNOWN, syntax.message)
+
+
+def duplicate_diagnostic(item: Decoded, first: Source) -> Diagnostic:
+    assert item.key is not None
+    message = f"duplicate {item.key}; first defined at {first.file}:{first.line}, which stays in effect"
+    return _diagnostic(item.source, item.key.kind, item.key.name, (), message)
+
+
+def _key_of(data: object) -> ObjectKey | None:
+    """The key an invalid document would have: its kind and name must be readable strings."""
+    if not isinstance(data, dict):
+        return None
+    kind, name = _kind_and_name(data)
+    metadata = data.get("metadata")
+    namespace = metadata.get("namespace", DEFAULT_NAMESPACE) if isinstance(metadata, dict) else None
+    if UNKNOWN in (kind, name) or not isinstance(namespace, str) or not namespace:
+        return None
+    return ObjectKey(kind, namespace, name)
 
 
 def decode_object(document: Document) -> tuple[PolicyObject | None, list[Diagnostic]]:

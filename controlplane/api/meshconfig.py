@@ -30,7 +30,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
-from controlplane.api.common import PositiveDurationMs
+from controlplane.api.common import PositiveDurationMs, PositiveUInt32
 from controlplane.api.meta import Host, IstioModel, PolicyObject, PortNumber, Problem
 
 OutboundMode = Literal["ALLOW_ANY", "REGISTRY_ONLY"]
@@ -51,7 +51,7 @@ class TracingCollector(IstioModel):
 
     service: Host
     port: PortNumber
-    max_tag_length: Annotated[int, Field(gt=0)] | None = None
+    max_tag_length: PositiveUInt32 | None = None  # Envoy's max_path_tag_length
 
 
 class ExtensionProvider(IstioModel):

@@ -29,6 +29,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from controlplane.api.common import PositiveUInt32
 from controlplane.api.meta import Host, IstioModel, PolicyObject, Problem, duplicates
 
 Unit = Literal["SECOND", "MINUTE", "HOUR"]
@@ -36,7 +37,7 @@ UNIT_MS: dict[str, int] = {"SECOND": 1000, "MINUTE": 60_000, "HOUR": 3_600_000}
 
 
 class Limit(IstioModel):
-    requests_per_unit: int = Field(ge=1)
+    requests_per_unit: PositiveUInt32  # Envoy's token bucket max_tokens
     unit: Unit
 
     @property

@@ -13,6 +13,7 @@ from controlplane.api.policyset import PolicySet
 from controlplane.api.ratelimit import Limit, RateLimitPolicy
 from controlplane.build.gatewaymodel import RateLimits, TokenBucket
 from controlplane.build.proxy import ProxyIdentity
+from controlplane.build.refs import PolicyRef, policy_ref
 from controlplane.build.services import Registry
 
 
@@ -25,9 +26,11 @@ def build_rate_limits(policy: PolicySet, registry: Registry, proxy: ProxyIdentit
     client_ip: TokenBucket | None = None
     destinations: dict[str, TokenBucket] = {}
     routes: dict[str, TokenBucket] = {}
+    origins: list[PolicyRef] = []
     for item in policy.of_kind(RateLimitPolicy):
         if not labels_match(item.spec.selector, proxy.label_map):
             continue
+        origins.append(policy_ref(policy, item))
         spec = item.spec
         if gateway is None and spec.gateway is not None:
             gateway = bucket(spec.gateway)
@@ -40,4 +43,5 @@ def build_rate_limits(policy: PolicySet, registry: Registry, proxy: ProxyIdentit
         for route in spec.routes:
             key = f"{route.vs_ref(item.metadata.namespace)}/{route.route}"
             routes.setdefault(key, bucket(route.limit))
-    return RateLimits(gateway, client_ip, tuple(sorted(destinations.items())), tuple(sorted(routes.items())))
+    return RateLimits(gateway, client_ip, tuple(sorted(destinations.items())), tuple(sorted(routes.items())),
+                      tuple(origins))

@@ -118,6 +118,8 @@ class RateLimits:
     client_ip: TokenBucket | None = None
     destinations: tuple[tuple[str, TokenBucket], ...] = ()
     routes: tuple[tuple[str, TokenBucket], ...] = ()
+    # the RateLimitPolicies merged here (provenance: a limit that cannot be translated names them)
+    origins: tuple[PolicyRef, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.gateway or self.client_ip or self.destinations or self.routes)

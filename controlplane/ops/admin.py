@@ -11,6 +11,8 @@
     GET  /debug/config              loaded policy files and current diagnostics
     POST /debug/reload              reload the policy directory now (as SIGHUP does)
     GET  /  and /debug/...          the web console and its data (ops/console/)
+
+Connection limits, timeouts and the rules for POST (a token, or JSON from loopback) are in admin_guard.py.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from google.protobuf import json_format
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from controlplane.ops import console
+from controlplane.ops.admin_guard import HEADER_TIMEOUT, GuardedListener, post_guard
 from controlplane.ops.console.redact import redact
 from controlplane.translate.resources import PUSH_ORDER, SHORT_NAMES
 from controlplane.xds.cache import SnapshotCache
@@ -54,11 +57,12 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 class AdminServer:
-    def __init__(self, backend: AdminBackend, host: str, port: int) -> None:
+    def __init__(self, backend: AdminBackend, host: str, port: int, token: str | None = None) -> None:
         self.backend = backend
         self.host, self.port = host, port
         self._runner: web.AppRunner | None = None
-        app = web.Application()
+        self.listener = GuardedListener()
+        app = web.Application(middlewares=[self.listener.track, post_guard(token)])
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
@@ -71,16 +75,13 @@ class AdminServer:
         self._app = app
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self._app, access_log=None)
+        self._runner = web.AppRunner(self._app, access_log=None, keepalive_timeout=HEADER_TIMEOUT)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        server = site._server  # the bound port, when 0 was asked for
-        if server is not None and server.sockets:  # type: ignore[attr-defined]
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self.port = await self.listener.start(self._runner, self.host, self.port)
         log.info("admin server listening on http://%s:%d", self.host, self.port)
 
     async def close(self) -> None:
+        await self.listener.close()
         if self._runner is not None:
             await self._runner.cleanup()
 

@@ -7,13 +7,19 @@ resources by hashing their serialized bytes.
 Consistency the xDS layer relies on holds by construction: every EDS cluster gets a ClusterLoadAssignment
 of the same name, and every RDS name a listener refers to gets a RouteConfiguration. Each resource made
 from policy records the objects it came from (`Resources.add(..., origins=...)`).
+
+A resource that cannot be made (a value out of an Envoy field's range that validation let through) raises
+`TranslationFailure` naming the policy objects it came from, so the caller (controlplane/isolation.py)
+can leave exactly that object out instead of losing the proxy's whole configuration.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import dataclasses
+from collections.abc import Iterable, Iterator
 
-from controlplane.build.model import Discovery, OutboundPolicy, PolicyRef, ProxyModel
+from controlplane.build.model import Discovery, OutboundHttp, OutboundPolicy, PolicyRef, ProxyModel
 from controlplane.translate.clusters import translate_cluster
 from controlplane.translate.endpoints import load_assignment
 from controlplane.translate.gateway import gateway_resources
@@ -27,51 +33,97 @@ from controlplane.translate.secrets import credential_secrets
 from controlplane.translate.tcp import tcp_listener
 
 
+class TranslationFailure(Exception):
+    """A resource could not be made; `origins` are the policy objects it came from (the suspects)."""
+
+    def __init__(self, what: str, origins: tuple[Origin, ...], cause: Exception) -> None:
+        super().__init__(f"{what}: {type(cause).__name__}: {cause}")
+        self.what, self.origins, self.cause = what, origins, cause
+
+
+@contextlib.contextmanager
+def _blame(what: str, origins: tuple[Origin, ...]) -> Iterator[None]:
+    try:
+        yield
+    except TranslationFailure:
+        raise
+    except Exception as err:
+        raise TranslationFailure(what, origins, err) from err
+
+
 def translate_proxy(model: ProxyModel) -> Resources:
     """All Envoy resources for one proxy, keyed by type URL and name."""
     resources = Resources()
     telemetry_origins = _origins(model.telemetry.origins)
     for cluster in model.clusters:
-        envoy_cluster = translate_cluster(cluster)
         origins = _origins(cluster.origins)
-        resources.add(CLUSTER, envoy_cluster.name, envoy_cluster, origins)
-        if cluster.discovery is Discovery.EDS:
-            # STRICT_DNS clusters carry their endpoints inline; only EDS clusters need the resource.
-            assignment = load_assignment(cluster)
-            resources.add(ENDPOINT, assignment.cluster_name, assignment, origins)
+        with _blame(f"cluster {cluster.ref}", origins):
+            envoy_cluster = translate_cluster(cluster)
+            resources.add(CLUSTER, envoy_cluster.name, envoy_cluster, origins)
+            if cluster.discovery is Discovery.EDS:
+                # STRICT_DNS clusters carry their endpoints inline; only EDS clusters need the resource.
+                assignment = load_assignment(cluster)
+                resources.add(ENDPOINT, assignment.cluster_name, assignment, origins)
     if model.outbound_http is not None:
-        outbound = model.outbound_http
-        if outbound.outbound_policy is OutboundPolicy.ALLOW_ANY:
-            passthrough = passthrough_cluster(model.mesh_connect_timeout_ms)
-            resources.add(CLUSTER, passthrough.name, passthrough, _origins(model.mesh_origins))
-        listener = outbound_http_listener(outbound, model.telemetry)
-        resources.add(LISTENER, listener.name, listener, telemetry_origins)
-        route_config = outbound_route_config(outbound)
-        origins = _origins(o for vhost in outbound.virtual_hosts for o in vhost.origins)
-        resources.add(ROUTE, route_config.name, route_config, origins)
+        _outbound(resources, model, model.outbound_http, telemetry_origins)
     for tcp in model.tcp_listeners:
-        envoy_listener = tcp_listener(tcp)
-        resources.add(LISTENER, envoy_listener.name, envoy_listener, _origins(tcp.origins))
-    if model.inbound is not None:
-        for inbound_cluster in inbound_clusters(model.inbound):
-            resources.add(CLUSTER, inbound_cluster.name, inbound_cluster)
-        in_listener = inbound_listener(model.inbound, model.telemetry)
-        peer_origins = _origins(model.inbound.origins)
-        listener_origins = tuple(sorted({*telemetry_origins, *peer_origins}))
-        resources.add(LISTENER, in_listener.name, in_listener, listener_origins)
-        for in_routes in inbound_route_configs(model.inbound):
-            resources.add(ROUTE, in_routes.name, in_routes, peer_origins)
+        with _blame("tcp listener", _origins(tcp.origins)):
+            envoy_listener = tcp_listener(tcp)
+            resources.add(LISTENER, envoy_listener.name, envoy_listener, _origins(tcp.origins))
+    with _blame("inbound listener", telemetry_origins):
+        if model.inbound is not None:
+            for inbound_cluster in inbound_clusters(model.inbound):
+                resources.add(CLUSTER, inbound_cluster.name, inbound_cluster)
+            in_listener = inbound_listener(model.inbound, model.telemetry)
+            peer_origins = _origins(model.inbound.origins)
+            listener_origins = tuple(sorted({*telemetry_origins, *peer_origins}))
+            resources.add(LISTENER, in_listener.name, in_listener, listener_origins)
+            for in_routes in inbound_route_configs(model.inbound):
+                resources.add(ROUTE, in_routes.name, in_routes, peer_origins)
     if model.gateway is not None:
         gateway_origins = _origins(o for listener in model.gateway.listeners for o in listener.origins)
-        for type_url, name, message in gateway_resources(model.gateway, model.telemetry):
-            resources.add(type_url, name, message, gateway_origins)
-    for credential in model.client_credentials:
-        for secret in credential_secrets(credential):
-            resources.add(SECRET, secret.name, secret)
-    for collector in telemetry_clusters(model.telemetry, model.mesh_connect_timeout_ms):
-        resources.add(CLUSTER, collector.name, collector, telemetry_origins)
+        suspects = tuple(sorted({*_origins(model.gateway.rate_limits.origins), *gateway_origins}))
+        with _blame("gateway", suspects):
+            for type_url, name, message in gateway_resources(model.gateway, model.telemetry):
+                resources.add(type_url, name, message, gateway_origins)
+    with _blame("tls credentials", ()):
+        for credential in model.client_credentials:
+            for secret in credential_secrets(credential):
+                resources.add(SECRET, secret.name, secret)
+    with _blame("telemetry", telemetry_origins):
+        for collector in telemetry_clusters(model.telemetry, model.mesh_connect_timeout_ms):
+            resources.add(CLUSTER, collector.name, collector, telemetry_origins)
     _sort(resources)
     return resources
+
+
+def _outbound(resources: Resources, model: ProxyModel, outbound: OutboundHttp,
+              telemetry_origins: tuple[Origin, ...]) -> None:
+    if outbound.outbound_policy is OutboundPolicy.ALLOW_ANY:
+        with _blame("passthrough cluster", _origins(model.mesh_origins)):
+            passthrough = passthrough_cluster(model.mesh_connect_timeout_ms)
+            resources.add(CLUSTER, passthrough.name, passthrough, _origins(model.mesh_origins))
+    with _blame("outbound listener", telemetry_origins):
+        listener = outbound_http_listener(outbound, model.telemetry)
+        resources.add(LISTENER, listener.name, listener, telemetry_origins)
+    try:
+        route_config = outbound_route_config(outbound)
+    except Exception as err:
+        raise TranslationFailure("outbound routes", _failing_virtual_hosts(outbound), err) from err
+    origins = _origins(o for vhost in outbound.virtual_hosts for o in vhost.origins)
+    resources.add(ROUTE, route_config.name, route_config, origins)
+
+
+def _failing_virtual_hosts(outbound: OutboundHttp) -> tuple[Origin, ...]:
+    """The origins of the virtual hosts that fail on their own: one route table holds every service, so
+    the suspects are narrowed to the failing services (only on the failure path)."""
+    suspects: list[PolicyRef] = []
+    for vhost in outbound.virtual_hosts:
+        try:
+            outbound_route_config(dataclasses.replace(outbound, virtual_hosts=(vhost,)))
+        except Exception:
+            suspects.extend(vhost.origins)
+    return _origins(suspects or [o for vhost in outbound.virtual_hosts for o in vhost.origins])
 
 
 def _origins(refs: Iterable[PolicyRef]) -> tuple[Origin, ...]:

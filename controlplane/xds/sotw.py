@@ -88,7 +88,7 @@ class SotwState(StreamMachine[_TypeState]):
         out: list[Outgoing] = []
         if first or names_changed:
             # On a reconnect Envoy names the version it runs; a version it rejected before is not re-sent.
-            out += self._respond(type_url, must=True, reconnecting=first and bool(request.version_info))
+            out += self._respond(type_url, must=True, held=request.version_info if first else "")
         return out + self._settle()
 
     def on_snapshot(self, snapshot: Snapshot) -> list[Outgoing]:
@@ -102,6 +102,8 @@ class SotwState(StreamMachine[_TypeState]):
         state.pending = False
         if request.HasField("error_detail"):
             state.nacked.add(state.sent_version)
+            # Envoy's NACK names the version it keeps running (empty: none)
+            self.status.remember_nack(type_url, request.version_info, state.sent_version)
             error = request.error_detail.message
             origins = tuple(str(o) for o in self.snapshot.blame(type_url, error))
             self.status.nacked(type_url, state.sent_version, error, origins)
@@ -144,13 +146,14 @@ class SotwState(StreamMachine[_TypeState]):
             return body
         return SotwBody.of({**state.retained, **body.resources})
 
-    def _respond(self, type_url: str, *, must: bool, reconnecting: bool = False) -> list[Outgoing]:
+    def _respond(self, type_url: str, *, must: bool, held: str = "") -> list[Outgoing]:
+        """`held`: on a stream's first request, the version the reconnecting proxy runs."""
         state = self._types[type_url]
         if not state.requested:
             return []
         body = self._select(type_url, state)
         version = body.version
-        rejected = version in state.nacked or self.status.was_nacked(type_url, version)
+        rejected = version in state.nacked or self.status.rejected_before(type_url, held, version)
         if not (must or state.force):
             if version == state.sent_version:
                 state.sent_snapshot = self.snapshot.version
@@ -158,7 +161,7 @@ class SotwState(StreamMachine[_TypeState]):
                 return []
             if rejected:
                 return []
-        elif rejected and (reconnecting or not must):
+        elif rejected and (held or not must):
             return []
         nonce = self._next_nonce()
         header = discovery_pb2.DiscoveryResponse(version_info=version, type_url=type_url, nonce=nonce)

@@ -1,14 +1,13 @@
 """What each connected proxy has been sent, what it ACKed and what it rejected (for /debug/syncz).
 
-Also remembers, per node id, every version a proxy NACKed, so that a reconnecting proxy is not sent
-the same rejected config again (the NACK loops of xds-pitfalls.md).
+Also holds the NACK memory that carries rejections over a reconnect (xds/nackmemory.py: bounded, expiring,
+keyed by what the proxy holds, so a stranger cannot poison another proxy).
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from controlplane.build.proxy import ProxyIdentity
 from controlplane.translate.resources import PUSH_ORDER, SHORT_NAMES
 from controlplane.xds import metrics
+from controlplane.xds.nackmemory import NackMemory, memory_key
 
 SYNCED, STALE, NACKED = "SYNCED", "STALE", "NACKED"
 
@@ -121,19 +121,21 @@ class StreamStatus:
         status.nacked_version, status.nack_error, status.nack_origins = version, error, origins
         status.nacked_resources = resources
         metrics.NACKS.labels(SHORT_NAMES.get(type_url, type_url)).inc()
-        if self._registry is not None:
-            self._registry.remember_nack(self.node_id, type_url, version)
 
-    def remember_nack_of(self, type_url: str, version: str) -> None:
-        """Remember a rejected resource version without changing the type's status (delta NACKs)."""
-        if self._registry is not None:
-            self._registry.remember_nack(self.node_id, type_url, version)
+    @property
+    def shape(self) -> str:
+        return self.identity.describe()
 
-    def was_nacked(self, type_url: str, version: str) -> bool:
-        return self._registry is not None and self._registry.was_nacked(self.node_id, type_url, version)
+    def remember_nack(self, type_url: str, held: str, rejected: str) -> None:
+        """Holding `held` (a version, or delta's `name@version`), the proxy rejected `rejected`: carry
+        that over a reconnect (xds/nackmemory.py). Nothing is remembered for a proxy that held nothing."""
+        if self._registry is not None and held:
+            self._registry.nacks.remember(memory_key(self), type_url, held, rejected)
 
-    def has_nacks(self) -> bool:
-        return self._registry is not None and self._registry.has_nacks(self.node_id)
+    def rejected_before(self, type_url: str, held: str, offered: str) -> bool:
+        """Whether this proxy, reconnecting while holding `held`, rejected `offered` on an earlier stream."""
+        return bool(held) and self._registry is not None and self._registry.nacks.rejected(
+            memory_key(self), type_url, held, offered)
 
     def to_json(self, current_version: str | None = None) -> dict[str, Any]:
         """`current_version`: the shape's snapshot in the cache now, which the stream may not have
@@ -172,12 +174,12 @@ def _order(type_url: str) -> int:
 
 
 class StatusRegistry:
-    """All open streams' status, plus the NACK memory per node id (kept across reconnects)."""
+    """All open streams' status, plus the NACK memory carried over reconnects (xds/nackmemory.py)."""
 
     def __init__(self) -> None:
         self._ids = itertools.count(1)
         self.streams: dict[int, StreamStatus] = {}
-        self._nacks: defaultdict[str, set[tuple[str, str]]] = defaultdict(set)
+        self.nacks = NackMemory()
         self.describe_identity: Callable[[StreamStatus], dict[str, Any]] | None = None
 
     def open(self, node_id: str, identity: ProxyIdentity, protocol: str, node: Any = None) -> StreamStatus:
@@ -192,15 +194,6 @@ class StatusRegistry:
             role = status.identity.role.value
             for type_url in status.types:
                 metrics.SUBSCRIBED.labels(SHORT_NAMES.get(type_url, type_url), role).dec()
-
-    def remember_nack(self, node_id: str, type_url: str, version: str) -> None:
-        self._nacks[node_id].add((type_url, version))
-
-    def was_nacked(self, node_id: str, type_url: str, version: str) -> bool:
-        return (type_url, version) in self._nacks.get(node_id, ())
-
-    def has_nacks(self, node_id: str) -> bool:
-        return bool(self._nacks.get(node_id))
 
     def by_node(self, node_id: str) -> list[StreamStatus]:
         return [s for s in self.streams.values() if s.node_id == node_id]

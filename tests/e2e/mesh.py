@@ -61,6 +61,8 @@ def http_request(port: int, path: str, *, host: str | None = None, method: str =
     conn = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
     try:
         headers = {"Host": host} if host is not None else {}
+        if method == "POST":
+            headers["Content-Type"] = "application/json"  # the admin server refuses "simple" POSTs
         conn.request(method, path, body=body, headers=headers)
         response = conn.getresponse()
         return Reply(response.status, response.read(), {k.lower(): v for k, v in response.getheaders()})

@@ -201,16 +201,12 @@ def test_nack_keeps_old_config_and_is_not_resent(fresh_mesh: Mesh) -> None:
 
 # 5 ---------------------------------------------------------------------------------------------------
 
-_UPDATE_STATS = ("cluster_manager.cds.update_success", "listener_manager.lds.update_success")
-
-
 def test_server_restart_keeps_traffic_and_versions(fresh_mesh: Mesh) -> None:
     mesh = fresh_mesh
     cp, envoy = mesh.control_plane, mesh.envoy
     served_before = cp.resource_versions(mesh.node_id)
     snapshot_before = cp.config_dump(mesh.node_id)["snapshot_version"]
     running_before = envoy.dynamic()
-    updates_before = {name: envoy.stats()[name] for name in _UPDATE_STATS}
 
     assert cp.stop() == 0
     wait_until(lambda: envoy.stats()["control_plane.connected_state"] == 0,
@@ -224,13 +220,14 @@ def test_server_restart_keeps_traffic_and_versions(fresh_mesh: Mesh) -> None:
                what="envoy to reconnect to the restarted server")
     wait_until(lambda: envoy.stats()["control_plane.connected_state"] == 1, what="envoy connected")
     if mesh.delta:
-        # Envoy told the server what it has (initial_resource_versions); it is up to date: nothing is sent.
-        # Give a wrong server time to show itself before checking.
+        # Envoy told the server what it has (initial_resource_versions); it is up to date: each type gets
+        # one empty response (so Envoy resets its retry backoff), nothing is re-sent. Give a wrong server
+        # time to show itself before checking.
         time.sleep(1.0)
         stream = cp.stream_of(mesh.node_id)
         assert stream is not None
-        assert {t: s["responses"] for t, s in stream["types"].items() if s["responses"]} == {}
-        assert {name: envoy.stats()[name] for name in _UPDATE_STATS} == updates_before
+        assert all(s["responses"] <= 1 for s in stream["types"].values()), stream["types"]
+        assert envoy.dynamic() == running_before
         # ... and syncz still knows the proxy is up to date (it said so in initial_resource_versions)
         mesh.assert_synced()
     else:

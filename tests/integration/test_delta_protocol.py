@@ -44,7 +44,9 @@ async def test_delta_first_request_without_initial_versions_is_answered_even_for
     assert response.nonce
 
 
-async def test_delta_initial_versions_matching_current_versions_get_nothing(xds: Harness) -> None:
+async def test_delta_initial_versions_matching_current_versions_get_an_empty_response(xds: Harness) -> None:
+    """Nothing to send, but an (empty) response all the same: Envoy resets its retry backoff only when
+    a message arrives (sent nothing, a reconnected delta proxy took up to 23 s to be back in sync)."""
     xds.publish(_clusters(a=1000, b=2000))
     first = xds.delta(make_node("envoy-1"))
     await first.request(CLUSTER)
@@ -54,6 +56,9 @@ async def test_delta_initial_versions_matching_current_versions_get_nothing(xds:
 
     again = xds.delta(make_node("envoy-1"))
     await again.request(CLUSTER, initial_versions=have)
+    empty = await again.recv_type(CLUSTER)
+    assert (list(empty.resources), list(empty.removed_resources)) == ([], [])
+    await xds.ack(again, empty)
     await again.expect_nothing()
 
 

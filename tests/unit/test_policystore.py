@@ -1,4 +1,5 @@
-"""PolicyStore: a file with errors is never half-applied; its last valid version stays in effect."""
+"""PolicyStore: each object is applied on its own; an invalid one keeps its last valid version in effect,
+and a file that cannot be used keeps what it served."""
 
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ def _names(store: PolicyStore) -> tuple[list[str], list[str], list[str], list[st
     return (
         sorted(obj.metadata.name for obj in result.policy),
         [f"{Path(d.file).name}:{d.line}:{d.field}" for d in result.diagnostics],
-        [Path(f).name for f in result.kept],
-        [Path(f).name for f in result.excluded],
+        [key.rsplit("/", 1)[1] for key in result.kept],
+        [key.rsplit("/", 1)[1] for key in result.excluded],
     )
 
 
@@ -35,8 +36,8 @@ def test_invalid_file_at_startup_is_left_out_and_the_rest_served(tmp_path: Path)
     (tmp_path / "b.yaml").write_text(BROKEN.format(name="b", port=9002))
     names, diagnostics, kept, excluded = _names(PolicyStore(tmp_path))
     assert names == ["a"]
-    assert diagnostics == ["b.yaml:8:spec.bogusField"]
-    assert (kept, excluded) == ([], ["b.yaml"])
+    assert diagnostics == ["b.yaml:1:-", "b.yaml:8:spec.bogusField"]
+    assert (kept, excluded) == ([], ["b"])
 
 
 def test_invalid_edit_keeps_the_last_valid_version(tmp_path: Path) -> None:
@@ -45,8 +46,10 @@ def test_invalid_edit_keeps_the_last_valid_version(tmp_path: Path) -> None:
     assert _names(store)[0] == ["a"]
     (tmp_path / "a.yaml").write_text(BROKEN.format(name="renamed", port=9001))
     names, diagnostics, kept, _ = _names(store)
+    # a file with an invalid object deletes nothing (it may be half-written): "a" stays, "renamed" is
+    # invalid and was never valid
     assert names == ["a"]
-    assert diagnostics and kept == ["a.yaml"]
+    assert diagnostics and kept == ["a"]
     # fixing the file applies it
     (tmp_path / "a.yaml").write_text(SERVICE.format(name="renamed", port=9001))
     assert _names(store)[:3] == (["renamed"], [], [])
@@ -78,6 +81,6 @@ def test_bad_files_are_diagnostics_and_lose_nothing(tmp_path: Path) -> None:
     (tmp_path / "loop.yaml").symlink_to(tmp_path / "loop.yaml")
     names, diagnostics, kept, excluded = _names(store)
     assert names == ["a", "b"]
-    assert sorted(kept) == ["a.yaml", "b.yaml"]
-    assert sorted(excluded) == ["huge.yaml", "loop.yaml"]
+    assert sorted(kept) == ["a", "b"]
+    assert excluded == []
     assert {d.split(":")[0] for d in diagnostics} == {"a.yaml", "b.yaml", "huge.yaml", "loop.yaml"}
