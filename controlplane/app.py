@@ -28,7 +28,8 @@ from controlplane.build import build_proxy
 from controlplane.build.proxy import ProxyIdentity, SocketAddress
 from controlplane.ops import metrics
 from controlplane.ops.admin import AdminServer
-from controlplane.policystore import PolicyStore
+from controlplane.ops.policystate import plural, policy_state
+from controlplane.policystore import LoadResult, PolicyStore
 from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, Resources
 from controlplane.translate.translator import translate_proxy
 from controlplane.watch import PolicyWatcher
@@ -95,6 +96,7 @@ class ControlPlane:
         self.store = PolicyStore(settings.config_dir)
         self.policy = PolicySet()
         self.diagnostics: list[Diagnostic] = []
+        self.loaded: LoadResult | None = None  # the last load: which files' edits are not served
         self.cache = SnapshotCache(make_factory(self.policy, []))
         self._loaded = False
         self.xds = XdsServer(self.cache, self.registry, settings.xds_address, settings.max_connection_age)
@@ -130,7 +132,7 @@ class ControlPlane:
                 log.error("test hook %s: %s", self.settings.extra_resources, exc)
         for diagnostic in diagnostics:
             log.error("invalid policy: %s", diagnostic)
-        self.policy, self.diagnostics = policy, diagnostics
+        self.policy, self.diagnostics, self.loaded = policy, diagnostics, loaded
         rebuilding = time.perf_counter()
         changed = await self.cache.publish(make_factory(policy, extra), changed_at)
         metrics.REBUILD_SECONDS.observe(time.perf_counter() - rebuilding)
@@ -138,8 +140,9 @@ class ControlPlane:
         metrics.RELOADS.labels("invalid" if diagnostics else "ok").inc()
         metrics.DIAGNOSTICS.set(len(diagnostics))
         self._loaded = True
-        log.info("loaded %s: %d objects, %d problems, %d proxy shapes changed (%.1f ms)",
-                 self.settings.config_dir, len(policy), len(diagnostics), changed, elapsed * 1000)
+        log.info("loaded %s: %s, %s, %s changed (%.1f ms)", self.settings.config_dir,
+                 plural(len(policy), "object"), plural(len(diagnostics), "problem"),
+                 plural(changed, "proxy shape"), elapsed * 1000)
         return {"objects": len(policy), "diagnostics": [str(d) for d in diagnostics],
                 "kept_last_valid": loaded.kept, "not_applied": loaded.excluded, "changed_shapes": changed}
 
@@ -150,6 +153,7 @@ class ControlPlane:
             or (self.settings.watch and self.store.fingerprint() != self.store.loaded_fingerprint),
             "objects": [str(obj.key) for obj in self.policy],
             "diagnostics": [str(d) for d in self.diagnostics],
+            **policy_state(self.diagnostics, self.loaded),
             "shapes": {identity.describe(): {"version": snap.version, "streams": streams}
                        for identity, (snap, streams) in self.cache.shapes().items()},
         }

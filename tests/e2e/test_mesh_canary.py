@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -113,7 +112,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
 def shop(mesh: LocalMesh, headers: dict[str, str] | None = None) -> tuple[int, Any]:
     """One request from the client app's point of view: through its sidecar's outbound listener."""
     outbound = mesh.plan.proxy("client-1").outbound
-    status, body = http_get(str(outbound), "/item", timeout=5, headers={"Host": "shop.test", **(headers or {})})
+    headers = {"Host": "shop.test", **(headers or {})}
+    status, body = http_get(str(outbound), "/item", timeout=5, headers=headers)
     try:
         return status, json.loads(body)
     except ValueError:
