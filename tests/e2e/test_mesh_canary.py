@@ -8,6 +8,8 @@ One mesh per module (control plane, two gateways, three sidecars, three apps): t
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -147,3 +149,42 @@ def test_header_routes_to_v2(mesh: LocalMesh) -> None:
     bodies = [shop(mesh, {"x-canary": "false"})[1] for _ in range(5)]
     assert all(body["service"] == "shop" for body in bodies)
 
+
+
+def status(mesh: LocalMesh, *args: str) -> subprocess.CompletedProcess[str]:
+    """`controlplane status` against the mesh's control plane, given its admin URL as `make run` prints."""
+    return subprocess.run(
+        [sys.executable, "-m", "controlplane", "status", "--admin-address", f"http://{mesh.admin}", *args],
+        capture_output=True, text=True, timeout=90, check=False,
+    )
+
+
+def test_status_wait_reports_a_rejected_edit(mesh: LocalMesh) -> None:
+    path = mesh.settings.config_dir / "canary.yaml"
+    good = path.read_text()
+    done = status(mesh, "--wait", "--timeout", "60")
+    assert done.returncode == 0, done.stdout + done.stderr
+    clean = "policy: 0 errors, 0 warnings; served config is the latest edit\n"
+    assert done.stdout.startswith(clean), done.stdout
+    rows = [line for line in done.stdout.splitlines() if line.startswith(("client-1", "shop-2"))]
+    assert len(rows) == 2 and all(" 1.40." in row for row in rows), done.stdout  # the Envoy version
+
+    bad = good.replace("  - name: canary-split\n", "  - name: canary-split\n    bogusField: 1\n")
+    line = bad.splitlines().index("    bogusField: 1") + 1
+    try:
+        path.write_text(bad)
+        # right after the save: the waiter must not report the old config as the latest edit
+        done = status(mesh, "--wait", "--timeout", "60")
+        assert done.returncode == 2, done.stdout + done.stderr
+        where = f"{path}:{line}: VirtualService/shop: spec.http[1].bogusField: unsupported field"
+        assert done.stdout.startswith(
+            f"policy: 1 error, 0 warnings; served config is NOT the latest edit "
+            f"(last valid version of {path} served)\n  error: {where}\n"
+        ), done.stdout
+        assert where in done.stderr and "the latest edit is not served" in done.stderr, done.stderr
+        # the last valid version keeps serving the split
+        assert shop(mesh, {"x-canary": "true"})[1]["version"] == "v2"
+    finally:
+        path.write_text(good)
+    done = status(mesh, "--wait", "--timeout", "60")
+    assert done.returncode == 0, done.stdout + done.stderr
