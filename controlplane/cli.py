@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-watch", action="store_true",
                        help="do not reload when policy files change (SIGHUP and POST /debug/reload still do)")
     serve.add_argument("--test-extra-resources", type=Path, help=argparse.SUPPRESS)
+    # main() called in-process (tests) must return to its caller
+    serve.set_defaults(exit_fast=False)
 
     boot = commands.add_parser(
         "bootstrap", formatter_class=_Help, help="print an Envoy bootstrap (YAML) for one proxy")
@@ -143,6 +146,13 @@ def _serve(args: argparse.Namespace) -> int:
         await ControlPlane(settings).run()
 
     asyncio.run(main())
+    if args.exit_fast:
+        # Everything is closed and the log flushed; what is left is the interpreter's finalization, where
+        # grpc's C core joins its threads (about 1-2 s of an idle server's Ctrl-C). Skip it.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
@@ -239,6 +249,8 @@ def _config(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if argv is None and args.command == "serve":  # the `controlplane` / `python -m controlplane` process
+        args.exit_fast = True
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # watchfiles logs every batch of file events at INFO; our reload log line says what matters

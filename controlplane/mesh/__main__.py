@@ -19,7 +19,7 @@ from typing import TextIO
 from controlplane.build.proxy import Role
 from controlplane.mesh.plan import INGRESS, PlanError, Proxy
 from controlplane.mesh.processes import MeshError, http_get
-from controlplane.mesh.runner import STATE_FILE, LocalMesh, MeshSettings
+from controlplane.mesh.runner import PREVIOUS, STATE_FILE, LocalMesh, MeshSettings
 from controlplane.ops import inspect
 
 
@@ -47,8 +47,8 @@ def print_summary(mesh: LocalMesh, out: TextIO) -> None:
     plan = mesh.plan
     write = out.write
     write(
-        f"\nmesh is up ({len(mesh.processes)} processes; logs in {mesh.settings.log_dir}/, "
-        f"state in {mesh.settings.log_dir / STATE_FILE})\n\n"
+        f"\nmesh is up ({len(mesh.processes)} processes; logs in {mesh.settings.log_dir}/, the previous "
+        f"run's in {mesh.settings.log_dir / PREVIOUS}/, state in {mesh.settings.log_dir / STATE_FILE})\n\n"
     )
     write(
         f"  control plane   xDS {mesh.xds}   admin http://{mesh.admin}/debug/syncz  "

@@ -33,6 +33,21 @@ from controlplane.mesh.processes import (
 from controlplane.ops import inspect
 
 STATE_FILE = "mesh.json"
+PREVIOUS = "prev"  # the previous run's logs, kept for one run (a failed run's logs are what one needs)
+
+
+def keep_previous_logs(log_dir: Path) -> None:
+    """Move the last run's logs, state and bootstraps to `log_dir/prev/` (replacing the older ones)."""
+    if not log_dir.is_dir():
+        return
+    old = [p for p in log_dir.iterdir() if p.suffix == ".log" or p.name in (STATE_FILE, "bootstrap")]
+    if not old:
+        return
+    previous = log_dir / PREVIOUS
+    shutil.rmtree(previous, ignore_errors=True)
+    previous.mkdir()
+    for path in old:
+        path.rename(previous / path.name)
 
 
 @dataclass(frozen=True)
@@ -186,8 +201,9 @@ class LocalMesh:
 
     def start(self) -> None:
         """Start everything and wait until it is ready; on failure stop what started and raise MeshError."""
-        self.settings.log_dir.mkdir(parents=True, exist_ok=True)
         self.check_ports()
+        keep_previous_logs(self.settings.log_dir)
+        self.settings.log_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._start_control_plane()
             services = {self._start_service(i): _listening(i) for i in self.plan.instances}
