@@ -1,8 +1,9 @@
 """`python -m controlplane.mesh` (what `make run` runs): bring the local mesh up, print where everything
-is, keep it running until Ctrl-C (SIGINT) or SIGTERM, then stop every process by PID.
+is, keep it running until Ctrl-C (SIGINT) or SIGTERM — restarting any process that exits, with back-off,
+and saying so — then stop every process by PID.
 
-Exit codes: 0 after a clean stop, 1 when something failed to start or died (its name and the last lines
-of its log are printed), 2 for bad arguments.
+Exit codes: 0 after a clean stop, 1 when something failed to start (its name and the last lines of its
+log are printed), 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -133,9 +133,14 @@ def run(settings: MeshSettings, out: TextIO = sys.stdout) -> int:
         mesh.start()
         up = True
         print_summary(mesh, out)
-        while not stopping:
-            mesh.check_alive()
-            time.sleep(0.2)
+
+
+        def log(line: str) -> None:
+            out.write(line + "\n")
+            out.flush()
+
+        # a process that exits is restarted with back-off (supervisor.py); Ctrl-C stops everything
+        mesh.keep_running(lambda: bool(stopping), log)
         out.write("stopping...\n")
         mesh.stop()
         out.write("stopped.\n")

@@ -30,6 +30,7 @@ from controlplane.mesh.processes import (
     stop_all,
     wait_ready,
 )
+from controlplane.mesh.supervisor import Supervisor
 from controlplane.ops import inspect
 
 STATE_FILE = "mesh.json"
@@ -83,6 +84,7 @@ class LocalMesh:
         self.xds = SocketAddress(LOOPBACK, settings.xds_port or ports.take())
         self.admin = SocketAddress(LOOPBACK, settings.admin_port or ports.take())
         self.processes: list[Process] = []
+        self.supervisor: Supervisor | None = None
         self.envoy = find_envoy(settings.envoy_bin)
 
     # -- addresses -------------------------------------------------------------------------------------
@@ -217,11 +219,20 @@ class LocalMesh:
 
     # -- running ---------------------------------------------------------------------------------------
 
-    def check_alive(self) -> None:
-        """MeshError for the first process that has exited."""
-        for process in self.processes:
-            if not process.running():
-                raise MeshError(process.failure())
+    def supervise(self, log: Callable[[str], None]) -> Supervisor:
+        """From now on, a process that exits is restarted (see supervisor.py); call `poll()` on the result
+        regularly (`keep_running` does). mesh.json follows the new PIDs."""
+        self.supervisor = Supervisor(self.processes, log, on_restart=lambda _: self.write_state())
+        return self.supervisor
+
+    def keep_running(
+        self, until: Callable[[], bool], log: Callable[[str], None], interval: float = 0.2
+    ) -> None:
+        """Supervise the mesh until `until()` is true."""
+        supervisor = self.supervise(log)
+        while not until() and not supervisor.stopped:
+            supervisor.poll()
+            time.sleep(interval)
 
     def sync_status(self, timeout: float = 10.0) -> tuple[bool, list[dict[str, Any]]]:
         """Wait until every Envoy of the plan is connected and has ACKed its current config (the control
@@ -241,6 +252,8 @@ class LocalMesh:
             time.sleep(0.1)
 
     def stop(self, timeout: float = 5.0) -> None:
+        if self.supervisor is not None:
+            self.supervisor.stop()  # nothing is restarted while it is being stopped
         stop_all(list(reversed(self.processes)), timeout)
 
     @property

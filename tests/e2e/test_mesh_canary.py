@@ -8,8 +8,12 @@ One mesh per module (control plane, two gateways, three sidecars, three apps): t
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -17,8 +21,8 @@ from typing import Any
 import pytest
 
 from controlplane.mesh.processes import http_get
-from controlplane.mesh.runner import LocalMesh, MeshSettings
-from tests.harness import find_envoy, free_port
+from controlplane.mesh.runner import STATE_FILE, LocalMesh, MeshSettings
+from tests.harness import find_envoy, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -188,3 +192,45 @@ def test_status_wait_reports_a_rejected_edit(mesh: LocalMesh) -> None:
         path.write_text(good)
     done = status(mesh, "--wait", "--timeout", "60")
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def supervised(mesh: LocalMesh) -> Iterator[list[str]]:
+    """The mesh supervised as `make run` does (in a thread here); the lines it logs."""
+    lines: list[str] = []
+    done = threading.Event()
+    thread = threading.Thread(target=mesh.keep_running, args=(done.is_set, lines.append), daemon=True)
+    thread.start()
+    yield lines
+    done.set()
+    thread.join(10)
+
+
+def test_killed_sidecar_is_restarted_and_the_mesh_keeps_serving(
+    mesh: LocalMesh, supervised: list[str]
+) -> None:
+    envoy = next(p for p in mesh.processes if p.name == "envoy-shop-2")
+    old_pid = envoy.pid
+    killed_at = time.time()
+    os.kill(old_pid, signal.SIGKILL)
+    exited = f"envoy-shop-2 (pid {old_pid}) exited with code -9; restarting in 1s"
+    wait_until(lambda: any(exited in line for line in supervised), timeout=10, what="the exit to be seen")
+    # the rest of the mesh keeps serving: shop's v1 instance answers through the client's sidecar
+    served = [body["version"] for status, body in (shop(mesh) for _ in range(20)) if status == 200]
+    assert served.count("v1") >= 10, served
+
+    wait_until(lambda: envoy.pid != old_pid and envoy.running(), timeout=30, what="envoy-shop-2 restarted")
+    assert any(f"envoy-shop-2 restarted (pid {old_pid} -> {envoy.pid}" in line for line in supervised)
+
+    def back() -> bool:
+        synced, streams = mesh.sync_status(timeout=0.5)
+        stream = next((s for s in streams if s["node"] == "shop-2"), None)
+        return synced and stream is not None and stream["connected_at"] >= killed_at
+
+    wait_until(back, timeout=60, what="shop-2's new Envoy to connect and ACK its config")
+    replies = [shop(mesh, {"x-canary": "true"}) for _ in range(10)]
+    assert [(status, body["instance"]) for status, body in replies] == [(200, "shop-2")] * 10, replies
+    # mesh.json names the new PID; the Envoy's log says what happened
+    state = json.loads((mesh.settings.log_dir / STATE_FILE).read_text())
+    assert {"name": "envoy-shop-2", "pid": envoy.pid, "log": str(envoy.log_path)} in state["processes"]
+    assert "mesh: envoy-shop-2 restarted" in envoy.log_path.read_text()
