@@ -11,14 +11,15 @@ istio=ingressgateway) and egress (istio=egressgateway). Anything else (DNS servi
 is left to the outside world and listed in `skipped`.
 
 Envoy ports (admin; outbound for sidecars) come from a `Ports` source: consecutive numbers from a base
-(stable URLs for `make run`), or numbers the OS picked (tests).
+(stable URLs for `make run`, kept per proxy in run/ports.json so that adding a service or an instance
+shifts no other's ports), or numbers the OS picked (tests).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 from controlplane.api.common import WorkloadSelector, labels_match
@@ -43,19 +44,41 @@ _given: set[int] = set()
 
 
 class Ports:
-    """Hands out TCP ports: consecutive from `base`, or chosen by the OS when `base` is 0."""
+    """Hands out TCP ports: consecutive from `base`, or chosen by the OS when `base` is 0.
 
-    def __init__(self, base: int = 0, host: str = LOOPBACK) -> None:
+    `assigned` ({what: port}, e.g. {"admin:reviews-1": 15004}) makes a port stable: asking again for the
+    same `what` gets the same port, whatever else the policy gained or lost meanwhile (the runner keeps
+    it in run/ports.json), and new ones never take a port assigned to something else."""
+
+    def __init__(
+        self, base: int = 0, host: str = LOOPBACK, assigned: Mapping[str, int] | None = None
+    ) -> None:
         self._next = base
         self._host = host
+        self.assigned: dict[str, int] = dict(assigned or {})
+        self._reserved = set(self.assigned.values())
+        self._taken: set[int] = set()
+        self._avoided: set[int] = set()
 
     def avoid(self, ports: Iterable[int]) -> None:
         """Never hand out these (ports the policy's endpoints use)."""
+        ports = set(ports)
+        self._avoided |= ports
         _given.update(ports)
 
-    def take(self) -> int:
+    def take(self, what: str = "") -> int:
+        port = self.assigned.get(what) if what else None
+        # an assigned port is kept unless the policy now uses it for an endpoint
+        if port is None or port in self._avoided or port in self._taken:
+            port = self._new()
+        self._taken.add(port)
+        if what:
+            self.assigned[what] = port
+        return port
+
+    def _new(self) -> int:
         if self._next:
-            while self._next in _given:
+            while self._next in _given or self._next in self._reserved or self._next in self._taken:
                 self._next += 1
             port = self._next
             self._next += 1
@@ -245,14 +268,15 @@ def make_plan(policy: PolicySet, ports: Ports) -> MeshPlan:
     proxies = []
     for node_id, istio_label in ((INGRESS, "ingressgateway"), (EGRESS, "egressgateway")):
         labels = (("app", node_id), ("istio", istio_label))
-        admin, health = SocketAddress(LOOPBACK, ports.take()), SocketAddress(LOOPBACK, ports.take())
+        admin = SocketAddress(LOOPBACK, ports.take(f"admin:{node_id}"))
+        health = SocketAddress(LOOPBACK, ports.take(f"health:{node_id}"))
         urls = gateway_urls(policy, labels)
         proxies.append(
             Proxy(node_id, Role.GATEWAY, GATEWAY_NAMESPACE, labels, admin, health=health, urls=urls)
         )
     for instance in instances:
-        admin = SocketAddress(LOOPBACK, ports.take())
-        outbound = SocketAddress(LOOPBACK, ports.take())
+        admin = SocketAddress(LOOPBACK, ports.take(f"admin:{instance.instance_id}"))
+        outbound = SocketAddress(LOOPBACK, ports.take(f"outbound:{instance.instance_id}"))
         proxies.append(
             Proxy(instance.instance_id, Role.SIDECAR, instance.namespace, instance.labels, admin, outbound)
         )
@@ -261,7 +285,7 @@ def make_plan(policy: PolicySet, ports: Ports) -> MeshPlan:
         if instance.http and len(instance.listen) == 1:
             # the app binds the endpoint's own loopback address: the sidecar's inbound forwards to the
             # inbound host (build/inbound.py), so a second instance on 127.0.0.2 is reached at 127.0.0.2
-            app = SocketAddress(instance.listen[0].host, ports.take())
+            app = SocketAddress(instance.listen[0].host, ports.take(f"app:{instance.instance_id}"))
             instances[index] = replace(instance, app_listen=(app,))
             sidecar = next(i for i, p in enumerate(proxies) if p.node_id == instance.instance_id)
             proxies[sidecar] = replace(proxies[sidecar], inbound=instance.listen[0], app_ports=(app.port,))

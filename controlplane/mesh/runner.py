@@ -34,7 +34,27 @@ from controlplane.mesh.supervisor import Supervisor
 from controlplane.ops import inspect
 
 STATE_FILE = "mesh.json"
+PORTS_FILE = "ports.json"  # next to the log directory: run/ports.json
 PREVIOUS = "prev"  # the previous run's logs, kept for one run (a failed run's logs are what one needs)
+
+
+def load_ports(path: Path | None) -> dict[str, int]:
+    """The port assignment of earlier runs ({} when there is none or it is unreadable)."""
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): v for k, v in data.items() if isinstance(v, int) and 0 < v < 65536}
+
+
+def save_ports(path: Path | None, ports: Ports) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(dict(sorted(ports.assigned.items())), indent=2) + "\n")
 
 
 def keep_previous_logs(log_dir: Path) -> None:
@@ -79,7 +99,10 @@ class LocalMesh:
         self.settings = settings
         policy, diagnostics = load_policy_dir(settings.config_dir)
         self.diagnostics = [str(d) for d in diagnostics]
-        self.plan: MeshPlan = make_plan(policy, Ports(settings.proxy_port_base))
+        # fixed ports (make run): each proxy keeps its ports across runs and policy edits
+        self.ports_file = settings.log_dir.parent / PORTS_FILE if settings.proxy_port_base else None
+        self.ports = Ports(settings.proxy_port_base, assigned=load_ports(self.ports_file))
+        self.plan: MeshPlan = make_plan(policy, self.ports)
         ports = Ports(0)  # after the plan: OS-chosen ports never repeat one the plan uses
         self.xds = SocketAddress(LOOPBACK, settings.xds_port or ports.take())
         self.admin = SocketAddress(LOOPBACK, settings.admin_port or ports.take())
@@ -204,6 +227,7 @@ class LocalMesh:
     def start(self) -> None:
         """Start everything and wait until it is ready; on failure stop what started and raise MeshError."""
         self.check_ports()
+        save_ports(self.ports_file, self.ports)
         keep_previous_logs(self.settings.log_dir)
         self.settings.log_dir.mkdir(parents=True, exist_ok=True)
         try:
