@@ -21,6 +21,7 @@ from typing import Any
 from controlplane.api.loader import load_policy_dir
 from controlplane.bootstrap import BootstrapSettings, bootstrap_yaml
 from controlplane.build.proxy import Role, SocketAddress
+from controlplane.mesh.live import PolicyFollower, envoy_live, listening
 from controlplane.mesh.plan import LOOPBACK, Instance, MeshPlan, Ports, Proxy, make_plan
 from controlplane.mesh.processes import (
     MeshError,
@@ -166,7 +167,7 @@ class LocalMesh:
         admin = str(self.admin)
         wait_ready({process: lambda: http_get(admin, "/readyz")[0] == 200}, self.settings.start_timeout)
 
-    def _start_service(self, instance: Instance) -> Process:
+    def start_service(self, instance: Instance) -> Process:
         sidecar = self.plan.sidecar_of(instance)
         argv = [
             sys.executable,
@@ -188,7 +189,7 @@ class LocalMesh:
     def bootstrap_path(self, proxy: Proxy) -> Path:
         return self.settings.log_dir / "bootstrap" / f"{proxy.node_id}.yaml"
 
-    def _start_envoy(self, proxy: Proxy) -> Process:
+    def start_envoy(self, proxy: Proxy) -> Process:
         path = self.bootstrap_path(proxy)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(
@@ -227,14 +228,14 @@ class LocalMesh:
     def start(self) -> None:
         """Start everything and wait until it is ready; on failure stop what started and raise MeshError."""
         self.check_ports()
-        save_ports(self.ports_file, self.ports)
+        self.save_ports()
         keep_previous_logs(self.settings.log_dir)
         self.settings.log_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._start_control_plane()
-            services = {self._start_service(i): _listening(i) for i in self.plan.instances}
+            services = {self.start_service(i): listening(i) for i in self.plan.instances}
             wait_ready(services, self.settings.start_timeout)
-            envoys = {self._start_envoy(p): _envoy_live(p) for p in self.plan.proxies}
+            envoys = {self.start_envoy(p): envoy_live(p) for p in self.plan.proxies}
             wait_ready(envoys, self.settings.start_timeout)
         except BaseException:
             self.stop()
@@ -254,9 +255,14 @@ class LocalMesh:
     ) -> None:
         """Supervise the mesh until `until()` is true."""
         supervisor = self.supervise(log)
+        follower = PolicyFollower(self, log)  # instances the policy gains or loses start or stop
         while not until() and not supervisor.stopped:
             supervisor.poll()
+            follower.poll()
             time.sleep(interval)
+
+    def save_ports(self) -> None:
+        save_ports(self.ports_file, self.ports)
 
     def sync_status(self, timeout: float = 10.0) -> tuple[bool, list[dict[str, Any]]]:
         """Wait until every Envoy of the plan is connected and has ACKed its current config (the control
@@ -325,12 +331,3 @@ class LocalMesh:
     def write_state(self) -> None:
         (self.settings.log_dir / STATE_FILE).write_text(json.dumps(self.state(), indent=2) + "\n")
 
-
-def _listening(instance: Instance) -> Callable[[], bool]:
-    addresses = [str(a) for a in instance.binds]
-    return lambda: all(http_get(address, "/")[0] == 200 for address in addresses)
-
-
-def _envoy_live(proxy: Proxy) -> Callable[[], bool]:
-    # LIVE once the initial xDS fetch is done (Envoy's init manager), so it has its first config
-    return lambda: http_get(str(proxy.admin), "/ready") == (200, b"LIVE\n")

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from controlplane.mesh.processes import http_get
+from controlplane.mesh.processes import http_get, pid_alive
 from controlplane.mesh.runner import STATE_FILE, LocalMesh, MeshSettings
 from tests.harness import find_envoy, free_port, wait_until
 
@@ -234,3 +234,61 @@ def test_killed_sidecar_is_restarted_and_the_mesh_keeps_serving(
     state = json.loads((mesh.settings.log_dir / STATE_FILE).read_text())
     assert {"name": "envoy-shop-2", "pid": envoy.pid, "log": str(envoy.log_path)} in state["processes"]
     assert "mesh: envoy-shop-2 restarted" in envoy.log_path.read_text()
+
+
+CART = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: cart
+spec:
+  hosts: [cart.test]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints:
+  - address: 127.0.0.1
+    ports: {{http: {port}}}
+    labels: {{app: cart, version: v1}}
+"""
+
+
+def test_policy_edits_start_and_stop_instances_live(mesh: LocalMesh, supervised: list[str]) -> None:
+    config = mesh.settings.config_dir
+    canary = config / "canary.yaml"
+    good = canary.read_text()
+    third = good.replace(
+        "    labels: {app: shop, version: v2}\n",
+        f"    labels: {{app: shop, version: v2}}\n  - address: 127.0.0.3\n"
+        f"    ports: {{http: {free_port('127.0.0.3')}}}\n    labels: {{app: shop, version: v3}}\n",
+    )
+    assert third != good
+    canary.write_text(third)  # another endpoint of shop (no route sends traffic to v3 yet)
+    (config / "cart.yaml").write_text(CART.format(port=free_port()))  # a new service
+    for name in ("cart-1", "shop-3"):
+        wait_until(lambda name=name: any(f"started {name} " in line for line in supervised), timeout=60,
+                   what=f"{name} to be started", describe=lambda: "\n".join(supervised))
+    synced, streams = mesh.sync_status(timeout=60)
+    assert synced, streams
+    outbound = str(mesh.plan.proxy("client-1").outbound)
+    status, body = http_get(outbound, "/x", timeout=5, headers={"Host": "cart.test"})
+    assert status == 200 and json.loads(body)["instance"] == "cart-1", body
+    shop3 = next(i for i in mesh.plan.instances if i.instance_id == "shop-3")
+    status, body = http_get(str(shop3.listen[0]), "/x", timeout=5)  # its sidecar's inbound listener
+    assert status == 200 and json.loads(body)["instance"] == "shop-3", body
+    started = {p.name: p.pid for p in mesh.processes if p.name.endswith(("cart-1", "shop-3"))}
+    assert len(started) == 4, started
+
+    (config / "cart.yaml").unlink()
+    canary.write_text(good)
+    for name in ("cart-1", "shop-3"):
+        wait_until(lambda name=name: any(f"stopped {name} " in line for line in supervised), timeout=60,
+                   what=f"{name} to be stopped", describe=lambda: "\n".join(supervised))
+    # deregistration first: every Envoy ACKed the config without them before their processes stopped
+    for name in ("cart-1", "shop-3"):
+        deregistered = next(i for i, line in enumerate(supervised) if "deregistered" in line and name in line)
+        stopped = next(i for i, line in enumerate(supervised) if f"stopped {name} " in line)
+        assert deregistered < stopped, supervised
+    assert not any(pid_alive(pid) for pid in started.values()), started
+    assert {i.instance_id for i in mesh.plan.instances} == {"shop-1", "shop-2", "client-1"}
+    assert shop(mesh)[0] == 200
