@@ -121,6 +121,11 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--timeout", type=float, default=30.0, help="seconds to --wait")
     status.add_argument("--json", action="store_true", help="print /debug/syncz as JSON")
 
+    mesh = commands.add_parser(
+        "mesh", formatter_class=_Help, add_help=False,
+        help="the local mesh: `controlplane mesh scale SERVICE N` (or run it, as `make run` does)")
+    mesh.add_argument("args", nargs=argparse.REMAINDER, help="arguments of python -m controlplane.mesh")
+
     config = commands.add_parser(
         "config", formatter_class=_Help, help="the resources one proxy gets, with their origins")
     config.add_argument("node", help="node id (`controlplane status` lists them)")
@@ -255,6 +260,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # watchfiles logs every batch of file events at INFO; our reload log line says what matters
     logging.getLogger("watchfiles").setLevel(max(logging.WARNING, logging.getLogger().level))
+    if args.command == "mesh":
+        from controlplane.mesh.__main__ import main as mesh_main
+
+        return mesh_main(args.args)
     handlers = {"serve": _serve, "bootstrap": _bootstrap, "validate": _validate, "status": _status,
                 "config": _config}
     return handlers[args.command](args)

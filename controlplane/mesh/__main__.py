@@ -2,6 +2,9 @@
 is, keep it running until Ctrl-C (SIGINT) or SIGTERM — restarting any process that exits, with back-off,
 and saying so — then stop every process by PID.
 
+`python -m controlplane.mesh scale SERVICE N` (also `controlplane mesh scale`) changes how many instances
+of a service run, live (scale.py).
+
 Exit codes: 0 after a clean stop, 1 when something failed to start (its name and the last lines of its
 log are printed), 2 for bad arguments.
 """
@@ -160,7 +163,35 @@ def run(settings: MeshSettings, out: TextIO = sys.stdout) -> int:
             signal.signal(sig, handler)
 
 
+def _scale(argv: Sequence[str]) -> int:
+    from controlplane.mesh.scale import ScaleError, scale
+
+    parser = argparse.ArgumentParser(
+        prog="controlplane mesh scale",
+        description="Run N instances of a service in the local mesh; a running `make run` starts or stops "
+        "them live (see controlplane/mesh/scale.py).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("service", help="the ServiceEntry's name (or host)")
+    parser.add_argument("count", type=int, help="how many instances")
+    parser.add_argument("--config", type=Path, default=Path("config"), help="policy directory")
+    args = parser.parse_args(argv)
+    try:
+        path, names = scale(args.config, args.service, args.count)
+    except ScaleError as exc:
+        print(f"mesh scale: {exc}", file=sys.stderr)
+        return 1
+    if names:
+        print(f"{path}: {', '.join(names)} (a running `make run` starts them within a few seconds)")
+    else:
+        print(f"{path}: removed; {args.service} runs only the instances of its own policy")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["scale"]:
+        return _scale(argv[1:])
     args = _parser().parse_args(argv)
     if not args.config.is_dir():
         print(f"mesh: --config {args.config}: not a directory", file=sys.stderr)

@@ -3,6 +3,7 @@
 Every endpoint of a ServiceEntry with STATIC resolution on a loopback address (inline `endpoints`, or the
 WorkloadEntries its `workloadSelector` picks) becomes one demo service instance listening on that
 endpoint's address and ports, with its own sidecar Envoy (node id = instance id, labels = the endpoint's).
+Inline endpoints are numbered (`<app>-1`, `<app>-2` ...); a WorkloadEntry's instance is named after it.
 When the service has one port and it speaks HTTP, the endpoint address is the sidecar's inbound listener
 (as Istio's iptables capture would make it) and the app listens on a port of its own behind it, so traffic
 between services goes client app → client sidecar → server sidecar → server app. Other instances (several
@@ -153,13 +154,19 @@ def is_loopback(address: str) -> bool:
         return False
 
 
-def _selected(policy: PolicySet, namespace: str, selector: WorkloadSelector) -> list[WorkloadEntrySpec]:
+def _selected(policy: PolicySet, namespace: str, selector: WorkloadSelector) -> list[WorkloadEntry]:
     return [
-        entry.spec
+        entry
         for entry in policy.of_kind(WorkloadEntry)
         if entry.metadata.namespace == namespace
         and all(entry.spec.labels.get(k) == v for k, v in selector.labels.items())
     ]
+
+
+def _workload_id(entry: WorkloadEntry) -> str:
+    """A WorkloadEntry's instance is named after it (so adding one renames no other instance)."""
+    namespace = entry.metadata.namespace
+    return entry.metadata.name if namespace == "default" else f"{entry.metadata.name}.{namespace}"
 
 
 def _endpoint_port(endpoint: WorkloadEntrySpec, port: ServicePort) -> int:
@@ -167,23 +174,27 @@ def _endpoint_port(endpoint: WorkloadEntrySpec, port: ServicePort) -> int:
     return endpoint.ports.get(port.name) or port.target_port or port.number
 
 
-def _endpoints(policy: PolicySet) -> Iterator[tuple[ServiceEntry, WorkloadEntrySpec | None, str]]:
-    """(entry, endpoint or None, why it is skipped or "") for every endpoint of every ServiceEntry."""
+def _endpoints(policy: PolicySet) -> Iterator[tuple[ServiceEntry, WorkloadEntrySpec | None, str, str]]:
+    """(entry, endpoint or None, why it is skipped or "", the WorkloadEntry's instance id or "") for every
+    endpoint of every ServiceEntry."""
     for entry in policy.of_kind(ServiceEntry):
         spec = entry.spec
-        endpoints = list(spec.endpoints)
+        endpoints: list[tuple[WorkloadEntrySpec, str]] = [(e, "") for e in spec.endpoints]
         if spec.workload_selector is not None:
-            endpoints = _selected(policy, entry.metadata.namespace, spec.workload_selector)
+            endpoints = [
+                (w.spec, _workload_id(w))
+                for w in _selected(policy, entry.metadata.namespace, spec.workload_selector)
+            ]
         if spec.resolution != "STATIC":
-            yield entry, None, f"{spec.resolution} resolution"
+            yield entry, None, f"{spec.resolution} resolution", ""
             continue
         if not endpoints:
-            yield entry, None, "no endpoints"
-        for endpoint in endpoints:
+            yield entry, None, "no endpoints", ""
+        for endpoint, workload in endpoints:
             if is_loopback(endpoint.address):
-                yield entry, endpoint, ""
+                yield entry, endpoint, "", workload
             else:
-                yield entry, None, f"endpoint {endpoint.address} is not a loopback address"
+                yield entry, None, f"endpoint {endpoint.address} is not a loopback address", ""
 
 
 def _instances(policy: PolicySet) -> tuple[list[Instance], list[str]]:
@@ -191,7 +202,7 @@ def _instances(policy: PolicySet) -> tuple[list[Instance], list[str]]:
     skipped: list[str] = []
     owners: dict[SocketAddress, str] = {}
     counts: dict[str, int] = {}
-    for entry, endpoint, why in _endpoints(policy):
+    for entry, endpoint, why, workload in _endpoints(policy):
         name = entry.metadata.name
         if endpoint is None:
             skipped.append(f"{entry.ref}: {why}")
@@ -199,7 +210,7 @@ def _instances(policy: PolicySet) -> tuple[list[Instance], list[str]]:
         labels = {"app": name, **endpoint.labels}
         service = labels["app"]
         counts[service] = counts.get(service, 0) + 1
-        instance_id = f"{service}-{counts[service]}"
+        instance_id = workload or f"{service}-{counts[service]}"
         listen = tuple(
             sorted(
                 {

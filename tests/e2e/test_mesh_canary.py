@@ -40,13 +40,26 @@ spec:
   location: MESH_INTERNAL
   resolution: STATIC
   ports: [{{number: 80, name: http, protocol: HTTP}}]
-  endpoints:
-  - address: 127.0.0.1
-    ports: {{http: {v1_port}}}
-    labels: {{app: shop, version: v1}}
-  - address: {V2_ADDRESS}
-    ports: {{http: {v2_port}}}
-    labels: {{app: shop, version: v2}}
+  workloadSelector:
+    labels: {{app: shop}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: shop-v1
+spec:
+  address: 127.0.0.1
+  ports: {{http: {v1_port}}}
+  labels: {{app: shop, version: v1}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: shop-v2
+spec:
+  address: {V2_ADDRESS}
+  ports: {{http: {v2_port}}}
+  labels: {{app: shop, version: v2}}
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -127,12 +140,12 @@ def shop(mesh: LocalMesh, headers: dict[str, str] | None = None) -> tuple[int, A
 
 
 def test_second_instance_on_its_own_address_is_served(mesh: LocalMesh) -> None:
-    v2 = next(i for i in mesh.plan.instances if i.instance_id == "shop-2")
+    v2 = next(i for i in mesh.plan.instances if i.instance_id == "shop-v2")
     # the endpoint is the sidecar's inbound listener; the app listens on the same address (its own port)
     assert v2.listen[0].host == V2_ADDRESS and v2.app_listen[0].host == V2_ADDRESS, v2
     status, body = shop(mesh, {"x-canary": "true"})
     assert status == 200, body
-    assert (body["version"], body["instance"]) == ("v2", "shop-2")
+    assert (body["version"], body["instance"]) == ("v2", "shop-v2")
 
 
 def test_canary_80_20_split_through_subsets(mesh: LocalMesh) -> None:
@@ -144,7 +157,7 @@ def test_canary_80_20_split_through_subsets(mesh: LocalMesh) -> None:
     # 20% of 200 is 40 (standard deviation ~5.7): 20..65 is far outside chance, and far from 50/50
     assert 20 <= versions["v2"] <= 65, versions
     instances = Counter(body["instance"] for _, body in replies)
-    assert instances == {"shop-1": versions["v1"], "shop-2": versions["v2"]}
+    assert instances == {"shop-v1": versions["v1"], "shop-v2": versions["v2"]}
 
 
 def test_header_routes_to_v2(mesh: LocalMesh) -> None:
@@ -170,7 +183,7 @@ def test_status_wait_reports_a_rejected_edit(mesh: LocalMesh) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     clean = "policy: 0 errors, 0 warnings; served config is the latest edit\n"
     assert done.stdout.startswith(clean), done.stdout
-    rows = [line for line in done.stdout.splitlines() if line.startswith(("client-1", "shop-2"))]
+    rows = [line for line in done.stdout.splitlines() if line.startswith(("client-1", "shop-v2"))]
     assert len(rows) == 2 and all(" 1.40." in row for row in rows), done.stdout  # the Envoy version
 
     bad = good.replace("  - name: canary-split\n", "  - name: canary-split\n    bogusField: 1\n")
@@ -209,31 +222,31 @@ def supervised(mesh: LocalMesh) -> Iterator[list[str]]:
 def test_killed_sidecar_is_restarted_and_the_mesh_keeps_serving(
     mesh: LocalMesh, supervised: list[str]
 ) -> None:
-    envoy = next(p for p in mesh.processes if p.name == "envoy-shop-2")
+    envoy = next(p for p in mesh.processes if p.name == "envoy-shop-v2")
     old_pid = envoy.pid
     killed_at = time.time()
     os.kill(old_pid, signal.SIGKILL)
-    exited = f"envoy-shop-2 (pid {old_pid}) exited with code -9; restarting in 1s"
+    exited = f"envoy-shop-v2 (pid {old_pid}) exited with code -9; restarting in 1s"
     wait_until(lambda: any(exited in line for line in supervised), timeout=10, what="the exit to be seen")
     # the rest of the mesh keeps serving: shop's v1 instance answers through the client's sidecar
     served = [body["version"] for status, body in (shop(mesh) for _ in range(20)) if status == 200]
     assert served.count("v1") >= 10, served
 
-    wait_until(lambda: envoy.pid != old_pid and envoy.running(), timeout=30, what="envoy-shop-2 restarted")
-    assert any(f"envoy-shop-2 restarted (pid {old_pid} -> {envoy.pid}" in line for line in supervised)
+    wait_until(lambda: envoy.pid != old_pid and envoy.running(), timeout=30, what="envoy-shop-v2 restarted")
+    assert any(f"envoy-shop-v2 restarted (pid {old_pid} -> {envoy.pid}" in line for line in supervised)
 
     def back() -> bool:
         synced, streams = mesh.sync_status(timeout=0.5)
-        stream = next((s for s in streams if s["node"] == "shop-2"), None)
+        stream = next((s for s in streams if s["node"] == "shop-v2"), None)
         return synced and stream is not None and stream["connected_at"] >= killed_at
 
-    wait_until(back, timeout=60, what="shop-2's new Envoy to connect and ACK its config")
+    wait_until(back, timeout=60, what="shop-v2's new Envoy to connect and ACK its config")
     replies = [shop(mesh, {"x-canary": "true"}) for _ in range(10)]
-    assert [(status, body["instance"]) for status, body in replies] == [(200, "shop-2")] * 10, replies
+    assert [(status, body["instance"]) for status, body in replies] == [(200, "shop-v2")] * 10, replies
     # mesh.json names the new PID; the Envoy's log says what happened
     state = json.loads((mesh.settings.log_dir / STATE_FILE).read_text())
-    assert {"name": "envoy-shop-2", "pid": envoy.pid, "log": str(envoy.log_path)} in state["processes"]
-    assert "mesh: envoy-shop-2 restarted" in envoy.log_path.read_text()
+    assert {"name": "envoy-shop-v2", "pid": envoy.pid, "log": str(envoy.log_path)} in state["processes"]
+    assert "mesh: envoy-shop-v2 restarted" in envoy.log_path.read_text()
 
 
 CART = """\
@@ -257,15 +270,14 @@ def test_policy_edits_start_and_stop_instances_live(mesh: LocalMesh, supervised:
     config = mesh.settings.config_dir
     canary = config / "canary.yaml"
     good = canary.read_text()
-    third = good.replace(
-        "    labels: {app: shop, version: v2}\n",
-        f"    labels: {{app: shop, version: v2}}\n  - address: 127.0.0.3\n"
-        f"    ports: {{http: {free_port('127.0.0.3')}}}\n    labels: {{app: shop, version: v3}}\n",
+    third = good + (
+        "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: shop-v3}\n"
+        f"spec: {{address: 127.0.0.3, ports: {{http: {free_port('127.0.0.3')}}}, labels: {{app: shop, "
+        "version: v3}}\n"
     )
-    assert third != good
     canary.write_text(third)  # another endpoint of shop (no route sends traffic to v3 yet)
     (config / "cart.yaml").write_text(CART.format(port=free_port()))  # a new service
-    for name in ("cart-1", "shop-3"):
+    for name in ("cart-1", "shop-v3"):
         wait_until(lambda name=name: any(f"started {name} " in line for line in supervised), timeout=60,
                    what=f"{name} to be started", describe=lambda: "\n".join(supervised))
     synced, streams = mesh.sync_status(timeout=60)
@@ -273,22 +285,61 @@ def test_policy_edits_start_and_stop_instances_live(mesh: LocalMesh, supervised:
     outbound = str(mesh.plan.proxy("client-1").outbound)
     status, body = http_get(outbound, "/x", timeout=5, headers={"Host": "cart.test"})
     assert status == 200 and json.loads(body)["instance"] == "cart-1", body
-    shop3 = next(i for i in mesh.plan.instances if i.instance_id == "shop-3")
+    shop3 = next(i for i in mesh.plan.instances if i.instance_id == "shop-v3")
     status, body = http_get(str(shop3.listen[0]), "/x", timeout=5)  # its sidecar's inbound listener
-    assert status == 200 and json.loads(body)["instance"] == "shop-3", body
-    started = {p.name: p.pid for p in mesh.processes if p.name.endswith(("cart-1", "shop-3"))}
+    assert status == 200 and json.loads(body)["instance"] == "shop-v3", body
+    started = {p.name: p.pid for p in mesh.processes if p.name.endswith(("cart-1", "shop-v3"))}
     assert len(started) == 4, started
 
     (config / "cart.yaml").unlink()
     canary.write_text(good)
-    for name in ("cart-1", "shop-3"):
+    for name in ("cart-1", "shop-v3"):
         wait_until(lambda name=name: any(f"stopped {name} " in line for line in supervised), timeout=60,
                    what=f"{name} to be stopped", describe=lambda: "\n".join(supervised))
     # deregistration first: every Envoy ACKed the config without them before their processes stopped
-    for name in ("cart-1", "shop-3"):
+    for name in ("cart-1", "shop-v3"):
         deregistered = next(i for i, line in enumerate(supervised) if "deregistered" in line and name in line)
         stopped = next(i for i, line in enumerate(supervised) if f"stopped {name} " in line)
         assert deregistered < stopped, supervised
     assert not any(pid_alive(pid) for pid in started.values()), started
-    assert {i.instance_id for i in mesh.plan.instances} == {"shop-1", "shop-2", "client-1"}
+    assert {i.instance_id for i in mesh.plan.instances} == {"shop-v1", "shop-v2", "client-1"}
     assert shop(mesh)[0] == 200
+
+
+def mesh_cli(mesh: LocalMesh, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "controlplane", "mesh", *args, "--config", str(mesh.settings.config_dir)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+def test_mesh_scale_adds_and_removes_instances_live(mesh: LocalMesh, supervised: list[str]) -> None:
+    done = mesh_cli(mesh, "scale", "shop", "3")
+    assert done.returncode == 0, done.stderr
+    assert "shop-scaled-1" in done.stdout, done.stdout
+    wait_until(lambda: any("started shop-scaled-1 " in line for line in supervised), timeout=60,
+               what="the scaled instance to start", describe=lambda: "\n".join(supervised))
+    scaled = next(i for i in mesh.plan.instances if i.instance_id == "shop-scaled-1")
+    assert scaled.version == "v1" and scaled.listen[0].host not in ("127.0.0.1", V2_ADDRESS), scaled
+
+    def both_v1_instances_serve() -> bool:
+        seen = {body["instance"] for status, body in (shop(mesh) for _ in range(30)) if status == 200}
+        return {"shop-v1", "shop-scaled-1"} <= seen
+
+    wait_until(both_v1_instances_serve, timeout=30, what="the v1 subset to include shop-scaled-1")
+
+    # a service with inline endpoints is refused with the reason; below the policy's own entries too
+    refused = mesh_cli(mesh, "scale", "client", "2")
+    assert refused.returncode == 1 and "lists its endpoints inline" in refused.stderr, refused.stderr
+    refused = mesh_cli(mesh, "scale", "shop", "1")
+    assert refused.returncode == 1 and "at least 2" in refused.stderr, refused.stderr
+
+    done = mesh_cli(mesh, "scale", "shop", "2")
+    assert done.returncode == 0 and "removed" in done.stdout, done.stdout + done.stderr
+    wait_until(lambda: any("stopped shop-scaled-1 " in line for line in supervised), timeout=60,
+               what="the scaled instance to stop", describe=lambda: "\n".join(supervised))
+    lines = "\n".join(supervised)
+    assert lines.rindex("deregistered shop-scaled-1") < lines.rindex("stopped shop-scaled-1"), lines
+    replies = [shop(mesh) for _ in range(30)]
+    assert all(status == 200 for status, _ in replies), replies
+    assert {body["instance"] for _, body in replies} <= {"shop-v1", "shop-v2"}
