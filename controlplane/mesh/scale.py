@@ -9,8 +9,8 @@ them only after every Envoy has dropped the endpoint; see live.py). Until a new 
 that reach it fail to connect and are retried on another instance (the default retry policy avoids hosts
 already tried).
 
-The service needs a `workloadSelector` (endpoints as WorkloadEntries, as `maximus-reviews` in config/
-has): inline `endpoints` cannot be extended from another file. Scaling never goes below the
+The service needs a `workloadSelector` (its endpoints as WorkloadEntries; docs/tour.md shows one): inline
+`endpoints` cannot be extended from another file. Scaling never goes below the
 WorkloadEntries the policy has of its own.
 """
 
@@ -55,7 +55,7 @@ def scale(config_dir: Path, name: str, count: int) -> tuple[Path, list[str]]:
     selector = entry.spec.workload_selector
     if entry.spec.resolution != "STATIC" or selector is None:
         raise ScaleError(f"{entry.ref} lists its endpoints inline; to scale it, give it a workloadSelector "
-                         "and WorkloadEntries (see maximus-reviews in config/services.yaml)")
+                         "and WorkloadEntries (docs/tour.md, \"Scaling a service\")")
     service = entry.metadata.name
     path = config_dir / SCALE_DIR / f"{service}.yaml"
     selected = _selected(policy, entry.metadata.namespace, selector)
