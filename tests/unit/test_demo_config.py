@@ -189,7 +189,8 @@ def test_reviews_canary_subsets_and_split(envoy: dict[str, dict[str, Any]]) -> N
     for subset in ("v1", "v2"):
         cluster = envoy["clusters"][f"outbound|9110|{subset}|maximus-reviews"]
         assert cluster["outlier_detection"]["consecutive_5xx"] == 1, cluster
-    [host] = [v for v in envoy["routes"]["outbound_http"]["virtual_hosts"] if "maximus-reviews" in v["domains"]]
+    hosts = envoy["routes"]["outbound_http"]["virtual_hosts"]
+    [host] = [v for v in hosts if "maximus-reviews" in v["domains"]]
     header, split = host["routes"]
     assert header["match"]["headers"][0]["name"] == "x-canary"
     assert header["route"]["cluster"] == "outbound|9110|v2|maximus-reviews"
