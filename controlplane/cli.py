@@ -114,8 +114,10 @@ def _parser() -> argparse.ArgumentParser:
         epilog="exit codes with --wait: 0 every proxy ACKed the latest edit, 1 timeout, 2 the policy has "
                "errors (the latest edit is not served; they are printed), 3 the control plane is "
                "unreachable")
-    status.add_argument("--admin-address", default="127.0.0.1:18001", type=_admin,
-                        help="the control plane's admin API: HOST:PORT or http://HOST:PORT")
+    status.add_argument("--admin-address", type=_admin,
+                        help="the control plane's admin API: HOST:PORT or http://HOST:PORT (default: "
+                        "$CONTROLPLANE_ADMIN_ADDRESS, else the one in ./run/logs/mesh.json of a running "
+                        "`make run`, else 127.0.0.1:18001)")
     status.add_argument("--wait", action="store_true",
                         help="block until every connected proxy ACKed the current config (see exit codes)")
     status.add_argument("--timeout", type=float, default=30.0, help="seconds to --wait")
@@ -131,8 +133,10 @@ def _parser() -> argparse.ArgumentParser:
     config.add_argument("node", help="node id (`controlplane status` lists them)")
     config.add_argument("type", choices=["clusters", "endpoints", "listeners", "routes", "secrets"],
                         help="which resources")
-    config.add_argument("--admin-address", default="127.0.0.1:18001", type=_admin,
-                        help="the control plane's admin API: HOST:PORT or http://HOST:PORT")
+    config.add_argument("--admin-address", type=_admin,
+                        help="the control plane's admin API: HOST:PORT or http://HOST:PORT (default: "
+                        "$CONTROLPLANE_ADMIN_ADDRESS, else the one in ./run/logs/mesh.json of a running "
+                        "`make run`, else 127.0.0.1:18001)")
     config.add_argument("--json", action="store_true", help="print the Envoy JSON of each resource")
     return parser
 
@@ -254,6 +258,10 @@ def _config(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("status", "config") and args.admin_address is None:
+        from controlplane.ops.inspect import default_admin_address
+
+        args.admin_address = default_admin_address()
     if argv is None and args.command == "serve":  # the `controlplane` / `python -m controlplane` process
         args.exit_fast = True
     logging.basicConfig(level=args.log_level.upper(),

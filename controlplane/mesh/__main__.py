@@ -12,6 +12,7 @@ log are printed), 2 for bad arguments.
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 from collections.abc import Sequence
@@ -188,10 +189,39 @@ def _scale(argv: Sequence[str]) -> int:
     return 0
 
 
+def _pid(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="controlplane mesh pid",
+        description="Print the PID of a process of the running local mesh (from mesh.json), e.g. "
+        "`kill $(controlplane mesh pid envoy-maximus-reviews-1)`; without NAME, list them all.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("name", nargs="?", help="process name: controlplane, service-ID, envoy-ID")
+    parser.add_argument("--log-dir", type=Path, default=Path("run/logs"), help="the mesh's log directory")
+    args = parser.parse_args(argv)
+    try:
+        state = json.loads((args.log_dir / STATE_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        print(f"mesh pid: no running mesh's state in {args.log_dir}: {exc}", file=sys.stderr)
+        return 1
+    pids = {p["name"]: p["pid"] for p in state["processes"]}
+    if args.name is None:
+        for name, pid in pids.items():
+            print(f"{pid:>8}  {name}")
+        return 0
+    if args.name not in pids:
+        print(f"mesh pid: no process {args.name!r}; one of: {', '.join(pids)}", file=sys.stderr)
+        return 1
+    print(pids[args.name])
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["scale"]:
         return _scale(argv[1:])
+    if argv[:1] == ["pid"]:
+        return _pid(argv[1:])
     args = _parser().parse_args(argv)
     if not args.config.is_dir():
         print(f"mesh: --config {args.config}: not a directory", file=sys.stderr)

@@ -6,10 +6,12 @@ Like `istioctl proxy-status` / `istioctl proxy-config`, but reading our own admi
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Any, TextIO
 
 TYPES = ("clusters", "endpoints", "listeners", "routes", "secrets")
@@ -34,6 +36,22 @@ def admin_address(text: str) -> str:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"expected HOST:PORT or http://HOST:PORT, got {text!r}")
     return address
+
+
+DEFAULT_ADMIN = "127.0.0.1:18001"
+MESH_STATE = Path("run/logs/mesh.json")  # what `make run` writes (controlplane/mesh/runner.py)
+
+
+def default_admin_address() -> str:
+    """$CONTROLPLANE_ADMIN_ADDRESS, else the admin address of the local mesh started from this directory
+    (`make run` on other ports), else 127.0.0.1:18001."""
+    configured = os.environ.get("CONTROLPLANE_ADMIN_ADDRESS")
+    if configured:
+        return admin_address(configured)
+    try:
+        return admin_address(json.loads(MESH_STATE.read_text())["control_plane"]["admin"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return DEFAULT_ADMIN
 
 
 def fetch(admin: str, path: str, query: dict[str, str] | None = None) -> Any:

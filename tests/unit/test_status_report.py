@@ -5,7 +5,9 @@ version and connection time of each proxy, and its workload identity when the co
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +17,13 @@ from controlplane.api.diagnostics import Diagnostic
 from controlplane.api.policyset import PolicySet
 from controlplane.build.proxy import ProxyIdentity
 from controlplane.cli import main
-from controlplane.ops.inspect import admin_address, policy_errors, render_policy, render_status
+from controlplane.ops.inspect import (
+    admin_address,
+    default_admin_address,
+    policy_errors,
+    render_policy,
+    render_status,
+)
 from controlplane.ops.policystate import policy_state
 from controlplane.policystore import LoadResult
 from controlplane.translate.resources import CLUSTER, ROUTE
@@ -167,3 +175,15 @@ def test_status_table_shows_type_versions_envoy_and_identity() -> None:
     assert lines[1].split() == ["p-1", "delta", "SYNCED", "(c1c1c1c1)", "SYNCED", "(r9r9r9r9)", "snap-2",
                                 "1.40.2", "2025-12-02", "04:11:01"]
     assert lines[3] == "p-1: spiffe://cluster.local/ns/default/sa/p  cert 0a1b expires 2026-12-03T04:00:00Z"
+
+
+def test_default_admin_address(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CONTROLPLANE_ADMIN_ADDRESS", raising=False)
+    assert default_admin_address() == "127.0.0.1:18001"
+    (tmp_path / "run" / "logs").mkdir(parents=True)
+    (tmp_path / "run" / "logs" / "mesh.json").write_text(
+        json.dumps({"control_plane": {"admin": "http://127.0.0.1:28001"}}))
+    assert default_admin_address() == "127.0.0.1:28001"  # the running `make run` of this directory
+    monkeypatch.setenv("CONTROLPLANE_ADMIN_ADDRESS", "http://127.0.0.1:38001")
+    assert default_admin_address() == "127.0.0.1:38001"
