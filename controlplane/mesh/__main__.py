@@ -78,6 +78,8 @@ def print_summary(mesh: LocalMesh, out: TextIO) -> None:
         write(f"  {instance.instance_id:<24} {endpoint:<40} {admin:<24} {sidecar.outbound}\n")
     for reason in plan.skipped:
         write(f"  not started: {reason}\n")
+    for line in mesh.traces:
+        write(f"  traces: {line}\n")
     for diagnostic in mesh.diagnostics:
         write(f"  policy problem: {diagnostic}\n")
     synced, streams = mesh.sync_status()

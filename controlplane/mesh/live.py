@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from controlplane.api.loader import load_policy_dir, policy_files
-from controlplane.mesh.plan import Instance, MeshPlan, PlanError, Ports, Proxy, make_plan
+from controlplane.mesh.plan import Instance, MeshPlan, PlanError, Ports, Proxy, local_only, make_plan
 from controlplane.mesh.processes import MeshError, http_get, port_in_use, stop_all, wait_ready
 from controlplane.ops import inspect
 
@@ -96,7 +96,7 @@ class PolicyFollower:
             return None
         ports = Ports(mesh.settings.proxy_port_base, assigned=mesh.ports.assigned)
         try:
-            plan = make_plan(policy, ports)
+            plan = local_only(make_plan(policy, ports), policy)
         except PlanError as exc:
             self.log(f"policy change not applied to the mesh: {exc}")
             return None

@@ -301,3 +301,30 @@ def make_plan(policy: PolicySet, ports: Ports) -> MeshPlan:
             sidecar = next(i for i, p in enumerate(proxies) if p.node_id == instance.instance_id)
             proxies[sidecar] = replace(proxies[sidecar], inbound=instance.listen[0], app_ports=(app.port,))
     return MeshPlan(tuple(instances), tuple(proxies), tuple(skipped))
+
+
+# A ServiceEntry annotated `controlplane.io/local-mesh: external` is a real program the user runs (the
+# compose stack's Prometheus, Grafana, Jaeger): the local mesh starts no demo app posing as it.
+EXTERNAL_ANNOTATION = "controlplane.io/local-mesh"
+
+
+def local_only(plan: MeshPlan, policy: PolicySet) -> MeshPlan:
+    """The plan without the instances (and sidecars) of external services, each listed in `skipped`."""
+    external = {
+        entry.spec.hosts[0]: entry
+        for entry in policy.of_kind(ServiceEntry)
+        if entry.metadata.annotations.get(EXTERNAL_ANNOTATION) == "external"
+    }
+    gone = [i for i in plan.instances if i.host in external]
+    if not gone:
+        return plan
+    ids = {i.instance_id for i in gone}
+    skipped = [
+        f"{external[i.host].ref}: external — start the real one on {', '.join(map(str, i.listen))}"
+        for i in gone
+    ]
+    return MeshPlan(
+        tuple(i for i in plan.instances if i.instance_id not in ids),
+        tuple(p for p in plan.proxies if p.node_id not in ids),
+        (*plan.skipped, *skipped),
+    )

