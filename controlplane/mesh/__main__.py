@@ -56,7 +56,7 @@ def print_summary(mesh: LocalMesh, out: TextIO) -> None:
     )
     write(
         f"  control plane   xDS {mesh.xds}   admin http://{mesh.admin}/debug/syncz  "
-        f"(controlplane status --admin-address {mesh.admin})\n"
+        f"(.venv/bin/controlplane status)\n"
     )
     for proxy in plan.proxies:
         if proxy.role is not Role.GATEWAY:
@@ -65,6 +65,9 @@ def print_summary(mesh: LocalMesh, out: TextIO) -> None:
         ready = f"   ready http://{proxy.health}/healthz/ready" if proxy.health is not None else ""
         write(f"  {kind:<7} gateway admin http://{proxy.admin}{ready}\n")
         write(f"{'':<18}{_gateway_urls(mesh, proxy)}\n")
+        if any(url.startswith("https://") for url in proxy.urls):
+            write(f"{'':<18}(https: name the host, they route by SNI: curl --resolve HOST:PORT:127.0.0.1 "
+                  "--cacert config/credentials/<credential>/ca.crt https://HOST:PORT/ — docs/tour.md)\n")
     header = f"{'service instance':<24} {'endpoint (who binds it)':<40} {'sidecar admin':<24} outbound"
     write(f"\n  {header}\n")
     for instance in plan.instances:
