@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from controlplane.api.loader import load_policy_dir
-from controlplane.mesh.plan import MeshPlan, Ports, make_plan
+from controlplane.mesh.plan import MeshPlan, Ports, local_only, make_plan
 from controlplane.mesh.processes import pid_alive
 from controlplane.mesh.runner import LocalMesh
 from tests.e2e.test_mesh import copy_config, settings
@@ -143,7 +143,7 @@ def reader(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reader]:
     logs = work / "run" / "logs"
     mesh = LocalMesh(settings(config, logs))
     reference_policy, _ = load_policy_dir(REPO / "config")
-    reference = make_plan(reference_policy, Ports(15000))
+    reference = local_only(make_plan(reference_policy, Ports(15000)), reference_policy)  # a fresh make run
     supervised: list[str] = []
     done = threading.Event()
     thread = threading.Thread(target=mesh.keep_running, args=(done.is_set, supervised.append), daemon=True)
