@@ -19,10 +19,12 @@ run: $(STAMP)
 
 # the same mesh in docker compose (compose/; regenerate it from config/ with `python -m controlplane.mesh.compose`)
 dev-up:
+	@scripts/check_docker.sh
 	docker compose -f compose/docker-compose.yml up --build --detach
 	@echo "ingress :8080, control plane http://127.0.0.1:18001/debug/syncz, prometheus :9090, grafana :3000, jaeger :16686"
 
 dev-down:
+	@scripts/check_docker.sh
 	docker compose -f compose/docker-compose.yml down --volumes --remove-orphans
 
 # files generated from config/: the compose stack and the local mesh's Prometheus scrape targets

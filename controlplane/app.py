@@ -32,7 +32,8 @@ from controlplane.isolation import BuildFailures, isolated
 from controlplane.ops import metrics
 from controlplane.ops.admin import AdminServer
 from controlplane.ops.console.history import ChangeLog
-from controlplane.policystore import PolicyStore
+from controlplane.ops.policystate import plural, policy_state
+from controlplane.policystore import LoadResult, PolicyStore
 from controlplane.security.identity import MeshIdentity
 from controlplane.security.runtime import load_mesh_identity
 from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, Resources
@@ -135,6 +136,7 @@ class ControlPlane:
                                        timedelta(seconds=settings.workload_cert_ttl))
         self.cache = SnapshotCache(make_factory(self.policy, [], mesh_identity=self.mesh.identity))
         self.changes = ChangeLog()  # the web console's history of reloads
+        self.loaded: LoadResult | None = None  # the last load: which files' edits are not served
         self._loaded = False
         self.registry.describe_identity = lambda status: self.mesh.identity.describe(
             status, trust_domain(self.policy))
@@ -181,7 +183,7 @@ class ControlPlane:
                 log.error("test hook %s: %s", self.settings.extra_resources, exc)
         for diagnostic in diagnostics:
             log.error("invalid policy: %s", diagnostic)
-        self.policy, self.diagnostics = policy, diagnostics
+        self.policy, self.diagnostics, self.loaded = policy, diagnostics, loaded
         self.build_failures = failures = BuildFailures()
         rebuilding = time.perf_counter()
         self._extra = extra
@@ -195,8 +197,9 @@ class ControlPlane:
         metrics.RELOADS.labels("invalid" if diagnostics else "ok").inc()
         metrics.DIAGNOSTICS.set(len(diagnostics))
         self._loaded = True
-        log.info("loaded %s: %d objects, %d problems, %d proxy shapes changed (%.1f ms)",
-                 self.settings.config_dir, len(policy), len(diagnostics), changed, elapsed * 1000)
+        log.info("loaded %s: %s, %s, %s changed (%.1f ms)", self.settings.config_dir,
+                 plural(len(policy), "object"), plural(len(diagnostics), "problem"),
+                 plural(changed, "proxy shape"), elapsed * 1000)
         return {"objects": len(policy), "diagnostics": [str(d) for d in diagnostics],
                 "kept_last_valid": loaded.kept, "not_applied": loaded.excluded, "changed_shapes": changed}
 
@@ -211,6 +214,7 @@ class ControlPlane:
             or (self.settings.watch and self.store.fingerprint() != self.store.loaded_fingerprint),
             "objects": [str(obj.key) for obj in self.policy],
             "diagnostics": [str(d) for d in self.all_diagnostics()],
+            **policy_state(self.all_diagnostics(), self.loaded),
             "shapes": {identity.describe(): {"version": snap.version, "streams": streams}
                        for identity, (snap, streams) in self.cache.shapes().items()},
         }

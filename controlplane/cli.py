@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
@@ -16,9 +17,27 @@ from controlplane.build.proxy import Role, SocketAddress, parse_ports
 from controlplane.security.commands import add_token_parser, parse_duration, run_ca, run_token
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's help ends with its default (when it has one)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, (), argparse.SUPPRESS) or action.required:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _address(text: str) -> SocketAddress:
     try:
         return SocketAddress.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _admin(text: str) -> str:
+    from controlplane.ops.inspect import admin_address
+
+    try:
+        return admin_address(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -41,14 +60,20 @@ def _ports(text: str) -> tuple[int, ...]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="controlplane", description=__doc__)
+    from controlplane import __version__
+
+    parser = argparse.ArgumentParser(prog="controlplane", description=__doc__, formatter_class=_Help)
+    parser.add_argument("--version", action="version", version=f"controlplane {__version__}")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="serve xDS to Envoy proxies from a policy directory")
+    serve = commands.add_parser(
+        "serve", formatter_class=_Help, help="serve xDS to Envoy proxies from a policy directory")
     serve.add_argument("--config", required=True, type=Path, help="directory of policy YAML files")
-    serve.add_argument("--xds-address", default="127.0.0.1:18000", type=_address)
-    serve.add_argument("--admin-address", default="127.0.0.1:18001", type=_address)
+    serve.add_argument("--xds-address", default="127.0.0.1:18000", type=_address,
+                       help="where the xDS (ADS, CSDS) gRPC server listens")
+    serve.add_argument("--admin-address", default="127.0.0.1:18001", type=_address,
+                       help="where the admin HTTP server (health, metrics, /debug) listens")
     serve.add_argument("--max-connection-age", type=float, metavar="SECONDS",
                        help="close xDS connections after this age so proxies rebalance across replicas")
     serve.add_argument("--no-watch", action="store_true",
@@ -67,10 +92,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--xds-tls", action="store_true",
                        help="TLS on the xDS port with a certificate from the mesh CA "
                             "(bootstrap --xds-ca pins it)")
+    # main() called in-process (tests) must return to its caller
+    serve.set_defaults(exit_fast=False)
 
-    boot = commands.add_parser("bootstrap", help="print an Envoy bootstrap (YAML) for one proxy")
-    boot.add_argument("--node-id", required=True)
-    boot.add_argument("--xds-address", required=True, type=_address)
+    boot = commands.add_parser(
+        "bootstrap", formatter_class=_Help, help="print an Envoy bootstrap (YAML) for one proxy")
+    boot.add_argument("--node-id", required=True, help="the proxy's name in logs and debug endpoints")
+    boot.add_argument("--xds-address", required=True, type=_address,
+                      help="the control plane's xDS address, e.g. 127.0.0.1:18000")
     boot.add_argument("--admin-address", default="127.0.0.1:15000", type=_address,
                       help="where this Envoy's own admin interface listens")
     boot.add_argument("--outbound-address", type=_address,
@@ -86,9 +115,9 @@ def _parser() -> argparse.ArgumentParser:
     boot.add_argument("--prometheus-address", type=_address,
                       help="where a listener exposing /stats/prometheus binds (Istio: 0.0.0.0:15090)")
     boot.add_argument("--labels", type=_labels, default=(), help="workload labels, k=v,k=v")
-    boot.add_argument("--namespace", default="default")
+    boot.add_argument("--namespace", default="default", help="the workload's Istio namespace")
     boot.add_argument("--service-account", default="default",
-                      help="the workload's service account: its identity (default: default)")
+                      help="the workload's service account: its identity")
     boot.add_argument("--token-file", type=Path,
                       help="the proxy's credential (`controlplane token`), presented on the xDS stream")
     boot.add_argument("--xds-ca-file", metavar="PATH",
@@ -96,25 +125,44 @@ def _parser() -> argparse.ArgumentParser:
     boot.add_argument("--xds-ca", type=Path,
                       help="the mesh root (root-cert.pem of --ca-dir): connect to a --xds-tls server "
                            "over TLS")
-    boot.add_argument("--role", choices=[r.value for r in Role], default=Role.SIDECAR.value)
+    boot.add_argument("--role", choices=[r.value for r in Role], default=Role.SIDECAR.value,
+                      help="sidecar or gateway")
     boot.add_argument("--sotw", action="store_true", help="state-of-the-world ADS instead of delta")
 
     add_token_parser(commands)
 
-    validate = commands.add_parser("validate", help="check a policy directory; exit 1 on problems")
-    validate.add_argument("config", type=Path)
+    validate = commands.add_parser(
+        "validate", formatter_class=_Help, help="check a policy directory; exit 1 on problems")
+    validate.add_argument("config", type=Path, help="directory of policy YAML files")
 
-    status = commands.add_parser("status", help="sync status of every connected proxy (SYNCED/STALE/NACKED)")
-    status.add_argument("--admin-address", default="127.0.0.1:18001", type=_address)
+    status = commands.add_parser(
+        "status", formatter_class=_Help, help="sync status of every connected proxy (SYNCED/STALE/NACKED)",
+        epilog="exit codes with --wait: 0 every proxy ACKed the latest edit, 1 timeout, 2 the policy has "
+               "errors (the latest edit is not served; they are printed), 3 the control plane is "
+               "unreachable")
+    status.add_argument("--admin-address", type=_admin,
+                        help="the control plane's admin API: HOST:PORT or http://HOST:PORT (default: "
+                        "$CONTROLPLANE_ADMIN_ADDRESS, else the one in ./run/logs/mesh.json of a running "
+                        "`make run`, else 127.0.0.1:18001)")
     status.add_argument("--wait", action="store_true",
-                        help="block until every connected proxy ACKed the current config; exit 1 on timeout")
-    status.add_argument("--timeout", type=float, default=30.0, help="seconds to --wait (default 30)")
+                        help="block until every connected proxy ACKed the current config (see exit codes)")
+    status.add_argument("--timeout", type=float, default=30.0, help="seconds to --wait")
     status.add_argument("--json", action="store_true", help="print /debug/syncz as JSON")
 
-    config = commands.add_parser("config", help="the resources one proxy gets, with their origins")
-    config.add_argument("node", help="node id")
-    config.add_argument("type", choices=["clusters", "endpoints", "listeners", "routes", "secrets"])
-    config.add_argument("--admin-address", default="127.0.0.1:18001", type=_address)
+    mesh = commands.add_parser(
+        "mesh", formatter_class=_Help, add_help=False,
+        help="the local mesh: `controlplane mesh scale SERVICE N` (or run it, as `make run` does)")
+    mesh.add_argument("args", nargs=argparse.REMAINDER, help="arguments of python -m controlplane.mesh")
+
+    config = commands.add_parser(
+        "config", formatter_class=_Help, help="the resources one proxy gets, with their origins")
+    config.add_argument("node", help="node id (`controlplane status` lists them)")
+    config.add_argument("type", choices=["clusters", "endpoints", "listeners", "routes", "secrets"],
+                        help="which resources")
+    config.add_argument("--admin-address", type=_admin,
+                        help="the control plane's admin API: HOST:PORT or http://HOST:PORT (default: "
+                        "$CONTROLPLANE_ADMIN_ADDRESS, else the one in ./run/logs/mesh.json of a running "
+                        "`make run`, else 127.0.0.1:18001)")
     config.add_argument("--json", action="store_true", help="print the Envoy JSON of each resource")
 
     dashboard = commands.add_parser("dashboard", help="open the web console (prints its URL)")
@@ -156,6 +204,13 @@ def _serve(args: argparse.Namespace) -> int:
     except CaError as exc:
         print(f"controlplane: mesh CA: {exc}", file=sys.stderr)
         return 2
+    if args.exit_fast:
+        # Everything is closed and the log flushed; what is left is the interpreter's finalization, where
+        # grpc's C core joins its threads (about 1-2 s of an idle server's Ctrl-C). Skip it.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
@@ -217,21 +272,29 @@ def _status(args: argparse.Namespace) -> int:
 
     try:
         if args.wait:
-            synced, streams = inspect.wait_synced(str(args.admin_address), args.timeout)
+            synced, streams, report = inspect.wait_synced(args.admin_address, args.timeout)
         else:
-            streams = inspect.fetch(str(args.admin_address), "/debug/syncz")
+            report = inspect.fetch(args.admin_address, "/debug/config")
+            streams = inspect.fetch(args.admin_address, "/debug/syncz")
             synced = inspect.all_synced(streams)
     except inspect.AdminError as exc:
         print(f"controlplane: {exc}", file=sys.stderr)
-        return 2
+        return 3
     if args.json:
         print(json.dumps(streams, indent=2))
     else:
+        inspect.render_policy(report, sys.stdout)
         inspect.render_status(streams, sys.stdout)
     if args.wait and not synced:
         print(f"controlplane: not every proxy ACKed the current config within {args.timeout:g}s",
               file=sys.stderr)
         return 1
+    if args.wait and inspect.policy_errors(report):
+        # the proxies are SYNCED, but on the last valid config: the latest edit was rejected
+        print("controlplane: the policy has errors; the latest edit is not served:", file=sys.stderr)
+        for problem in report.get("diagnostics", []):
+            print(f"  {problem}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -239,8 +302,12 @@ def _config(args: argparse.Namespace) -> int:
     from controlplane.ops import inspect
 
     try:
-        dump = inspect.fetch(str(args.admin_address), "/debug/config_dump",
-                             {"node": args.node, "type": args.type})
+        nodes = sorted({stream["node"] for stream in inspect.fetch(args.admin_address, "/debug/syncz")})
+        if args.node not in nodes:
+            print(f"controlplane: no connected proxy with node id {args.node!r}; connected: "
+                  f"{', '.join(nodes) or 'none'}", file=sys.stderr)
+            return 2
+        dump = inspect.fetch(args.admin_address, "/debug/config_dump", {"node": args.node, "type": args.type})
     except inspect.AdminError as exc:
         print(f"controlplane: {exc}", file=sys.stderr)
         return 2
@@ -259,10 +326,20 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("status", "config") and args.admin_address is None:
+        from controlplane.ops.inspect import default_admin_address
+
+        args.admin_address = default_admin_address()
+    if argv is None and args.command == "serve":  # the `controlplane` / `python -m controlplane` process
+        args.exit_fast = True
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # watchfiles logs every batch of file events at INFO; our reload log line says what matters
     logging.getLogger("watchfiles").setLevel(max(logging.WARNING, logging.getLogger().level))
+    if args.command == "mesh":
+        from controlplane.mesh.__main__ import main as mesh_main
+
+        return mesh_main(args.args)
     handlers = {"serve": _serve, "bootstrap": _bootstrap, "validate": _validate, "status": _status,
                 "config": _config, "token": run_token, "ca": run_ca, "dashboard": _dashboard}
     return handlers[args.command](args)

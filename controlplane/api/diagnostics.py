@@ -7,7 +7,8 @@ grep it):
     file:line: Kind/name: field: message
 
 `field` is an Istio-style path in camelCase with indexes, e.g. `spec.http[0].route[0].destination.host`.
-Parts that are unknown (a YAML syntax error has no kind, name or field) are written as `-`.
+Parts that are unknown are left out: a YAML syntax error (no kind, name or field) reads
+`file:line: message`, a problem of a whole object `file:line: Kind/name: message`.
 
 This module also turns pydantic's validation errors into our wording, so that messages read like Istio's
 ("unsupported field") rather than like pydantic internals ("Extra inputs are not permitted").
@@ -60,7 +61,10 @@ class Diagnostic:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.kind}/{self.name}: {self.field}: {self.message}"
+        # unknown parts are left out rather than shown as "-/-: -:" (a YAML syntax error has none)
+        where = "" if self.kind == self.name == UNKNOWN else f"{self.kind}/{self.name}: "
+        field = "" if self.field == UNKNOWN else f"{self.field}: "
+        return f"{self.file}:{self.line}: {where}{field}{self.message}"
 
 
 def format_path(path: Sequence[str | int]) -> str:

@@ -107,6 +107,10 @@ class ProxyIdentity:
 
     def describe(self) -> str:
         labels = ",".join(f"{k}={v}" for k, v in self.labels)
+        if self.role is Role.GATEWAY:
+            # a gateway has no outbound listener: show what does shape its config instead
+            health = f" health {self.health_address}" if self.health_address else ""
+            return f"{self.role}/{self.namespace}[{labels}] bind {self.gateway_bind}{health}"
         inbound = f" inbound {self.inbound_address}->{self.app_ports}" if self.inbound_address else ""
         account = f" sa={self.service_account}" if self.service_account != DEFAULT_SERVICE_ACCOUNT else ""
         return f"{self.role}/{self.namespace}[{labels}]@{self.outbound_address}{inbound}{account}"

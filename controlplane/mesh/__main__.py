@@ -1,16 +1,20 @@
 """`python -m controlplane.mesh` (what `make run` runs): bring the local mesh up, print where everything
-is, keep it running until Ctrl-C (SIGINT) or SIGTERM, then stop every process by PID.
+is, keep it running until Ctrl-C (SIGINT) or SIGTERM — restarting any process that exits, with back-off,
+and saying so — then stop every process by PID.
 
-Exit codes: 0 after a clean stop, 1 when something failed to start or died (its name and the last lines
-of its log are printed), 2 for bad arguments.
+`python -m controlplane.mesh scale SERVICE N` (also `controlplane mesh scale`) changes how many instances
+of a service run, live (scale.py).
+
+Exit codes: 0 after a clean stop, 1 when something failed to start (its name and the last lines of its
+log are printed), 2 for bad arguments.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -19,7 +23,7 @@ from typing import TextIO
 from controlplane.build.proxy import Role
 from controlplane.mesh.plan import INGRESS, PlanError, Proxy
 from controlplane.mesh.processes import MeshError, http_get
-from controlplane.mesh.runner import STATE_FILE, LocalMesh, MeshSettings
+from controlplane.mesh.runner import PREVIOUS, STATE_FILE, LocalMesh, MeshSettings
 from controlplane.ops import inspect
 
 
@@ -47,12 +51,12 @@ def print_summary(mesh: LocalMesh, out: TextIO) -> None:
     plan = mesh.plan
     write = out.write
     write(
-        f"\nmesh is up ({len(mesh.processes)} processes; logs in {mesh.settings.log_dir}/, "
-        f"state in {mesh.settings.log_dir / STATE_FILE})\n\n"
+        f"\nmesh is up ({len(mesh.processes)} processes; logs in {mesh.settings.log_dir}/, the previous "
+        f"run's in {mesh.settings.log_dir / PREVIOUS}/, state in {mesh.settings.log_dir / STATE_FILE})\n\n"
     )
     write(
         f"  control plane   xDS {mesh.xds}   admin http://{mesh.admin}/debug/syncz  "
-        f"(controlplane status --admin-address {mesh.admin})\n"
+        f"(.venv/bin/controlplane status)\n"
     )
     for proxy in plan.proxies:
         if proxy.role is not Role.GATEWAY:
@@ -61,6 +65,9 @@ def print_summary(mesh: LocalMesh, out: TextIO) -> None:
         ready = f"   ready http://{proxy.health}/healthz/ready" if proxy.health is not None else ""
         write(f"  {kind:<7} gateway admin http://{proxy.admin}{ready}\n")
         write(f"{'':<18}{_gateway_urls(mesh, proxy)}\n")
+        if any(url.startswith("https://") for url in proxy.urls):
+            write(f"{'':<18}(https: name the host, they route by SNI: curl --resolve HOST:PORT:127.0.0.1 "
+                  "--cacert config/credentials/<credential>/ca.crt https://HOST:PORT/ — docs/tour.md)\n")
     header = f"{'service instance':<24} {'endpoint (who binds it)':<40} {'sidecar admin':<24} outbound"
     write(f"\n  {header}\n")
     for instance in plan.instances:
@@ -74,6 +81,8 @@ def print_summary(mesh: LocalMesh, out: TextIO) -> None:
         write(f"  {instance.instance_id:<24} {endpoint:<40} {admin:<24} {sidecar.outbound}\n")
     for reason in plan.skipped:
         write(f"  not started: {reason}\n")
+    for line in mesh.traces:
+        write(f"  traces: {line}\n")
     for diagnostic in mesh.diagnostics:
         write(f"  policy problem: {diagnostic}\n")
     synced, streams = mesh.sync_status()
@@ -133,9 +142,14 @@ def run(settings: MeshSettings, out: TextIO = sys.stdout) -> int:
         mesh.start()
         up = True
         print_summary(mesh, out)
-        while not stopping:
-            mesh.check_alive()
-            time.sleep(0.2)
+
+
+        def log(line: str) -> None:
+            out.write(line + "\n")
+            out.flush()
+
+        # a process that exits is restarted with back-off (supervisor.py); Ctrl-C stops everything
+        mesh.keep_running(lambda: bool(stopping), log)
         out.write("stopping...\n")
         mesh.stop()
         out.write("stopped.\n")
@@ -155,7 +169,64 @@ def run(settings: MeshSettings, out: TextIO = sys.stdout) -> int:
             signal.signal(sig, handler)
 
 
+def _scale(argv: Sequence[str]) -> int:
+    from controlplane.mesh.scale import ScaleError, scale
+
+    parser = argparse.ArgumentParser(
+        prog="controlplane mesh scale",
+        description="Run N instances of a service in the local mesh; a running `make run` starts or stops "
+        "them live (see controlplane/mesh/scale.py).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("service", help="the ServiceEntry's name (or host)")
+    parser.add_argument("count", type=int, help="how many instances")
+    parser.add_argument("--config", type=Path, default=Path("config"), help="policy directory")
+    args = parser.parse_args(argv)
+    try:
+        path, names = scale(args.config, args.service, args.count)
+    except ScaleError as exc:
+        print(f"mesh scale: {exc}", file=sys.stderr)
+        return 1
+    if names:
+        print(f"{path}: {', '.join(names)} (a running `make run` starts them within a few seconds)")
+    else:
+        print(f"{path}: removed; {args.service} runs only the instances of its own policy")
+    return 0
+
+
+def _pid(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="controlplane mesh pid",
+        description="Print the PID of a process of the running local mesh (from mesh.json), e.g. "
+        "`kill $(controlplane mesh pid envoy-maximus-reviews-1)`; without NAME, list them all.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("name", nargs="?", help="process name: controlplane, service-ID, envoy-ID")
+    parser.add_argument("--log-dir", type=Path, default=Path("run/logs"), help="the mesh's log directory")
+    args = parser.parse_args(argv)
+    try:
+        state = json.loads((args.log_dir / STATE_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        print(f"mesh pid: no running mesh's state in {args.log_dir}: {exc}", file=sys.stderr)
+        return 1
+    pids = {p["name"]: p["pid"] for p in state["processes"]}
+    if args.name is None:
+        for name, pid in pids.items():
+            print(f"{pid:>8}  {name}")
+        return 0
+    if args.name not in pids:
+        print(f"mesh pid: no process {args.name!r}; one of: {', '.join(pids)}", file=sys.stderr)
+        return 1
+    print(pids[args.name])
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["scale"]:
+        return _scale(argv[1:])
+    if argv[:1] == ["pid"]:
+        return _pid(argv[1:])
     args = _parser().parse_args(argv)
     if not args.config.is_dir():
         print(f"mesh: --config {args.config}: not a directory", file=sys.stderr)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from controlplane.api.loader import load_policy_dir
-from controlplane.mesh.plan import Ports, make_plan
+from controlplane.mesh.plan import Ports, local_only, make_plan
 
 HEADER = """\
 # Prometheus scrape configuration for the local mesh (`make run`): the control plane's /metrics and every
@@ -33,9 +33,8 @@ CONTROL_PLANE_ADMIN = "127.0.0.1:18001"
 
 def local_prometheus_config(config_dir: Path) -> str:
     policy, _ = load_policy_dir(config_dir)
-    targets = "".join(
-        f"    - {proxy.admin}   # {proxy.node_id}\n" for proxy in make_plan(policy, Ports(15000)).proxies
-    )
+    plan = local_only(make_plan(policy, Ports(15000)), policy)  # the Envoys `make run` starts
+    targets = "".join(f"    - {proxy.admin}   # {proxy.node_id}\n" for proxy in plan.proxies)
     return (
         HEADER
         + "global:\n  scrape_interval: 15s\nscrape_configs:\n- job_name: controlplane\n  static_configs:\n"

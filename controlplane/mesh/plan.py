@@ -3,6 +3,7 @@
 Every endpoint of a ServiceEntry with STATIC resolution on a loopback address (inline `endpoints`, or the
 WorkloadEntries its `workloadSelector` picks) becomes one demo service instance listening on that
 endpoint's address and ports, with its own sidecar Envoy (node id = instance id, labels = the endpoint's).
+Inline endpoints are numbered (`<app>-1`, `<app>-2` ...); a WorkloadEntry's instance is named after it.
 When the service has one port and it speaks HTTP, the endpoint address is the sidecar's inbound listener
 (as Istio's iptables capture would make it) and the app listens on a port of its own behind it, so traffic
 between services goes client app → client sidecar → server sidecar → server app. Other instances (several
@@ -11,14 +12,15 @@ istio=ingressgateway) and egress (istio=egressgateway). Anything else (DNS servi
 is left to the outside world and listed in `skipped`.
 
 Envoy ports (admin; outbound for sidecars) come from a `Ports` source: consecutive numbers from a base
-(stable URLs for `make run`), or numbers the OS picked (tests).
+(stable URLs for `make run`, kept per proxy in run/ports.json so that adding a service or an instance
+shifts no other's ports), or numbers the OS picked (tests).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 from controlplane.api.common import WorkloadSelector, labels_match
@@ -43,19 +45,41 @@ _given: set[int] = set()
 
 
 class Ports:
-    """Hands out TCP ports: consecutive from `base`, or chosen by the OS when `base` is 0."""
+    """Hands out TCP ports: consecutive from `base`, or chosen by the OS when `base` is 0.
 
-    def __init__(self, base: int = 0, host: str = LOOPBACK) -> None:
+    `assigned` ({what: port}, e.g. {"admin:reviews-1": 15004}) makes a port stable: asking again for the
+    same `what` gets the same port, whatever else the policy gained or lost meanwhile (the runner keeps
+    it in run/ports.json), and new ones never take a port assigned to something else."""
+
+    def __init__(
+        self, base: int = 0, host: str = LOOPBACK, assigned: Mapping[str, int] | None = None
+    ) -> None:
         self._next = base
         self._host = host
+        self.assigned: dict[str, int] = dict(assigned or {})
+        self._reserved = set(self.assigned.values())
+        self._taken: set[int] = set()
+        self._avoided: set[int] = set()
 
     def avoid(self, ports: Iterable[int]) -> None:
         """Never hand out these (ports the policy's endpoints use)."""
+        ports = set(ports)
+        self._avoided |= ports
         _given.update(ports)
 
-    def take(self) -> int:
+    def take(self, what: str = "") -> int:
+        port = self.assigned.get(what) if what else None
+        # an assigned port is kept unless the policy now uses it for an endpoint
+        if port is None or port in self._avoided or port in self._taken:
+            port = self._new()
+        self._taken.add(port)
+        if what:
+            self.assigned[what] = port
+        return port
+
+    def _new(self) -> int:
         if self._next:
-            while self._next in _given:
+            while self._next in _given or self._next in self._reserved or self._next in self._taken:
                 self._next += 1
             port = self._next
             self._next += 1
@@ -134,13 +158,19 @@ def is_loopback(address: str) -> bool:
         return False
 
 
-def _selected(policy: PolicySet, namespace: str, selector: WorkloadSelector) -> list[WorkloadEntrySpec]:
+def _selected(policy: PolicySet, namespace: str, selector: WorkloadSelector) -> list[WorkloadEntry]:
     return [
-        entry.spec
+        entry
         for entry in policy.of_kind(WorkloadEntry)
         if entry.metadata.namespace == namespace
         and all(entry.spec.labels.get(k) == v for k, v in selector.labels.items())
     ]
+
+
+def _workload_id(entry: WorkloadEntry) -> str:
+    """A WorkloadEntry's instance is named after it (so adding one renames no other instance)."""
+    namespace = entry.metadata.namespace
+    return entry.metadata.name if namespace == "default" else f"{entry.metadata.name}.{namespace}"
 
 
 def _endpoint_port(endpoint: WorkloadEntrySpec, port: ServicePort) -> int:
@@ -148,23 +178,27 @@ def _endpoint_port(endpoint: WorkloadEntrySpec, port: ServicePort) -> int:
     return endpoint.ports.get(port.name) or port.target_port or port.number
 
 
-def _endpoints(policy: PolicySet) -> Iterator[tuple[ServiceEntry, WorkloadEntrySpec | None, str]]:
-    """(entry, endpoint or None, why it is skipped or "") for every endpoint of every ServiceEntry."""
+def _endpoints(policy: PolicySet) -> Iterator[tuple[ServiceEntry, WorkloadEntrySpec | None, str, str]]:
+    """(entry, endpoint or None, why it is skipped or "", the WorkloadEntry's instance id or "") for every
+    endpoint of every ServiceEntry."""
     for entry in policy.of_kind(ServiceEntry):
         spec = entry.spec
-        endpoints = list(spec.endpoints)
+        endpoints: list[tuple[WorkloadEntrySpec, str]] = [(e, "") for e in spec.endpoints]
         if spec.workload_selector is not None:
-            endpoints = _selected(policy, entry.metadata.namespace, spec.workload_selector)
+            endpoints = [
+                (w.spec, _workload_id(w))
+                for w in _selected(policy, entry.metadata.namespace, spec.workload_selector)
+            ]
         if spec.resolution != "STATIC":
-            yield entry, None, f"{spec.resolution} resolution"
+            yield entry, None, f"{spec.resolution} resolution", ""
             continue
         if not endpoints:
-            yield entry, None, "no endpoints"
-        for endpoint in endpoints:
+            yield entry, None, "no endpoints", ""
+        for endpoint, workload in endpoints:
             if is_loopback(endpoint.address):
-                yield entry, endpoint, ""
+                yield entry, endpoint, "", workload
             else:
-                yield entry, None, f"endpoint {endpoint.address} is not a loopback address"
+                yield entry, None, f"endpoint {endpoint.address} is not a loopback address", ""
 
 
 def _instances(policy: PolicySet) -> tuple[list[Instance], list[str]]:
@@ -172,7 +206,7 @@ def _instances(policy: PolicySet) -> tuple[list[Instance], list[str]]:
     skipped: list[str] = []
     owners: dict[SocketAddress, str] = {}
     counts: dict[str, int] = {}
-    for entry, endpoint, why in _endpoints(policy):
+    for entry, endpoint, why, workload in _endpoints(policy):
         name = entry.metadata.name
         if endpoint is None:
             skipped.append(f"{entry.ref}: {why}")
@@ -180,7 +214,7 @@ def _instances(policy: PolicySet) -> tuple[list[Instance], list[str]]:
         labels = {"app": name, **endpoint.labels}
         service = labels["app"]
         counts[service] = counts.get(service, 0) + 1
-        instance_id = f"{service}-{counts[service]}"
+        instance_id = workload or f"{service}-{counts[service]}"
         listen = tuple(
             sorted(
                 {
@@ -250,15 +284,16 @@ def make_plan(policy: PolicySet, ports: Ports) -> MeshPlan:
     proxies = []
     for node_id, istio_label in ((INGRESS, "ingressgateway"), (EGRESS, "egressgateway")):
         labels = (("app", node_id), ("istio", istio_label))
-        admin, health = SocketAddress(LOOPBACK, ports.take()), SocketAddress(LOOPBACK, ports.take())
+        admin = SocketAddress(LOOPBACK, ports.take(f"admin:{node_id}"))
+        health = SocketAddress(LOOPBACK, ports.take(f"health:{node_id}"))
         urls = gateway_urls(policy, labels)
         proxies.append(
             Proxy(node_id, Role.GATEWAY, GATEWAY_NAMESPACE, labels, admin, health=health, urls=urls,
                   service_account=f"{node_id}-service-account")
         )
     for instance in instances:
-        admin = SocketAddress(LOOPBACK, ports.take())
-        outbound = SocketAddress(LOOPBACK, ports.take())
+        admin = SocketAddress(LOOPBACK, ports.take(f"admin:{instance.instance_id}"))
+        outbound = SocketAddress(LOOPBACK, ports.take(f"outbound:{instance.instance_id}"))
         proxies.append(
             Proxy(instance.instance_id, Role.SIDECAR, instance.namespace, instance.labels, admin, outbound,
                   service_account=instance.service_account)
@@ -266,8 +301,37 @@ def make_plan(policy: PolicySet, ports: Ports) -> MeshPlan:
     # app ports last, so that the Envoy ports above do not shift with the kinds of services
     for index, instance in enumerate(instances):
         if instance.http and len(instance.listen) == 1:
-            app = SocketAddress(LOOPBACK, ports.take())
+            # the app binds the endpoint's own loopback address: the sidecar's inbound forwards to the
+            # inbound host (build/inbound.py), so a second instance on 127.0.0.2 is reached at 127.0.0.2
+            app = SocketAddress(instance.listen[0].host, ports.take(f"app:{instance.instance_id}"))
             instances[index] = replace(instance, app_listen=(app,))
             sidecar = next(i for i, p in enumerate(proxies) if p.node_id == instance.instance_id)
             proxies[sidecar] = replace(proxies[sidecar], inbound=instance.listen[0], app_ports=(app.port,))
     return MeshPlan(tuple(instances), tuple(proxies), tuple(skipped))
+
+
+# A ServiceEntry annotated `controlplane.io/local-mesh: external` is a real program the user runs (the
+# compose stack's Prometheus, Grafana, Jaeger): the local mesh starts no demo app posing as it.
+EXTERNAL_ANNOTATION = "controlplane.io/local-mesh"
+
+
+def local_only(plan: MeshPlan, policy: PolicySet) -> MeshPlan:
+    """The plan without the instances (and sidecars) of external services, each listed in `skipped`."""
+    external = {
+        entry.spec.hosts[0]: entry
+        for entry in policy.of_kind(ServiceEntry)
+        if entry.metadata.annotations.get(EXTERNAL_ANNOTATION) == "external"
+    }
+    gone = [i for i in plan.instances if i.host in external]
+    if not gone:
+        return plan
+    ids = {i.instance_id for i in gone}
+    skipped = [
+        f"{external[i.host].ref}: external — start the real one on {', '.join(map(str, i.listen))}"
+        for i in gone
+    ]
+    return MeshPlan(
+        tuple(i for i in plan.instances if i.instance_id not in ids),
+        tuple(p for p in plan.proxies if p.node_id not in ids),
+        (*plan.skipped, *skipped),
+    )

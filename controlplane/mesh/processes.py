@@ -52,18 +52,37 @@ class Process:
     ) -> None:
         self.name = name
         self.argv = list(argv)
+        self.env = dict(env) if env is not None else None
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{name}.log"
-        with open(self.log_path, "wb") as log:
-            self.popen = subprocess.Popen(
+        self.popen = self._spawn("wb")
+
+    def _spawn(self, mode: str) -> subprocess.Popen[bytes]:
+        with open(self.log_path, mode) as log:
+            return subprocess.Popen(
                 self.argv,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                env=dict(env) if env is not None else None,
+                env=self.env,
                 preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
+
+    def restart(self) -> None:
+        """Start the same command again (after it exited), appending to the same log."""
+        if self.running():
+            raise RuntimeError(f"{self.name} is still running")
+        self.popen.wait()
+        self.popen = self._spawn("ab")
+
+    def note(self, line: str) -> None:
+        """Append a line of the mesh's own to this process's log (its exits and restarts)."""
+        try:
+            with open(self.log_path, "a", encoding="utf-8") as log:
+                log.write(line + "\n")
+        except OSError:
+            pass
 
     @property
     def pid(self) -> int:

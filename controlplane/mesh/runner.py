@@ -22,7 +22,8 @@ from typing import Any
 from controlplane.api.loader import load_policy_dir
 from controlplane.bootstrap import BootstrapSettings, bootstrap_yaml
 from controlplane.build.proxy import Role, SocketAddress
-from controlplane.mesh.plan import LOOPBACK, Instance, MeshPlan, Ports, Proxy, make_plan
+from controlplane.mesh.live import PolicyFollower, envoy_live, listening
+from controlplane.mesh.plan import LOOPBACK, Instance, MeshPlan, Ports, Proxy, local_only, make_plan
 from controlplane.mesh.processes import (
     MeshError,
     Process,
@@ -31,10 +32,47 @@ from controlplane.mesh.processes import (
     stop_all,
     wait_ready,
 )
+from controlplane.mesh.supervisor import Supervisor
+from controlplane.mesh.traces import where_traces_go
 from controlplane.ops import inspect
 from controlplane.security.tokens import TokenAuthority
 
 STATE_FILE = "mesh.json"
+PORTS_FILE = "ports.json"  # next to the log directory: run/ports.json
+PREVIOUS = "prev"  # the previous run's logs, kept for one run (a failed run's logs are what one needs)
+
+
+def load_ports(path: Path | None) -> dict[str, int]:
+    """The port assignment of earlier runs ({} when there is none or it is unreadable)."""
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): v for k, v in data.items() if isinstance(v, int) and 0 < v < 65536}
+
+
+def save_ports(path: Path | None, ports: Ports) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(dict(sorted(ports.assigned.items())), indent=2) + "\n")
+
+
+def keep_previous_logs(log_dir: Path) -> None:
+    """Move the last run's logs, state and bootstraps to `log_dir/prev/` (replacing the older ones)."""
+    if not log_dir.is_dir():
+        return
+    old = [p for p in log_dir.iterdir() if p.suffix == ".log" or p.name in (STATE_FILE, "bootstrap")]
+    if not old:
+        return
+    previous = log_dir / PREVIOUS
+    shutil.rmtree(previous, ignore_errors=True)
+    previous.mkdir()
+    for path in old:
+        path.rename(previous / path.name)
 
 
 @dataclass(frozen=True)
@@ -71,11 +109,16 @@ class LocalMesh:
         self.settings = settings
         policy, diagnostics = load_policy_dir(settings.config_dir)
         self.diagnostics = [str(d) for d in diagnostics]
-        self.plan: MeshPlan = make_plan(policy, Ports(settings.proxy_port_base))
+        # fixed ports (make run): each proxy keeps its ports across runs and policy edits
+        self.ports_file = settings.log_dir.parent / PORTS_FILE if settings.proxy_port_base else None
+        self.ports = Ports(settings.proxy_port_base, assigned=load_ports(self.ports_file))
+        self.plan: MeshPlan = local_only(make_plan(policy, self.ports), policy)
+        self.traces = where_traces_go(policy)
         ports = Ports(0)  # after the plan: OS-chosen ports never repeat one the plan uses
         self.xds = SocketAddress(LOOPBACK, settings.xds_port or ports.take())
         self.admin = SocketAddress(LOOPBACK, settings.admin_port or ports.take())
         self.processes: list[Process] = []
+        self.supervisor: Supervisor | None = None
         self.envoy = find_envoy(settings.envoy_bin)
 
     # -- addresses -------------------------------------------------------------------------------------
@@ -138,7 +181,7 @@ class LocalMesh:
         admin = str(self.admin)
         wait_ready({process: lambda: http_get(admin, "/readyz")[0] == 200}, self.settings.start_timeout)
 
-    def _start_service(self, instance: Instance) -> Process:
+    def start_service(self, instance: Instance) -> Process:
         sidecar = self.plan.sidecar_of(instance)
         argv = [
             sys.executable,
@@ -167,7 +210,7 @@ class LocalMesh:
         return authority.issue(namespace=proxy.namespace, service_account=proxy.service_account,
                                role=proxy.role.value, ttl=timedelta(days=30), now=datetime.now(UTC))
 
-    def _start_envoy(self, proxy: Proxy) -> Process:
+    def start_envoy(self, proxy: Proxy) -> Process:
         path = self.bootstrap_path(proxy)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(
@@ -208,13 +251,15 @@ class LocalMesh:
 
     def start(self) -> None:
         """Start everything and wait until it is ready; on failure stop what started and raise MeshError."""
-        self.settings.log_dir.mkdir(parents=True, exist_ok=True)
         self.check_ports()
+        self.save_ports()
+        keep_previous_logs(self.settings.log_dir)
+        self.settings.log_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._start_control_plane()
-            services = {self._start_service(i): _listening(i) for i in self.plan.instances}
+            services = {self.start_service(i): listening(i) for i in self.plan.instances}
             wait_ready(services, self.settings.start_timeout)
-            envoys = {self._start_envoy(p): _envoy_live(p) for p in self.plan.proxies}
+            envoys = {self.start_envoy(p): envoy_live(p) for p in self.plan.proxies}
             wait_ready(envoys, self.settings.start_timeout)
         except BaseException:
             self.stop()
@@ -223,11 +268,25 @@ class LocalMesh:
 
     # -- running ---------------------------------------------------------------------------------------
 
-    def check_alive(self) -> None:
-        """MeshError for the first process that has exited."""
-        for process in self.processes:
-            if not process.running():
-                raise MeshError(process.failure())
+    def supervise(self, log: Callable[[str], None]) -> Supervisor:
+        """From now on, a process that exits is restarted (see supervisor.py); call `poll()` on the result
+        regularly (`keep_running` does). mesh.json follows the new PIDs."""
+        self.supervisor = Supervisor(self.processes, log, on_restart=lambda _: self.write_state())
+        return self.supervisor
+
+    def keep_running(
+        self, until: Callable[[], bool], log: Callable[[str], None], interval: float = 0.2
+    ) -> None:
+        """Supervise the mesh until `until()` is true."""
+        supervisor = self.supervise(log)
+        follower = PolicyFollower(self, log)  # instances the policy gains or loses start or stop
+        while not until() and not supervisor.stopped:
+            supervisor.poll()
+            follower.poll()
+            time.sleep(interval)
+
+    def save_ports(self) -> None:
+        save_ports(self.ports_file, self.ports)
 
     def sync_status(self, timeout: float = 10.0) -> tuple[bool, list[dict[str, Any]]]:
         """Wait until every Envoy of the plan is connected and has ACKed its current config (the control
@@ -247,6 +306,8 @@ class LocalMesh:
             time.sleep(0.1)
 
     def stop(self, timeout: float = 5.0) -> None:
+        if self.supervisor is not None:
+            self.supervisor.stop()  # nothing is restarted while it is being stopped
         stop_all(list(reversed(self.processes)), timeout)
 
     @property
@@ -294,12 +355,3 @@ class LocalMesh:
     def write_state(self) -> None:
         (self.settings.log_dir / STATE_FILE).write_text(json.dumps(self.state(), indent=2) + "\n")
 
-
-def _listening(instance: Instance) -> Callable[[], bool]:
-    addresses = [str(a) for a in instance.binds]
-    return lambda: all(http_get(address, "/")[0] == 200 for address in addresses)
-
-
-def _envoy_live(proxy: Proxy) -> Callable[[], bool]:
-    # LIVE once the initial xDS fetch is done (Envoy's init manager), so it has its first config
-    return lambda: http_get(str(proxy.admin), "/ready") == (200, b"LIVE\n")

@@ -99,7 +99,17 @@ class AdminServer:
 
     async def _syncz(self, _: web.Request) -> web.Response:
         cache = self.backend.cache
-        return _json(self.backend.registry.to_json(lambda identity: cache.snapshot(identity).version))
+        per_shape: dict[Any, dict[str, str]] = {}
+
+        def type_versions(identity: Any) -> dict[str, str]:  # once per shape, not per stream
+            if identity not in per_shape:
+                snapshot = cache.snapshot(identity)
+                per_shape[identity] = {SHORT_NAMES[t]: type_version(snapshot.of_type(t).values())
+                                       for t in PUSH_ORDER}
+            return per_shape[identity]
+
+        return _json(self.backend.registry.to_json(lambda identity: cache.snapshot(identity).version,
+                                                   type_versions))
 
     async def _snapshots(self, _: web.Request) -> web.Response:
         nodes: dict[str, list[str]] = {}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from controlplane.translate.resources import SHORT_NAMES
+
 CONNECTED = Gauge(
     "controlplane_xds_connected_streams", "Open xDS streams (Istio: pilot_xds)", ["protocol", "role"]
 )
@@ -31,3 +33,11 @@ CONVERGENCE = Histogram(
     " (Istio: pilot_proxy_convergence_time)",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+
+# Every label value is exported from the start (as 0), so that a dashboard or an alert on
+# `rate(controlplane_xds_nacks_total[5m])` sees a series before the first NACK instead of nothing.
+BAD_REQUEST_REASONS = ("missing_node", "bad_node", "malformed")
+for _reason in BAD_REQUEST_REASONS:
+    BAD_REQUESTS.labels(_reason)
+for _type in SHORT_NAMES.values():
+    NACKS.labels(_type)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from controlplane.build.proxy import ProxyIdentity
@@ -137,22 +138,37 @@ class StreamStatus:
         return bool(held) and self._registry is not None and self._registry.nacks.rejected(
             memory_key(self), type_url, held, offered)
 
-    def to_json(self, current_version: str | None = None) -> dict[str, Any]:
+    @property
+    def envoy_version(self) -> str:
+        """The Envoy build the proxy reports (node.user_agent_build_version), e.g. "1.40.0"; "" if none."""
+        node = self.node
+        if node is None or not node.HasField("user_agent_build_version"):
+            return ""
+        version = node.user_agent_build_version.version
+        return f"{version.major_number}.{version.minor_number}.{version.patch}"
+
+    def to_json(
+        self, current_version: str | None = None, type_versions: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
         """`current_version`: the shape's snapshot in the cache now, which the stream may not have
-        caught up with yet (then it is STALE)."""
+        caught up with yet (then it is STALE). `type_versions`: that snapshot's version per type (short
+        name), shown for the SYNCED types of a delta stream, whose ACKs carry the snapshot's version."""
         current = current_version or self.snapshot_version
         return {
             "stream": self.stream_id,
             "node": self.node_id,
             "proxy": self.identity.describe(),
             "protocol": self.protocol,
+            "envoy_version": self.envoy_version,
             "connected_at": self.connected_at,
+            "connected_since": datetime.fromtimestamp(self.connected_at, UTC).isoformat(timespec="seconds"),
             "snapshot_version": self.snapshot_version,
             "current_snapshot_version": current,
             "synced": bool(self.types) and all(s.state(current) == SYNCED for s in self.types.values()),
             "types": {
                 SHORT_NAMES.get(t, t): {
                     "state": s.state(current),
+                    "version": self._type_version(t, s, current, type_versions),
                     "sent_version": s.sent_version,
                     "sent_nonce": s.sent_nonce,
                     "sent_at": s.sent_at,
@@ -167,6 +183,19 @@ class StreamStatus:
                 for t, s in sorted(self.types.items(), key=lambda item: _order(item[0]))
             },
         }
+
+
+    def _type_version(
+        self, type_url: str, status: TypeStatus, current: str, type_versions: Mapping[str, str] | None
+    ) -> str:
+        """The version of this type the proxy runs (or was last sent), changing only when the type does.
+        SotW versions are per type already; a delta stream's are the snapshot's, the same for every type,
+        so a SYNCED type shows the current snapshot's version of that type instead."""
+        if self.protocol != "delta":
+            return status.acked_version or status.sent_version
+        if type_versions is not None and status.state(current) == SYNCED:
+            return type_versions.get(SHORT_NAMES.get(type_url, type_url), "")
+        return ""
 
 
 def _order(type_url: str) -> int:
@@ -198,10 +227,15 @@ class StatusRegistry:
     def by_node(self, node_id: str) -> list[StreamStatus]:
         return [s for s in self.streams.values() if s.node_id == node_id]
 
-    def to_json(self, current: Callable[[ProxyIdentity], str] | None = None) -> list[dict[str, Any]]:
+    def to_json(
+        self,
+        current: Callable[[ProxyIdentity], str] | None = None,
+        type_versions: Callable[[ProxyIdentity], Mapping[str, str]] | None = None,
+    ) -> list[dict[str, Any]]:
         out = []
         for s in sorted(self.streams.values(), key=lambda s: (s.node_id, s.stream_id)):
-            entry = s.to_json(current(s.identity) if current else None)
+            entry = s.to_json(current(s.identity) if current else None,
+                              type_versions(s.identity) if type_versions else None)
             if self.describe_identity is not None:
                 # the proxy's SPIFFE id and its certificate's serial and expiry (security/identity.py)
                 entry["identity"] = self.describe_identity(s)

@@ -144,7 +144,7 @@ def test_unknown_kind_and_non_mapping_documents() -> None:
     assert [str(d) for d in diagnostics] == [
         # every kind, sorted (the list grows with each new kind)
         f"p.yaml:2: Sidecar/s: kind: unsupported kind 'Sidecar'; supported: {', '.join(sorted(KINDS))}",
-        "p.yaml:5: -/-: -: expected a mapping (a policy object)",
+        "p.yaml:5: expected a mapping (a policy object)",
     ]
 
 

@@ -179,4 +179,20 @@ def test_tcp_services_get_listeners_on_their_addresses(envoy: dict[str, dict[str
 def test_every_endpoint_is_local(envoy: dict[str, dict[str, Any]]) -> None:
     policy, _ = load_policy_dir(CONFIG)
     for se in policy.service_entries():
-        assert {e.address for e in se.spec.endpoints} == {"127.0.0.1"}
+        # one instance per service on 127.0.0.1; the canary's other instances on loopback aliases
+        expected = {"127.0.0.1", "127.0.0.2", "127.0.0.3"} if se.metadata.name == "maximus-reviews" else {
+            "127.0.0.1"}
+        assert {e.address for e in se.spec.endpoints} == expected
+
+
+def test_reviews_canary_subsets_and_split(envoy: dict[str, dict[str, Any]]) -> None:
+    for subset in ("v1", "v2"):
+        cluster = envoy["clusters"][f"outbound|9110|{subset}|maximus-reviews"]
+        assert cluster["outlier_detection"]["consecutive_5xx"] == 1, cluster
+    hosts = envoy["routes"]["outbound_http"]["virtual_hosts"]
+    [host] = [v for v in hosts if "maximus-reviews" in v["domains"]]
+    header, split = host["routes"]
+    assert header["match"]["headers"][0]["name"] == "x-canary"
+    assert header["route"]["cluster"] == "outbound|9110|v2|maximus-reviews"
+    weights = {c["name"]: c["weight"] for c in split["route"]["weighted_clusters"]["clusters"]}
+    assert weights == {"outbound|9110|v1|maximus-reviews": 80, "outbound|9110|v2|maximus-reviews": 20}

@@ -12,7 +12,8 @@ from controlplane.ops.inspect import all_synced, render_config, render_status
 V1, V2, V3 = "aaaaaaaa11111111", "bbbbbbbb22222222", "cccccccc33333333"
 SNAP, SNAP_NEW = "5a5a5a5a00000000", "6b6b6b6b00000000"
 ENVOY_ERROR = "Invalid regex '^/(?>x)': invalid perl operator: (?>"
-HEADER = ["NODE", "PROTOCOL", "CLUSTERS", "ENDPOINTS", "LISTENERS", "ROUTES", "SNAPSHOT"]
+HEADER = ["NODE", "PROTOCOL", "CLUSTERS", "ENDPOINTS", "LISTENERS", "ROUTES", "SNAPSHOT", "ENVOY",
+          "CONNECTED SINCE"]
 ORIGIN = "VirtualService/default/svc-a (config/routes.yaml:12)"
 
 
@@ -79,9 +80,10 @@ def test_status_table_synced_stale_nacked() -> None:
     )
     assert _cells(lines[0]) == HEADER
     rows = {_cells(line)[0]: _cells(line) for line in lines[1:4]}
-    assert rows["proxy-1"] == ["proxy-1", "delta", *["SYNCED (aaaaaaaa)"] * 4, "5a5a5a5a"]
+    assert rows["proxy-1"] == ["proxy-1", "delta", *["SYNCED (aaaaaaaa)"] * 4, "5a5a5a5a", "-", "-"]
     # a cell shows the ACKed version (the one the proxy runs), and the current snapshot is the cache's
-    assert rows["proxy-2"] == ["proxy-2", "sotw", *["SYNCED (aaaaaaaa)"] * 3, "STALE (aaaaaaaa)", "6b6b6b6b"]
+    assert rows["proxy-2"] == ["proxy-2", "sotw", *["SYNCED (aaaaaaaa)"] * 3, "STALE (aaaaaaaa)", "6b6b6b6b",
+                               "-", "-"]
     assert rows["proxy-3"][5] == "NACKED (aaaaaaaa)"
     # columns line up: every cell starts where its header does
     header = lines[0]
@@ -120,7 +122,7 @@ def test_status_cells_before_any_ack_and_missing_types() -> None:
     secrets = _synced()
     secrets["secrets"] = _type("SYNCED", V2, V2)
     lines = _render([_stream("new", "delta", types), _stream("gw", "delta", secrets)])
-    assert _cells(lines[0])[-2:] == ["SECRETS", "SNAPSHOT"]
+    assert _cells(lines[0])[-4:-2] == ["SECRETS", "SNAPSHOT"]
     new = _cells(lines[1])
     # sent but not ACKed: the sent version; nothing sent: the bare state; a type never requested: "-"
     assert new[2:7] == ["STALE (aaaaaaaa)", "-", "STALE", "-", "-"]

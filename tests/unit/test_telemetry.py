@@ -136,7 +136,7 @@ def test_unsupported_fields_and_second_scope_object() -> None:
     )
     assert diagnostics == [
         "t.yaml:18: Telemetry/a: spec.metrics: unsupported field",
-        "t.yaml:26: Telemetry/c: -: Telemetry default/b already applies to the whole namespace; ignored",
+        "t.yaml:26: Telemetry/c: Telemetry default/b already applies to the whole namespace; ignored",
     ]
 
 

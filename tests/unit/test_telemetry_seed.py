@@ -17,7 +17,7 @@ from controlplane.api.policyset import PolicySet
 from controlplane.build.proxy import ProxyIdentity, Role
 from controlplane.build.telemetry import LogEncoding, TagSource, build_telemetry
 from controlplane.mesh.observability import local_prometheus_config
-from controlplane.mesh.plan import Ports, make_plan
+from controlplane.mesh.plan import Ports, local_only, make_plan
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 
@@ -69,8 +69,11 @@ def test_prometheus_config_is_not_policy_and_scrapes_every_local_proxy(policy: P
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert jobs["controlplane"]["static_configs"][0]["targets"] == ["127.0.0.1:18001"]
     assert jobs["envoy"]["metrics_path"] == "/stats/prometheus"
-    # `make run` hands out admin ports from 15000 in plan order (controlplane/mesh/plan.py)
-    expected = [str(proxy.admin) for proxy in make_plan(policy, Ports(15000)).proxies]
+    # `make run` hands out admin ports from 15000 in plan order (controlplane/mesh/plan.py), and starts
+    # no stand-ins for the external services (prometheus, grafana, jaeger)
+    plan = local_only(make_plan(policy, Ports(15000)), policy)
+    assert not {"prometheus-1", "grafana-1", "jaeger-1"} & {p.node_id for p in plan.proxies}
+    expected = [str(proxy.admin) for proxy in plan.proxies]
     assert jobs["envoy"]["static_configs"][0]["targets"] == expected, (
         "config/observability/prometheus.yml is stale: run `make generated`"
     )
