@@ -36,7 +36,7 @@ def add_token_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     token.add_argument("--ttl", type=parse_duration, default=timedelta(days=365),
                        help="how long the token opens new streams (default 365d); open streams never expire")
     ca = commands.add_parser("ca", help="the mesh CA: `ca rotate` starts a root rotation")
-    ca_commands = ca.add_subparsers(dest="ca_command", required=True)
+    ca_commands = ca.add_subparsers(dest="ca_command", required=True, help="rotate")
     rotate = ca_commands.add_parser("rotate",
                                     help="new root; old and new roots are trusted during the overlap")
     rotate.add_argument("--ca-dir", type=Path, required=True, help="the control plane's --ca-dir")

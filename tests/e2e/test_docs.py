@@ -29,6 +29,7 @@ from controlplane.api.loader import load_policy_dir
 from controlplane.mesh.plan import MeshPlan, Ports, local_only, make_plan
 from controlplane.mesh.processes import pid_alive
 from controlplane.mesh.runner import LocalMesh
+from controlplane.ops import inspect
 from tests.e2e.test_mesh import copy_config, settings
 from tests.harness import find_envoy, free_port, wait_until
 
@@ -210,6 +211,10 @@ def test_the_tour_runs_as_written(reader: Reader) -> None:
         out = reader.run(block)
         if block.section.startswith("3.") and "503" in block.script and restore is not None:
             restore()
+            # "the next `controlplane status --wait` shows the old pool restored": the reader waits too
+            wait_until(lambda: not inspect.fetch(str(reader.mesh.admin), "/debug/config")["reload_pending"],
+                       timeout=30, what="the restored file to be loaded")
+            assert reader.mesh.sync_status(timeout=60)[0]
         if block.section.startswith("5."):
             counts = {v: int(n) for n, v in re.findall(r'(\d+) "version": "(v[12])"', out)}
             assert 60 <= counts.get("v1", 0) <= 95 and sum(counts.values()) == 100, (counts, out)

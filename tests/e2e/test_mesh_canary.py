@@ -236,7 +236,8 @@ def test_status_wait_reports_a_rejected_edit(mesh: LocalMesh) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     clean = "policy: 0 errors, 0 warnings; served config is the latest edit\n"
     assert done.stdout.startswith(clean), done.stdout
-    rows = [line for line in done.stdout.splitlines() if line.startswith(("client-1", "shop-v2"))]
+    rows = [line for line in done.stdout.splitlines()
+            if line.startswith(("client-1 ", "shop-v2 "))]  # table rows (identity lines have "name:")
     assert len(rows) == 2 and all(" 1.40." in row for row in rows), done.stdout  # the Envoy version
 
     bad = good.replace("  - name: canary-split\n", "  - name: canary-split\n    bogusField: 1\n")
