@@ -76,7 +76,7 @@ class PolicyStore:
         credentials, bad_credentials = self._credentials()
         _, diagnostics = load_policy_texts(sorted(texts.items()), credentials)
         diagnostics = sorted(unreadable + bad_credentials + diagnostics)
-        bad = {d.file for d in diagnostics}
+        bad = {d.file for d in diagnostics if d.is_error}  # warnings and infos are applied
         served: dict[str, str] = {}
         kept, excluded = [], []
         for file in sorted(set(texts) | bad):

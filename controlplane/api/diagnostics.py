@@ -9,6 +9,14 @@ grep it):
 `field` is an Istio-style path in camelCase with indexes, e.g. `spec.http[0].route[0].destination.host`.
 Parts that are unknown (a YAML syntax error has no kind, name or field) are written as `-`.
 
+Each diagnostic has a severity, as `istioctl analyze` has: an `Error` is an invalid object (or part of one)
+that is not applied; a `Warning` is applied anyway, with Istio's runtime behaviour (a route to a missing
+subset answers 503); an `Info` says something was ignored on purpose (Kubernetes kinds we have no use
+for). Warnings and infos carry Istio's analyzer code where one exists (`IST0101` ReferencedResourceNotFound).
+Errors keep the text form above; the others are prefixed with their severity and code:
+
+    Warning [IST0101] file:line: Kind/name: field: message
+
 This module also turns pydantic's validation errors into our wording, so that messages read like Istio's
 ("unsupported field") rather than like pydantic internals ("Extra inputs are not permitted").
 """
@@ -24,6 +32,14 @@ from typing import Any
 FieldPath = tuple[str | int, ...]
 
 UNKNOWN = "-"
+
+ERROR = "Error"
+WARNING = "Warning"
+INFO = "Info"
+SEVERITIES = (ERROR, WARNING, INFO)
+
+# istioctl analyze's message codes (istio/istio pkg/config/analysis/msg/messages.yaml) we report.
+REFERENCED_RESOURCE_NOT_FOUND = "IST0101"
 
 UNSUPPORTED_FIELD = "unsupported field"
 REQUIRED_FIELD = "required field is missing"
@@ -58,9 +74,38 @@ class Diagnostic:
     name: str
     field: str
     message: str
+    severity: str = ERROR
+    code: str = ""
+
+    @property
+    def is_error(self) -> bool:
+        """Whether the object (or the part of it named by `field`) is withheld: only errors are."""
+        return self.severity == ERROR
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.kind}/{self.name}: {self.field}: {self.message}"
+        text = f"{self.file}:{self.line}: {self.kind}/{self.name}: {self.field}: {self.message}"
+        if self.severity == ERROR:
+            return text
+        code = f" [{self.code}]" if self.code else ""
+        return f"{self.severity}{code} {text}"
+
+    def as_json(self) -> dict[str, object]:
+        """The `validate -o json` form (also what tools and the admin API can use)."""
+        return {
+            "severity": self.severity,
+            "code": self.code or None,
+            "file": self.file,
+            "line": self.line,
+            "kind": self.kind,
+            "name": self.name,
+            "field": self.field,
+            "message": self.message,
+        }
+
+
+def errors(diagnostics: Sequence[Diagnostic]) -> list[Diagnostic]:
+    """The diagnostics that withhold something from the served configuration."""
+    return [d for d in diagnostics if d.is_error]
 
 
 def format_path(path: Sequence[str | int]) -> str:

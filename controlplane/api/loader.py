@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from controlplane.api.credentials import Credential, credentials_dir, load_credentials
 from controlplane.api.destinationrule import DestinationRule
 from controlplane.api.diagnostics import (
+    ERROR,
     REQUIRED_FIELD,
     UNKNOWN,
     Diagnostic,
@@ -161,8 +162,12 @@ def decode_object(document: Document) -> tuple[PolicyObject | None, list[Diagnos
             field = format_path(error["loc"])
             diagnostics.append(_diagnostic(source, kind, name, path, pydantic_message(error), field))
         return None, diagnostics
-    diagnostics.extend(_diagnostic(source, kind, name, p.path, p.message) for p in obj.check())
-    return (None if diagnostics else obj), diagnostics
+    diagnostics.extend(
+        _diagnostic(source, kind, name, p.path, p.message, severity=p.severity, code=p.code)
+        for p in obj.check()
+    )
+    # Warnings and infos (deprecated aliases, ignored Kubernetes kinds) leave the object applied.
+    return (None if any(d.is_error for d in diagnostics) else obj), diagnostics
 
 
 def _kind_and_name(data: dict[object, object]) -> tuple[str, str]:
@@ -189,7 +194,14 @@ def _unsupported_kind(kind: object) -> str:
 
 
 def _diagnostic(
-    source: Source, kind: str, name: str, path: FieldPath, message: str, field: str | None = None
+    source: Source,
+    kind: str,
+    name: str,
+    path: FieldPath,
+    message: str,
+    field: str | None = None,
+    severity: str = ERROR,
+    code: str = "",
 ) -> Diagnostic:
     return Diagnostic(
         file=source.file,
@@ -198,4 +210,6 @@ def _diagnostic(
         name=name,
         field=field if field is not None else format_path(path),
         message=message,
+        severity=severity,
+        code=code,
     )

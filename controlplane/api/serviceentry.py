@@ -18,7 +18,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, field_validator
 
 from controlplane.api.common import WorkloadSelector
 from controlplane.api.meta import Host, IstioModel, PolicyObject, PortNumber, Problem, duplicates
-from controlplane.api.workloadentry import WorkloadEntrySpec
+from controlplane.api.workloadentry import WorkloadEntrySpec, endpoint_problems
 
 # Istio's port protocols. Istio matches them case-insensitively, so we upper-case before checking.
 Protocol = Literal[
@@ -120,10 +120,11 @@ def _check_endpoint(
     index: int, endpoint: WorkloadEntrySpec, names: set[str], resolution: str
 ) -> Iterator[Problem]:
     path = ("spec", "endpoints", index)
+    yield from endpoint_problems(path, endpoint)
     for name in endpoint.ports:
         if name not in names:
             yield Problem((*path, "ports", name), f"no port named {name!r} in spec.ports")
-    if resolution == "STATIC":
+    if resolution == "STATIC" and endpoint.address:
         # Envoy's EDS needs IP addresses; hostnames only work with DNS resolution.
         try:
             ipaddress.ip_address(endpoint.address)

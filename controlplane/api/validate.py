@@ -8,7 +8,7 @@ first in (kind, namespace, name) order — Istio uses creation time, which files
 - MeshConfig: only the first applies; others are reported and dropped.
 - ServiceEntry host already declared by an earlier ServiceEntry: removed from the later one (an entry left
   without hosts is dropped). A WorkloadEntry selected by a STATIC ServiceEntry must have an IP address.
-- DestinationRule for a host no ServiceEntry declares: reported, kept (it has no effect). Several
+- DestinationRule for a host no ServiceEntry declares: a Warning (IST0101), kept (it has no effect). Several
   DestinationRules for one host are merged as Istio merges them: the first one's `trafficPolicy` applies
   (a later one's is reported and removed), subsets are the union, and a subset name already defined by an
   earlier rule is reported and removed from the later one.
@@ -28,7 +28,15 @@ from dataclasses import dataclass, field
 
 from controlplane.api.common import labels_match
 from controlplane.api.destinationrule import DestinationRule
-from controlplane.api.diagnostics import UNKNOWN, Diagnostic, FieldPath, format_path
+from controlplane.api.diagnostics import (
+    ERROR,
+    REFERENCED_RESOURCE_NOT_FOUND,
+    UNKNOWN,
+    WARNING,
+    Diagnostic,
+    FieldPath,
+    format_path,
+)
 from controlplane.api.gateway import Gateway
 from controlplane.api.hosts import HostIndex
 from controlplane.api.meshconfig import MeshConfig
@@ -57,7 +65,9 @@ class Context:
     policy_owners: dict[str, DestinationRule] = field(default_factory=dict)
     index: HostIndex = field(default_factory=lambda: HostIndex(()))
 
-    def report(self, obj: PolicyObject, path: FieldPath, message: str) -> None:
+    def report(
+        self, obj: PolicyObject, path: FieldPath, message: str, severity: str = ERROR, code: str = ""
+    ) -> None:
         source = self.policy.source(obj.key)
         self.diagnostics.append(
             Diagnostic(
@@ -67,8 +77,15 @@ class Context:
                 name=obj.metadata.name,
                 field=format_path(path),
                 message=message,
+                severity=severity,
+                code=code,
             )
         )
+
+    def missing(self, obj: PolicyObject, path: FieldPath, message: str) -> None:
+        """A reference to something no object defines: applied anyway, as in Istio (`istioctl analyze`
+        reports it as IST0101 ReferencedResourceNotFound)."""
+        self.report(obj, path, message, WARNING, REFERENCED_RESOURCE_NOT_FOUND)
 
     def where(self, obj: PolicyObject) -> str:
         """`ServiceEntry default/a (p.yaml:3)`: the other side of a conflict, with its location."""
@@ -164,7 +181,7 @@ def _workload_entries(ctx: Context, entries: list[WorkloadEntry]) -> None:
 def _destination_rule(ctx: Context, dr: DestinationRule) -> DestinationRule:
     host = ctx.resolve(dr.spec.host, dr.metadata.namespace)
     if host is None:
-        ctx.report(
+        ctx.missing(
             dr, ("spec", "host"), f"host {dr.spec.host!r} is not declared by any ServiceEntry; no effect"
         )
         return dr

@@ -46,7 +46,8 @@ class TLSRoute(IstioModel):
 
 
 class VirtualServiceSpec(IstioModel):
-    hosts: tuple[Host, ...] = Field(min_length=1)
+    # Empty only in a delegate VirtualService, which `check` reports (delegation is not supported).
+    hosts: tuple[Host, ...] = ()
     # Absent means "mesh" only (sidecars), as in Istio.
     gateways: tuple[str, ...] | None = None
     http: tuple[HTTPRoute, ...] = ()
@@ -67,6 +68,13 @@ class VirtualService(PolicyObject):
 
     def check(self) -> Iterator[Problem]:
         spec = self.spec
+        if not spec.hosts:
+            # Istio: a VirtualService without hosts is a delegate, used only through another one's
+            # http[].delegate, which we do not support either.
+            yield Problem(
+                ("spec", "hosts"),
+                "a VirtualService without hosts is a delegate; delegation (http[].delegate) is not supported",
+            )
         for index in duplicates(list(spec.hosts)):
             yield Problem(("spec", "hosts", index), f"duplicate host {spec.hosts[index]!r}")
         for index, http in enumerate(spec.http):

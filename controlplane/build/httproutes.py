@@ -129,7 +129,9 @@ def _action(
     for item in http.route:
         ref = ctx.cluster(item.destination)
         if ref is None:
-            continue  # validation reported it and dropped the entry; unvalidated input is skipped
+            # An undeclared host (a validation warning; a bad port was dropped there): Istio's route
+            # names a cluster that does not exist, and Envoy answers 503.
+            return DirectResponse(MISSING_SUBSET_STATUS), []
         if not ctx.subset_defined(ref):
             return DirectResponse(MISSING_SUBSET_STATUS), []
         weight = 100 if single and item.weight is None else item.weight or 0
