@@ -75,8 +75,11 @@ def _parser() -> argparse.ArgumentParser:
     boot.add_argument("--role", choices=[r.value for r in Role], default=Role.SIDECAR.value)
     boot.add_argument("--sotw", action="store_true", help="state-of-the-world ADS instead of delta")
 
-    validate = commands.add_parser("validate", help="check a policy directory; exit 1 on problems")
-    validate.add_argument("config", type=Path)
+    validate = commands.add_parser("validate", help="check policy like istioctl analyze; exit 1 on errors")
+    validate.add_argument("config", help="a policy file, a directory, or - for stdin")
+    validate.add_argument("--fail-on", choices=["error", "warning", "info"], default="error",
+                          help="lowest severity that makes the exit status 1 (default: error)")
+    validate.add_argument("-o", "--output", choices=["text", "json"], default="text")
 
     status = commands.add_parser("status", help="sync status of every connected proxy (SYNCED/STALE/NACKED)")
     status.add_argument("--admin-address", default="127.0.0.1:18001", type=_address)
@@ -136,18 +139,9 @@ def _bootstrap(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from controlplane.api.loader import load_policy_dir
+    from controlplane import validate_command
 
-    if not args.config.is_dir():
-        print(f"controlplane: {args.config}: not a directory", file=sys.stderr)
-        return 2
-    policy, diagnostics = load_policy_dir(args.config)
-    for diagnostic in diagnostics:
-        print(diagnostic)
-    if diagnostics:
-        return 1
-    print(f"{args.config}: {len(policy)} objects, no problems", file=sys.stderr)
-    return 0
+    return validate_command.main(args.config, args.fail_on, args.output)
 
 
 def _status(args: argparse.Namespace) -> int:

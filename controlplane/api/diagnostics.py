@@ -28,6 +28,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
+
+from controlplane.api.suggest import suggest_field
+
 # A path into a YAML document: mapping keys are strings, sequence indexes are ints.
 FieldPath = tuple[str | int, ...]
 
@@ -124,12 +128,14 @@ def format_path(path: Sequence[str | int]) -> str:
     return out or UNKNOWN
 
 
-def pydantic_message(error: Any) -> str:
-    """Our wording for one entry of `ValidationError.errors()` (a pydantic `ErrorDetails` dict)."""
+def pydantic_message(error: Any, model: type[BaseModel] | None = None) -> str:
+    """Our wording for one entry of `ValidationError.errors()` (a pydantic `ErrorDetails` dict); with the
+    validated `model`, an unknown field also gets the closest known name ("did you mean")."""
     kind = error.get("type", "")
     ctx = error.get("ctx") or {}
     if kind == "extra_forbidden":
-        return UNSUPPORTED_FIELD
+        suggestion = suggest_field(model, error.get("loc", ())) if model is not None else None
+        return f"{UNSUPPORTED_FIELD}; did you mean {suggestion!r}?" if suggestion else UNSUPPORTED_FIELD
     if kind == "missing":
         return REQUIRED_FIELD
     if kind in _TYPE_MESSAGES:

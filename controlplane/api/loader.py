@@ -24,11 +24,13 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from controlplane.api.credentials import Credential, credentials_dir, load_credentials
+from controlplane.api.deprecated import rewrite
 from controlplane.api.destinationrule import DestinationRule
 from controlplane.api.diagnostics import (
     ERROR,
     REQUIRED_FIELD,
     UNKNOWN,
+    WARNING,
     Diagnostic,
     FieldPath,
     format_path,
@@ -154,13 +156,19 @@ def decode_object(document: Document) -> tuple[PolicyObject | None, list[Diagnos
     if cls is None:
         message = REQUIRED_FIELD if "kind" not in data else _unsupported_kind(data["kind"])
         return None, [*diagnostics, _diagnostic(source, kind, name, ("kind",), message)]
+    data, deprecations = rewrite(data)
+    diagnostics.extend(
+        _diagnostic(source, kind, name, d.path, d.message, severity=ERROR if d.is_error else WARNING)
+        for d in deprecations
+    )
     try:
         obj = cls.model_validate(data)
     except ValidationError as err:
         for error in relevant_errors(err.errors(include_url=False)):
             path = pydantic_path(error["loc"])
             field = format_path(error["loc"])
-            diagnostics.append(_diagnostic(source, kind, name, path, pydantic_message(error), field))
+            message = pydantic_message(error, cls)
+            diagnostics.append(_diagnostic(source, kind, name, path, message, field))
         return None, diagnostics
     diagnostics.extend(
         _diagnostic(source, kind, name, p.path, p.message, severity=p.severity, code=p.code)

@@ -38,12 +38,14 @@ class WorkloadEntrySpec(IstioModel):
     weight: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
 
 
-def endpoint_problems(path: FieldPath, spec: WorkloadEntrySpec, template: bool = False) -> Iterator[Problem]:
+def endpoint_problems(
+    path: FieldPath, spec: WorkloadEntrySpec, template: bool = False
+) -> Iterator[Problem]:
     """`address` / `network` as Istio's CRD rules have them (a template must not set `address`)."""
     if spec.network is not None:
         yield Problem(
             (*path, "network"),
-            "unsupported field: multi-network endpoints need Istio's east-west gateways, which we do not have",
+            "unsupported field: multi-network endpoints need Istio's east-west gateways (we have none)",
         )
     if template:
         if spec.address:
