@@ -40,6 +40,7 @@ from controlplane.api.diagnostics import (
 )
 from controlplane.api.documents import Document, Source, parse_documents
 from controlplane.api.gateway import Gateway
+from controlplane.api.kubernetes import IGNORED_KINDS, KubernetesObject, KubernetesService
 from controlplane.api.meshconfig import MeshConfig
 from controlplane.api.meta import ObjectKey, PolicyObject
 from controlplane.api.policyset import PolicySet
@@ -55,9 +56,11 @@ KINDS: Mapping[str, type[PolicyObject]] = {
     cls.KIND: cls
     for cls in (
         DestinationRule, MeshConfig, ServiceEntry, Telemetry, VirtualService, WorkloadEntry, WorkloadGroup,
-        Gateway, RateLimitPolicy,
+        Gateway, RateLimitPolicy, KubernetesService,
     )
 }
+# Kubernetes kinds that mean nothing without Kubernetes: an Info, never an error (api/kubernetes.py).
+KINDS = {**KINDS, **dict.fromkeys(IGNORED_KINDS, KubernetesObject)}
 
 YAML_SUFFIXES = (".yaml", ".yml")
 # Top-level directories of a policy directory that hold other tools' YAML, not policy: `observability/`
@@ -198,7 +201,8 @@ def _structure_problems(document: Document, kind: str, name: str) -> list[Diagno
 
 
 def _unsupported_kind(kind: object) -> str:
-    return f"unsupported kind {kind!r}; supported: {', '.join(sorted(KINDS))}"
+    istio = sorted(name for name, cls in KINDS.items() if cls is not KubernetesObject)
+    return f"unsupported kind {kind!r}; supported: {', '.join(istio)} (other Kubernetes kinds are ignored)"
 
 
 def _diagnostic(

@@ -39,6 +39,7 @@ from controlplane.api.diagnostics import (
 )
 from controlplane.api.gateway import Gateway
 from controlplane.api.hosts import HostIndex
+from controlplane.api.kubernetes import KubernetesObject, KubernetesService
 from controlplane.api.meshconfig import MeshConfig
 from controlplane.api.meta import PolicyObject
 from controlplane.api.policyset import PolicySet
@@ -105,7 +106,9 @@ def validate_policy(policy: PolicySet) -> tuple[PolicySet, list[Diagnostic]]:
 
     ctx = Context(policy)
     kept: list[PolicyObject] = []
-    for se in policy.service_entries():
+    # Kubernetes Services are services like ServiceEntries (api/kubernetes.py); first in key order wins.
+    entries = policy.service_entries() + [svc.as_service_entry() for svc in policy.of_kind(KubernetesService)]
+    for se in sorted(entries, key=lambda entry: entry.key):
         checked = _service_entry(ctx, se)
         if checked is not None:
             kept.append(checked)
@@ -125,7 +128,10 @@ def validate_policy(policy: PolicySet) -> tuple[PolicySet, list[Diagnostic]]:
     kept.extend(check_gateways(ctx, policy.of_kind(Gateway)))
     kept.extend(check_rate_limits(ctx, policy.of_kind(RateLimitPolicy)))
     kept = check_gateway_refs(ctx, kept)
-    handled = (ServiceEntry, MeshConfig, DestinationRule, VirtualService, Telemetry, Gateway, RateLimitPolicy)
+    handled = (
+        ServiceEntry, MeshConfig, DestinationRule, VirtualService, Telemetry, Gateway, RateLimitPolicy,
+        KubernetesService, KubernetesObject,  # Services were converted above; the rest is ignored
+    )
     kept.extend(obj for obj in policy if not isinstance(obj, handled))
     return policy.replace(kept), ctx.diagnostics
 
