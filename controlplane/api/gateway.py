@@ -14,7 +14,7 @@ A server is classified once, here, so later stages agree on what it is (`Server.
     HTTPS         HTTP after TLS termination (HTTPS, or HTTP/HTTP2/GRPC with tls mode SIMPLE/MUTUAL)
     PASSTHROUGH   TLS/HTTPS with mode PASSTHROUGH (Istio: a `tls` without `mode` is PASSTHROUGH, enum 0)
     TLS           TLS with mode SIMPLE/MUTUAL: terminated, then TCP routes
-    TCP           plain TCP
+    TCP           plain TCP (also MONGO, MYSQL, REDIS: Istio has no protocol filter for them either)
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from pydantic import AfterValidator, BeforeValidator, Field
 
 from controlplane.api.meta import IstioModel, PolicyObject, PortNumber, Problem, duplicates
 
-GatewayProtocol = Literal["HTTP", "HTTPS", "HTTP2", "GRPC", "TLS", "TCP"]
+# MONGO, MYSQL and REDIS are TCP to Istio's gateways as well (no protocol filters): served as TCP.
+GatewayProtocol = Literal["HTTP", "HTTPS", "HTTP2", "GRPC", "TLS", "TCP", "MONGO", "MYSQL", "REDIS"]
 TLSMode = Literal["PASSTHROUGH", "SIMPLE", "MUTUAL"]
 TLSVersion = Literal["TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3"]
 # Istio's API default for minProtocolVersion on gateways.

@@ -95,8 +95,18 @@ def _is_ip(value: str) -> bool:
     return True
 
 
+def _check_host_pattern(value: str) -> str:
+    if value == "*" or (value.startswith("*.") and _HOSTNAME.fullmatch(value[2:])):
+        return value
+    if "*" in value:
+        raise ValueError(f"invalid host {value!r}: a wildcard is '*' or a leading '*.' label")
+    return _check_host(value)
+
+
 # A service host as written in policy (`reviews`, `api.example.com`, `10.0.0.1`); used as-is in names.
 Host = Annotated[str, AfterValidator(_check_host)]
+# A host that may be a wildcard as Istio allows it: `*` or a leading `*.` label (`*.example.com`).
+HostPattern = Annotated[str, AfterValidator(_check_host_pattern)]
 PortNumber = Annotated[int, Field(ge=1, le=65535)]
 
 

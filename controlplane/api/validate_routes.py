@@ -60,6 +60,16 @@ def _claim_hosts(ctx: Context, vs: VirtualService) -> list[str]:
     for index, host in enumerate(vs.spec.hosts):
         path = ("spec", "hosts", index)
         canonical = ctx.resolve(host, vs.metadata.namespace)
+        if canonical is None and host.startswith("*"):
+            covered = sorted(h for h in ctx.services if h != host and _wildcard_covers(host, h))
+            if covered:
+                # Istio would apply it to each of these services' routes; we do not merge it in yet.
+                message = (
+                    f"unsupported value {host!r}: a wildcard host of a mesh VirtualService is not applied "
+                    f"to the services it covers ({', '.join(covered[:3])}); name them in hosts"
+                )
+                ctx.report(vs, path, message)
+                continue
         if canonical is None:
             # Kept (the VirtualService may serve gateways too), but sidecars have no port to route it on.
             ctx.missing(vs, path, f"host {host!r} is not declared by any ServiceEntry; sidecars ignore it")
@@ -145,3 +155,7 @@ def _check_mirror(ctx: Context, vs: VirtualService, path: FieldPath, entry: HTTP
     else:
         ctx.report(vs, (*path, "mirror", *problem[0]), f"{problem[1]}; mirror dropped")
     return entry.model_copy(update={"mirror": None, "mirror_percentage": None})
+
+
+def _wildcard_covers(pattern: str, host: str) -> bool:
+    return pattern == "*" or host.endswith(pattern[1:])

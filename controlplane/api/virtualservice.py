@@ -16,7 +16,7 @@ from pydantic import Field
 from controlplane.api.destination import HTTPRouteDestination, RouteDestination
 from controlplane.api.diagnostics import FieldPath
 from controlplane.api.httproute import HTTPMatchRequest, HTTPRoute
-from controlplane.api.meta import Host, IstioModel, PolicyObject, PortNumber, Problem, duplicates
+from controlplane.api.meta import HostPattern, IstioModel, PolicyObject, PortNumber, Problem, duplicates
 
 # The reserved gateway name meaning "all sidecars in the mesh".
 MESH_GATEWAY = "mesh"
@@ -47,7 +47,9 @@ class TLSRoute(IstioModel):
 
 class VirtualServiceSpec(IstioModel):
     # Empty only in a delegate VirtualService, which `check` reports (delegation is not supported).
-    hosts: tuple[Host, ...] = ()
+    # Wildcards (`*`, `*.example.com`) match Gateway server hosts; sidecars need a concrete host
+    # (validate_routes reports a wildcard of a mesh VirtualService).
+    hosts: tuple[HostPattern, ...] = ()
     # Absent means "mesh" only (sidecars), as in Istio.
     gateways: tuple[str, ...] | None = None
     http: tuple[HTTPRoute, ...] = ()

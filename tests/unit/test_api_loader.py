@@ -97,7 +97,7 @@ def test_valid_objects_load_with_defaults() -> None:
             "spec.http[1].route[0].destination.port.number",
         ),
         ("        prefix: /x\n", "        prefix: 7\n", 12, "spec.http[0].match[0].uri.prefix"),
-        ("  - a\n", "  - '*.a'\n", 8, "spec.hosts[0]"),
+        ("  - a\n", "  - 'a.*'\n", 8, "spec.hosts[0]"),
     ],
 )
 def test_nested_field_line(old: str, new: str, line: int, field: str) -> None:
