@@ -73,7 +73,16 @@ def _cluster(
             for e in endpoints
         ]
     discovery = Discovery.EDS
-    if service.spec.resolution == "DNS":
+    if service.spec.resolution == "NONE":
+        # Istio passes NONE connections to their original destination. Our apps name the destination
+        # rather than dial it, so the destination is that name's address on the port: the host itself,
+        # resolved by DNS; for a wildcard host, each HTTP request's authority (dynamic forward proxy;
+        # api/serviceentry.py rejects wildcards on other ports).
+        if service.host.startswith("*"):
+            discovery, endpoints = Discovery.DYNAMIC_FORWARD_PROXY, []
+        else:
+            discovery, endpoints = Discovery.STRICT_DNS, [Endpoint(service.host, port.number)]
+    elif service.spec.resolution == "DNS":
         discovery = Discovery.STRICT_DNS
         if not service.workloads:
             # A DNS ServiceEntry without endpoints means "resolve the host itself" (Istio SE conversion).

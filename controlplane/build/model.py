@@ -66,6 +66,9 @@ class Discovery(StrEnum):
     EDS = "EDS"
     # The proxy resolves hostnames itself and uses every address (ServiceEntry resolution DNS).
     STRICT_DNS = "STRICT_DNS"
+    # The proxy resolves each request's authority (ServiceEntry resolution NONE on an HTTP port: the
+    # destination the app asked for, as Istio's ORIGINAL_DST would be with traffic capture).
+    DYNAMIC_FORWARD_PROXY = "DYNAMIC_FORWARD_PROXY"
 
 
 class UpstreamProtocol(StrEnum):
@@ -134,6 +137,8 @@ class OutboundHttp:
     address: SocketAddress
     virtual_hosts: tuple[VirtualHost, ...]
     outbound_policy: OutboundPolicy = OutboundPolicy.ALLOW_ANY
+    # Some cluster resolves request authorities (resolution NONE): the listener needs the DFP filter.
+    forwards_by_authority: bool = False
 
 
 @dataclass(frozen=True)

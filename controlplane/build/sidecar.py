@@ -20,7 +20,13 @@ from controlplane.build.clusters import build_clusters
 from controlplane.build.destinationrules import destination_rules
 from controlplane.build.gateway import build_gateway
 from controlplane.build.inbound import build_inbound
-from controlplane.build.model import DEFAULT_CONNECT_TIMEOUT_MS, OutboundHttp, OutboundPolicy, ProxyModel
+from controlplane.build.model import (
+    DEFAULT_CONNECT_TIMEOUT_MS,
+    Discovery,
+    OutboundHttp,
+    OutboundPolicy,
+    ProxyModel,
+)
 from controlplane.build.proxy import ProxyIdentity, Role
 from controlplane.build.refs import policy_ref
 from controlplane.build.routing import build_virtual_hosts
@@ -48,10 +54,12 @@ def build_sidecar(policy: PolicySet, proxy: ProxyIdentity) -> ProxyModel:
         connect_timeout_ms = mesh.spec.connect_timeout or DEFAULT_CONNECT_TIMEOUT_MS
         outbound_policy = OutboundPolicy(mesh.spec.outbound_traffic_policy.mode)
     virtual_hosts = build_virtual_hosts(policy, registry, rules, proxy)
+    clusters = build_clusters(policy, registry, rules, connect_timeout_ms)
+    dynamic = any(c.discovery is Discovery.DYNAMIC_FORWARD_PROXY for c in clusters)
     return ProxyModel(
         role=Role.SIDECAR,
-        clusters=build_clusters(policy, registry, rules, connect_timeout_ms),
-        outbound_http=OutboundHttp(proxy.outbound_address, virtual_hosts, outbound_policy),
+        clusters=clusters,
+        outbound_http=OutboundHttp(proxy.outbound_address, virtual_hosts, outbound_policy, dynamic),
         tcp_listeners=build_tcp_listeners(policy, registry, proxy),
         inbound=build_inbound(proxy),
         mesh_connect_timeout_ms=connect_timeout_ms,

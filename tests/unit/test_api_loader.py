@@ -124,10 +124,16 @@ def test_unsupported_value() -> None:
     assert diagnostics[0].message.startswith("unsupported value 'DNS_ROUND_ROBIN'")
 
 
-def test_missing_resolution_is_reported_not_defaulted() -> None:
+def test_missing_resolution_is_istio_default_none() -> None:
+    # NONE (Istio's default) has no endpoints: an entry with endpoints and no resolution is reported.
     _, diagnostics = load(SERVICE.format(name="a").replace("  resolution: STATIC\n", ""))
-    assert [(d.line, d.field) for d in diagnostics] == [(5, "spec.resolution")]
-    assert "unsupported value 'NONE'" in diagnostics[0].message
+    assert [(d.line, d.field, d.message) for d in diagnostics] == [
+        (11, "spec.endpoints", "resolution NONE has no endpoints; use STATIC or DNS")
+    ]
+    text = SERVICE.format(name="a").replace("  resolution: STATIC\n", "").split("  endpoints:")[0]
+    policy, diagnostics = load_policy_texts([("p.yaml", text)])
+    assert diagnostics == []
+    assert policy.service_entries()[0].spec.resolution == "NONE"
 
 
 def test_missing_name_and_bad_api_version() -> None:
