@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -100,7 +99,9 @@ def test_resolution_none_reaches_the_named_host_under_registry_only(
     assert fmesh.client.send(f"127.0.0.1:{upstream.port}").status == 502
 
 
-def test_kubernetes_service_selects_workload_entries(fmesh: FidelityMesh, upstream: BehaviourUpstream) -> None:
+def test_kubernetes_service_selects_workload_entries(
+    fmesh: FidelityMesh, upstream: BehaviourUpstream
+) -> None:
     other = BehaviourUpstream("other")
     try:
         fmesh.apply([
@@ -120,7 +121,9 @@ def test_kubernetes_service_selects_workload_entries(fmesh: FidelityMesh, upstre
         other.close()
 
 
-def test_warnings_apply_with_istio_runtime_behaviour(fmesh: FidelityMesh, upstream: BehaviourUpstream) -> None:
+def test_warnings_apply_with_istio_runtime_behaviour(
+    fmesh: FidelityMesh, upstream: BehaviourUpstream
+) -> None:
     diagnostics = fmesh.apply([
         service_entry("t-reviews", [endpoint(upstream)]),
         doc("VirtualService", "t-reviews", {"hosts": ["t-reviews"], "http": [
@@ -135,7 +138,9 @@ def test_warnings_apply_with_istio_runtime_behaviour(fmesh: FidelityMesh, upstre
     assert fmesh.client.send("t-reviews", "/").upstream == "named"
 
 
-def test_wildcard_virtual_service_host_on_a_gateway(fmesh: FidelityMesh, upstream: BehaviourUpstream) -> None:
+def test_wildcard_virtual_service_host_on_a_gateway(
+    fmesh: FidelityMesh, upstream: BehaviourUpstream
+) -> None:
     port = fmesh.gateway_port
     fmesh.apply([
         doc("Gateway", "bookinfo-gateway", {"selector": {"istio": "ingressgateway"}, "servers": [
