@@ -147,9 +147,10 @@ def test_wildcard_virtual_service_host_on_a_gateway(
             {"port": {"number": 8080, "name": "http", "protocol": "HTTP", "targetPort": port},
              "bind": "127.0.0.1", "hosts": ["*"]}]}, namespace="istio-system"),
         service_entry("t-productpage", [endpoint(upstream)]),
-        doc("VirtualService", "bookinfo", {"hosts": ["*"], "gateways": ["istio-system/bookinfo-gateway"],
-                                           "http": [{"match": [{"uri": {"exact": "/productpage"}}],
-                                                     "route": [{"destination": {"host": "t-productpage"}}]}]}),
+        doc("VirtualService", "bookinfo", {
+            "hosts": ["*"], "gateways": ["istio-system/bookinfo-gateway"],
+            "http": [{"match": [{"uri": {"exact": "/productpage"}}],
+                      "route": [{"destination": {"host": "t-productpage"}}]}]}),
     ])
     wait_until(lambda: request(port, "/productpage", "anything.example").status == 200, timeout=10,
                what="the gateway listener")
