@@ -46,6 +46,7 @@ from controlplane.api.meta import ObjectKey, PolicyObject
 from controlplane.api.policyset import PolicySet
 from controlplane.api.ratelimit import RateLimitPolicy
 from controlplane.api.serviceentry import ServiceEntry
+from controlplane.api.sidecar import Sidecar
 from controlplane.api.telemetry import Telemetry
 from controlplane.api.validate import validate_policy
 from controlplane.api.virtualservice import VirtualService
@@ -56,7 +57,7 @@ KINDS: Mapping[str, type[PolicyObject]] = {
     cls.KIND: cls
     for cls in (
         DestinationRule, MeshConfig, ServiceEntry, Telemetry, VirtualService, WorkloadEntry, WorkloadGroup,
-        Gateway, RateLimitPolicy, KubernetesService,
+        Gateway, RateLimitPolicy, KubernetesService, Sidecar,
     )
 }
 # Kubernetes kinds that mean nothing without Kubernetes: an Info, never an error (api/kubernetes.py).

@@ -45,6 +45,7 @@ from controlplane.api.meta import PolicyObject
 from controlplane.api.policyset import PolicySet
 from controlplane.api.ratelimit import RateLimitPolicy
 from controlplane.api.serviceentry import ServiceEntry, ServiceEntrySpec
+from controlplane.api.sidecar import Sidecar
 from controlplane.api.telemetry import Telemetry, check_telemetries
 from controlplane.api.virtualservice import VirtualService
 from controlplane.api.workloadentry import WorkloadEntry
@@ -127,13 +128,30 @@ def validate_policy(policy: PolicySet) -> tuple[PolicySet, list[Diagnostic]]:
             kept.append(checked_vs)
     kept.extend(check_gateways(ctx, policy.of_kind(Gateway)))
     kept.extend(check_rate_limits(ctx, policy.of_kind(RateLimitPolicy)))
+    kept.extend(_sidecars(ctx, policy.of_kind(Sidecar)))
     kept = check_gateway_refs(ctx, kept)
     handled = (
         ServiceEntry, MeshConfig, DestinationRule, VirtualService, Telemetry, Gateway, RateLimitPolicy,
         KubernetesService, KubernetesObject,  # Services were converted above; the rest is ignored
+        Sidecar,
     )
     kept.extend(obj for obj in policy if not isinstance(obj, handled))
     return policy.replace(kept), ctx.diagnostics
+
+
+def _sidecars(ctx: Context, sidecars: list[Sidecar]) -> list[Sidecar]:
+    """One Sidecar without workloadSelector per namespace (istioctl analyze: IST0111); later ones dropped."""
+    kept: list[Sidecar] = []
+    defaults: dict[str, Sidecar] = {}
+    for sidecar in sidecars:
+        if sidecar.spec.workload_selector is None:
+            first = defaults.setdefault(sidecar.metadata.namespace, sidecar)
+            if first is not sidecar:
+                message = f"the namespace has a Sidecar without workloadSelector: {ctx.where(first)}; ignored"
+                ctx.report(sidecar, (), message, code="IST0111")
+                continue
+        kept.append(sidecar)
+    return kept
 
 
 def _mesh_configs(ctx: Context, configs: list[MeshConfig]) -> list[MeshConfig]:

@@ -23,6 +23,7 @@ from controlplane.api.hosts import HostIndex
 from controlplane.api.meta import PolicyObject
 from controlplane.api.policyset import PolicySet
 from controlplane.api.serviceentry import ServiceEntry, ServiceEntrySpec, ServicePort
+from controlplane.api.sidecar import Sidecar
 from controlplane.api.workloadentry import WorkloadEntrySpec
 from controlplane.build.model import Endpoint, HostPort, PolicyRef
 
@@ -137,3 +138,15 @@ def resolve_port(registry: Registry, destination: Destination, namespace: str) -
     if port is None:
         return None
     return HostPort(service.host, port.number)
+
+
+def visible_services(registry: Registry, sidecar: Sidecar | None) -> Registry:
+    """The services a proxy under `sidecar` can reach (its `egress.hosts`); all without one."""
+    if sidecar is None or not sidecar.spec.egress:
+        return registry
+    services = {
+        host: service
+        for host, service in registry.services.items()
+        if sidecar.visible(host, service.namespace)
+    }
+    return Registry(services, HostIndex((host, service.namespace) for host, service in services.items()))

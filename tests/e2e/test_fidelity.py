@@ -157,3 +157,16 @@ def test_wildcard_virtual_service_host_on_a_gateway(
     for host in ("bookinfo.example.com", "10.0.0.1", "x"):
         assert request(port, "/productpage", host).status == 200, host
     assert request(port, "/other", "bookinfo.example.com").status == 404
+
+
+def test_sidecar_hides_services_of_other_namespaces(fmesh: FidelityMesh, upstream: BehaviourUpstream) -> None:
+    hidden = service_entry("t-hidden", [endpoint(upstream)])
+    hidden["metadata"]["namespace"] = "elsewhere"
+    objects = [service_entry("t-visible", [endpoint(upstream)]), hidden]
+    fmesh.apply(objects)
+    assert fmesh.client.send("t-hidden.elsewhere").upstream == "named"  # visible without a Sidecar
+    fmesh.apply([*objects, doc("Sidecar", "default", {
+        "egress": [{"hosts": ["./*"]}], "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}})])
+    assert fmesh.client.send("t-visible").upstream == "named"
+    assert fmesh.client.send("t-hidden.elsewhere").status == 502
+    assert fmesh.client.cluster_stat("outbound|80||t-hidden", "upstream_rq_total") == 0
