@@ -26,7 +26,7 @@ what needs the MeshConfig (provider names) and reports conflicting objects.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -92,6 +92,8 @@ class TelemetrySpec(IstioModel):
     selector: TelemetrySelector | None = None
     tracing: tuple[Tracing, ...] = ()
     access_logging: tuple[AccessLogging, ...] = ()
+    # Read only to say precisely why it is not supported (`Telemetry.check`).
+    metrics: tuple[dict[str, Any], ...] = ()
 
 
 class Telemetry(PolicyObject):
@@ -110,6 +112,13 @@ class Telemetry(PolicyObject):
         return self.spec.access_logging[0] if self.spec.access_logging else None
 
     def check(self) -> Iterator[Problem]:
+        if self.spec.metrics:
+            yield Problem(
+                ("spec", "metrics"),
+                "unsupported field: Istio's standard metrics (istio_requests_total, ...) and their "
+                "overrides come from Istio's stats filter, which upstream Envoy does not have; Envoy's own "
+                "statistics are always served (docs/telemetry.md)",
+            )
         # Istio allows several entries told apart by `match` (client / server mode); we have no `match`,
         # so a second entry could only contradict the first.
         if len(self.spec.tracing) > 1:

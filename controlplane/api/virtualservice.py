@@ -88,7 +88,7 @@ class VirtualService(PolicyObject):
         for index, tls in enumerate(spec.tls):
             for m_index, match in enumerate(tls.match):
                 for s_index, sni in enumerate(match.sni_hosts):
-                    if sni not in spec.hosts:
+                    if not any(_host_covers(host, sni) for host in spec.hosts):
                         path = ("spec", "tls", index, "match", m_index, "sniHosts", s_index)
                         yield Problem(path, f"sniHost {sni!r} is not one of the VirtualService hosts")
 
@@ -152,3 +152,11 @@ def _check_weights(
             )
     if all(d.weight is not None for d in route) and sum(d.weight or 0 for d in route) == 0:
         yield Problem((*path, 0, "weight"), "the weights of a route must not all be 0")
+
+
+def _host_covers(host: str, sni: str) -> bool:
+    """Whether VirtualService `host` (maybe a wildcard) covers the SNI name (Istio: sniHosts must be
+    covered by the VirtualService hosts)."""
+    if host == "*" or host == sni:
+        return True
+    return host.startswith("*.") and sni.endswith(host[1:])
