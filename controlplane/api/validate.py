@@ -38,7 +38,7 @@ from controlplane.api.diagnostics import (
     format_path,
 )
 from controlplane.api.gateway import Gateway
-from controlplane.api.hosts import HostIndex
+from controlplane.api.hosts import HostIndex, service_key, shared_short_hosts
 from controlplane.api.kubernetes import KubernetesObject, KubernetesService
 from controlplane.api.meshconfig import MeshConfig
 from controlplane.api.meta import PolicyObject
@@ -66,6 +66,8 @@ class Context:
     # host → the first DestinationRule with a trafficPolicy for it.
     policy_owners: dict[str, DestinationRule] = field(default_factory=dict)
     index: HostIndex = field(default_factory=lambda: HostIndex(()))
+    # Dot-less hosts declared in several namespaces: keyed per namespace (hosts.service_key).
+    shared: frozenset[str] = frozenset()
 
     def report(
         self, obj: PolicyObject, path: FieldPath, message: str, severity: str = ERROR, code: str = ""
@@ -109,6 +111,7 @@ def validate_policy(policy: PolicySet) -> tuple[PolicySet, list[Diagnostic]]:
     kept: list[PolicyObject] = []
     # Kubernetes Services are services like ServiceEntries (api/kubernetes.py); first in key order wins.
     entries = policy.service_entries() + [svc.as_service_entry() for svc in policy.of_kind(KubernetesService)]
+    ctx.shared = shared_short_hosts((h, se.metadata.namespace) for se in entries for h in se.spec.hosts)
     for se in sorted(entries, key=lambda entry: entry.key):
         checked = _service_entry(ctx, se)
         if checked is not None:
@@ -163,7 +166,7 @@ def _mesh_configs(ctx: Context, configs: list[MeshConfig]) -> list[MeshConfig]:
 def _service_entry(ctx: Context, se: ServiceEntry) -> ServiceEntry | None:
     hosts: list[str] = []
     for index, host in enumerate(se.spec.hosts):
-        owner = ctx.services.get(host)
+        owner = ctx.services.get(service_key(host, se.metadata.namespace, ctx.shared))
         if owner is not None:
             message = f"host {host!r} is already declared by {ctx.where(owner[0])}; ignored here"
             ctx.report(se, ("spec", "hosts", index), message)
@@ -174,7 +177,7 @@ def _service_entry(ctx: Context, se: ServiceEntry) -> ServiceEntry | None:
     if len(hosts) != len(se.spec.hosts):
         se = se.model_copy(update={"spec": se.spec.model_copy(update={"hosts": tuple(hosts)})})
     for host in hosts:
-        ctx.services[host] = (se, se.spec)
+        ctx.services[service_key(host, se.metadata.namespace, ctx.shared)] = (se, se.spec)
     return se
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from controlplane.api.common import labels_match
 from controlplane.api.destination import Destination
-from controlplane.api.hosts import HostIndex
+from controlplane.api.hosts import HostIndex, service_key, shared_short_hosts
 from controlplane.api.meta import PolicyObject
 from controlplane.api.policyset import PolicySet
 from controlplane.api.serviceentry import ServiceEntry, ServiceEntrySpec, ServicePort
@@ -83,9 +83,12 @@ def service_registry(policy: PolicySet) -> Registry:
     default is export to all namespaces.
     """
     services: dict[str, Service] = {}
-    for entry in policy.service_entries():
+    entries = policy.service_entries()
+    shared = shared_short_hosts((h, e.metadata.namespace) for e in entries for h in e.spec.hosts)
+    for entry in entries:
         workloads = _workloads(policy, entry)
-        for host in entry.spec.hosts:
+        for written in entry.spec.hosts:
+            host = service_key(written, entry.metadata.namespace, shared)
             if host not in services:
                 origin = origin_of(policy, entry)
                 services[host] = Service(host, entry.metadata.namespace, entry.spec, workloads, origin)
