@@ -119,7 +119,7 @@ def _destination_ok(
             message = f"service {host!r} has no port {destination.port.number} (ports: {numbers})"
             ctx.report(vs, (*path, "port", "number"), f"{message}; route dropped")
             return False
-    elif len(spec.ports) > 1:
+    elif len(spec.ports) > 1 and not http:
         message = f"port is required: service {host!r} has {len(spec.ports)} ports; route dropped"
         ctx.report(vs, (*path, "port"), message)
         return False

@@ -126,18 +126,23 @@ def endpoint(entry: WorkloadEntrySpec, port: ServicePort) -> Endpoint:
     return Endpoint(entry.address, number, entry.weight or None, labels)
 
 
-def resolve_port(registry: Registry, destination: Destination, namespace: str) -> HostPort | None:
+def resolve_port(
+    registry: Registry, destination: Destination, namespace: str, request_port: int | None = None
+) -> HostPort | None:
     """The service port a destination refers to; None when the host or port does not resolve.
 
-    Without `port`, the destination is the service's only port (Istio's rule); ambiguous otherwise.
+    Without `port`, the destination is the service's only port; with several, an HTTP route's is the
+    port the request came in on (`request_port`, Istio's rule) if the service has it; ambiguous otherwise.
     """
     service = registry.resolve(destination.host, namespace)
     if service is None:
         return None
     if destination.port is not None:
         port = service.port(destination.port.number)
+    elif len(service.ports) == 1:
+        port = service.ports[0]
     else:
-        port = service.ports[0] if len(service.ports) == 1 else None
+        port = service.port(request_port) if request_port is not None else None
     if port is None:
         return None
     return HostPort(service.host, port.number)

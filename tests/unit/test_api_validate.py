@@ -66,15 +66,13 @@ def test_destination_port_rules() -> None:
         virtual_service(
             "vs",
             "[a]",
-            route("a", name="ambiguous") + route("a", 82, name="wrong") + route("a", 81, name="ok"),
+            route("a", name="no-port") + route("a", 82, name="wrong") + route("a", 81, name="ok"),
         ),
     )
     (vs,) = policy.virtual_services()
-    assert [http.name for http in vs.spec.http] == ["ok"]
-    assert [d.field for d in diagnostics] == [
-        "spec.http[0].route[0].destination.port",
-        "spec.http[1].route[0].destination.port.number",
-    ]
+    # Without port, an HTTP route uses the port the request came in on (Istio); a wrong port is dropped.
+    assert [http.name for http in vs.spec.http] == ["no-port", "ok"]
+    assert [d.field for d in diagnostics] == ["spec.http[1].route[0].destination.port.number"]
 
 
 def test_conflicting_hosts_first_object_wins() -> None:
