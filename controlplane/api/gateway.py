@@ -4,9 +4,11 @@ Mirrors istio/api `networking/v1/gateway.proto`: `selector` (labels of the gatew
 their node metadata `labels`) and `servers[]` with `port` (number, name, protocol, targetPort), `hosts`
 (`[namespace/]host`, `*` and `*.suffix` wildcards allowed), `bind` (an IP) and `tls` (httpsRedirect, mode
 PASSTHROUGH / SIMPLE / MUTUAL, credentialName, min/maxProtocolVersion). Inline certificate paths
-(`serverCertificate`, `privateKey`, `caCertificates`) and ISTIO_MUTUAL are rejected: certificates come from
-`credentialName` (see `api/credentials.py`). `port.targetPort` is the port the listener binds — Istio takes
-it from the gateway's Kubernetes Service; here it is how port 80/443 are served by an unprivileged process.
+(`serverCertificate`, `privateKey`, `caCertificates`) are files on the gateway's own file system, as in
+Istio: its Envoy reads them over SDS and reloads them when they change (translate/secrets.py); a
+`credentialName` is read by the control plane (see `api/credentials.py`). ISTIO_MUTUAL is rejected.
+`port.targetPort` is the port the listener binds — Istio takes it from the gateway's Kubernetes Service;
+here it is how port 80/443 are served by an unprivileged process.
 
 A server is classified once, here, so later stages agree on what it is (`Server.kind`):
 
@@ -92,6 +94,10 @@ class ServerTLSSettings(IstioModel):
     https_redirect: bool = False
     mode: TLSMode | None = None
     credential_name: str | None = Field(default=None, min_length=1)
+    # Files on the gateway's own file system, read (and watched for rotation) by its Envoy over SDS.
+    server_certificate: str | None = Field(default=None, min_length=1)
+    private_key: str | None = Field(default=None, min_length=1)
+    ca_certificates: str | None = Field(default=None, min_length=1)
     min_protocol_version: TLSVersion | None = None
     max_protocol_version: TLSVersion | None = None
 
@@ -162,14 +168,29 @@ def _check_server(path: tuple[str | int, ...], server: Server) -> Iterator[Probl
         return
     if tls is None:
         return
-    if kind in (ServerKind.HTTPS, ServerKind.TLS) and tls.credential_name is None:
-        yield Problem((*path, "tls", "credentialName"), f"tls mode {tls.mode} needs a credentialName")
+    files = (tls.server_certificate, tls.private_key)
+    if tls.credential_name is not None and any(f is not None for f in (*files, tls.ca_certificates)):
+        yield Problem((*path, "tls", "credentialName"), "set either credentialName or certificate file paths")
+    elif any(f is not None for f in files) and None in files:
+        missing = "privateKey" if tls.private_key is None else "serverCertificate"
+        yield Problem((*path, "tls", missing), "serverCertificate and privateKey go together")
+    elif kind in (ServerKind.HTTPS, ServerKind.TLS) and tls.credential_name is None and None in files:
+        yield Problem(
+            (*path, "tls", "credentialName"),
+            f"tls mode {tls.mode} needs a credentialName (or serverCertificate and privateKey)",
+        )
+    mutual_files = tls.mode == "MUTUAL" and tls.credential_name is None and tls.server_certificate is not None
+    if kind in (ServerKind.HTTPS, ServerKind.TLS) and mutual_files and tls.ca_certificates is None:
+        yield Problem((*path, "tls", "caCertificates"), "tls mode MUTUAL needs caCertificates")
     if tls.https_redirect and kind is not ServerKind.HTTP:
         yield Problem((*path, "tls", "httpsRedirect"), "httpsRedirect applies to plain HTTP servers only")
     if kind is ServerKind.TCP and tls.mode is not None:
         yield Problem((*path, "tls", "mode"), "a TCP server cannot have tls; use protocol TLS")
     if kind in (ServerKind.PASSTHROUGH, ServerKind.HTTP) and tls.credential_name is not None:
         yield Problem((*path, "tls", "credentialName"), "credentialName needs tls mode SIMPLE or MUTUAL")
+    if kind in (ServerKind.PASSTHROUGH, ServerKind.HTTP) and tls.server_certificate is not None:
+        message = "serverCertificate needs tls mode SIMPLE or MUTUAL"
+        yield Problem((*path, "tls", "serverCertificate"), message)
     order = ("TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3")
     low, high = tls.min_protocol_version, tls.max_protocol_version
     if low and high and "TLS_AUTO" not in (low, high) and order.index(low) > order.index(high):

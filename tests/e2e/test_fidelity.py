@@ -9,13 +9,15 @@ reloads, and waits until both proxies ACKed the new snapshot.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.gateway_harness import GatewayEnvoy, request
+from tests.e2e.gateway_harness import Authority, GatewayEnvoy, peer_certificate, request
 from tests.e2e.live_support import atomic_write
 from tests.e2e.mesh import ControlPlane
 from tests.e2e.traffic_support import (
@@ -170,3 +172,39 @@ def test_sidecar_hides_services_of_other_namespaces(fmesh: FidelityMesh, upstrea
     assert fmesh.client.send("t-visible").upstream == "named"
     assert fmesh.client.send("t-hidden.elsewhere").status == 502
     assert fmesh.client.cluster_stat("outbound|80||t-hidden", "upstream_rq_total") == 0
+
+
+def test_gateway_certificate_files_are_read_and_rotated_by_the_gateway(
+    fmesh: FidelityMesh, upstream: BehaviourUpstream, tmp_path: Path
+) -> None:
+    # Istio's serverCertificate / privateKey: files on the gateway; replacing them (by rename, as a
+    # rotation tool does) changes what new handshakes get, without a policy change.
+    first, second = Authority("files-ca-1"), Authority("files-ca-2")
+    certs = tmp_path / "certs"
+    first.write_credential(certs, "secure.example.test")
+    port = fmesh.gateway_port
+    fmesh.apply([
+        doc("Gateway", "files", {"selector": {"istio": "ingressgateway"}, "servers": [
+            {"port": {"number": 443, "name": "https", "protocol": "HTTPS", "targetPort": port},
+             "bind": "127.0.0.1", "hosts": ["secure.example.test"],
+             "tls": {"mode": "SIMPLE", "serverCertificate": str(certs / "tls.crt"),
+                     "privateKey": str(certs / "tls.key")}}]}, namespace="istio-system"),
+        service_entry("t-secure", [endpoint(upstream)]),
+        doc("VirtualService", "secure", {
+            "hosts": ["secure.example.test"], "gateways": ["istio-system/files"],
+            "http": [{"route": [{"destination": {"host": "t-secure"}}]}]}),
+    ])
+
+    def verified_by(authority: Authority) -> bool:
+        try:
+            peer_certificate("127.0.0.1", port, "secure.example.test", authority.pem)
+        except (OSError, ssl.SSLError):
+            return False
+        return True
+
+    wait_until(lambda: verified_by(first), timeout=10, what="the certificate from the files")
+    reply = request(port, "/", "secure.example.test", context=first.client_context())
+    assert reply.status == 200
+    second.write_credential(certs, "secure.example.test")
+    wait_until(lambda: verified_by(second), timeout=20, what="the rotated certificate")
+    assert not verified_by(first)
