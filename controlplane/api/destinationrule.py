@@ -6,8 +6,9 @@ httpCookie, useSourceIp, httpQueryParameterName with ringHash or maglev; warmupD
 `connectionPool` (tcp maxConnections, connectTimeout; http http1MaxPendingRequests, http2MaxRequests,
 maxRequestsPerConnection, maxRetries, idleTimeout), `outlierDetection` (consecutive5xxErrors,
 consecutiveGatewayErrors, interval, baseEjectionTime, maxEjectionPercent, minHealthPercent),
-`retryBudget` (percent, minRetryConcurrency) and `portLevelSettings`. `tls`, `exportTo`,
-`workloadSelector` and the rest are "unsupported field".
+`retryBudget` (percent, minRetryConcurrency) and `portLevelSettings`; `workloadSelector` (the rule
+applies to those workloads of its namespace only) and wildcard hosts. `tls`, `exportTo` and the rest are
+"unsupported field".
 See https://istio.io/latest/docs/reference/config/networking/destination-rule/.
 """
 
@@ -19,7 +20,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import BeforeValidator, Field, model_validator
 
 from controlplane.api.common import DurationMs, PortSelector, PositiveDurationMs
-from controlplane.api.meta import Host, IstioModel, PolicyObject, Problem, duplicates
+from controlplane.api.meta import HostPattern, IstioModel, PolicyObject, Problem, duplicates
 
 UInt32 = Annotated[int, Field(ge=0, le=2**32 - 1)]
 PositiveInt32 = Annotated[int, Field(ge=1, le=2**31 - 1)]
@@ -151,6 +152,12 @@ class TrafficPolicy(IstioModel):
     retry_budget: RetryBudget | None = None
 
 
+class RuleWorkloadSelector(IstioModel):
+    """Istio's WorkloadSelector as DestinationRule writes it (`matchLabels`)."""
+
+    match_labels: dict[str, str] = Field(min_length=1)
+
+
 class Subset(IstioModel):
     name: str = Field(min_length=1)
     labels: dict[str, str] = Field(default_factory=dict)
@@ -158,9 +165,17 @@ class Subset(IstioModel):
 
 
 class DestinationRuleSpec(IstioModel):
-    host: Host
+    # A wildcard (`*.example.com`) applies to every service it covers that no exact rule names (Istio).
+    host: HostPattern
     traffic_policy: TrafficPolicy | None = None
     subsets: tuple[Subset, ...] = ()
+    # Istio: the rule applies only to workloads of its namespace with these labels.
+    workload_selector: RuleWorkloadSelector | None = None
+
+    @property
+    def selector_key(self) -> tuple[tuple[str, str], ...]:
+        """Rules for one host conflict only with rules for the same workloads (same selector)."""
+        return tuple(sorted(self.workload_selector.match_labels.items())) if self.workload_selector else ()
 
 
 class DestinationRule(PolicyObject):

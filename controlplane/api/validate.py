@@ -50,6 +50,8 @@ from controlplane.api.telemetry import Telemetry, check_telemetries
 from controlplane.api.virtualservice import VirtualService
 from controlplane.api.workloadentry import WorkloadEntry
 
+Selector = tuple[tuple[str, str], ...]
+
 
 @dataclass
 class Context:
@@ -63,8 +65,9 @@ class Context:
     routed: dict[str, VirtualService] = field(default_factory=dict)
     # host → {subset name: DestinationRule defining it}.
     subsets: dict[str, dict[str, DestinationRule]] = field(default_factory=dict)
-    # host → the first DestinationRule with a trafficPolicy for it.
-    policy_owners: dict[str, DestinationRule] = field(default_factory=dict)
+    # (host, workloadSelector) → the first DestinationRule with a trafficPolicy for it / its subsets.
+    policy_owners: dict[tuple[str, Selector], DestinationRule] = field(default_factory=dict)
+    subset_owners: dict[tuple[str, Selector], dict[str, DestinationRule]] = field(default_factory=dict)
     index: HostIndex = field(default_factory=lambda: HostIndex(()))
     # Dot-less hosts declared in several namespaces: keyed per namespace (hosts.service_key).
     shared: frozenset[str] = frozenset()
@@ -206,16 +209,28 @@ def _workload_entries(ctx: Context, entries: list[WorkloadEntry]) -> None:
 
 
 def _destination_rule(ctx: Context, dr: DestinationRule) -> DestinationRule:
+    if dr.spec.host.startswith("*"):
+        # Applies to every service it covers (build/destinationrules); conflicts are not merged here.
+        if not any(dr.spec.host == "*" or h.endswith(dr.spec.host[1:]) for h in ctx.services):
+            message = f"host {dr.spec.host!r} covers no service declared by a ServiceEntry; no effect"
+            ctx.missing(dr, ("spec", "host"), message)
+        for covered in ctx.services:
+            if dr.spec.host == "*" or covered.endswith(dr.spec.host[1:]):
+                for subset in dr.spec.subsets:
+                    ctx.subsets.setdefault(covered, {}).setdefault(subset.name, dr)
+        return dr
     host = ctx.resolve(dr.spec.host, dr.metadata.namespace)
     if host is None:
         ctx.missing(
             dr, ("spec", "host"), f"host {dr.spec.host!r} is not declared by any ServiceEntry; no effect"
         )
         return dr
-    defined = ctx.subsets.setdefault(host, {})
+    # Rules with different workloadSelectors are for different workloads: they do not conflict.
+    group = (host, dr.spec.selector_key)
+    defined = ctx.subset_owners.setdefault(group, {})
     update: dict[str, object] = {}
     if dr.spec.traffic_policy is not None:
-        owner = ctx.policy_owners.setdefault(host, dr)
+        owner = ctx.policy_owners.setdefault(group, dr)
         if owner is not dr:
             message = f"host {host!r} already has a trafficPolicy from {ctx.where(owner)}; ignored here"
             ctx.report(dr, ("spec", "trafficPolicy"), message)
@@ -230,6 +245,7 @@ def _destination_rule(ctx: Context, dr: DestinationRule) -> DestinationRule:
             ctx.report(dr, ("spec", "subsets", index, "name"), message)
             continue
         defined[subset.name] = dr
+        ctx.subsets.setdefault(host, {}).setdefault(subset.name, dr)
         subsets.append(subset)
     if len(subsets) != len(dr.spec.subsets):
         update["subsets"] = tuple(subsets)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from controlplane.api import destinationrule as dr
+from controlplane.api.common import labels_match
 from controlplane.api.policyset import PolicySet
 from controlplane.build.model import PolicyRef
 from controlplane.build.policy import (
@@ -27,6 +28,7 @@ from controlplane.build.policy import (
     OutlierDetection,
     RetryBudget,
 )
+from controlplane.build.proxy import ProxyIdentity
 from controlplane.build.services import Registry, origin_of
 
 _SIMPLE = {
@@ -48,20 +50,51 @@ class HostRules:
     origins: list[PolicyRef] = field(default_factory=list)
 
 
-def destination_rules(policy: PolicySet, registry: Registry) -> dict[str, HostRules]:
-    """Canonical host → merged rules. Rules for hosts no ServiceEntry declares are ignored."""
+def destination_rules(
+    policy: PolicySet, registry: Registry, proxy: ProxyIdentity | None = None
+) -> dict[str, HostRules]:
+    """Canonical host → merged rules. Rules for hosts no ServiceEntry declares are ignored.
+
+    A rule with `workloadSelector` applies only to a `proxy` of its namespace whose labels match, and
+    before the rules without one. A wildcard host applies to the services it covers that no exact rule
+    names, the most specific wildcard first (Istio's host precedence).
+    """
+    applicable = [
+        rule for rule in policy.destination_rules()
+        if rule.spec.workload_selector is None or _selects(rule, proxy)
+    ]
+    applicable.sort(key=lambda rule: rule.spec.workload_selector is None)  # stable: keeps key order
     rules: dict[str, HostRules] = {}
-    for rule in policy.destination_rules():
-        service = registry.resolve(rule.spec.host, rule.metadata.namespace)
-        if service is None:
+    for rule in applicable:
+        if rule.spec.host.startswith("*"):
             continue
-        merged = rules.setdefault(service.host, HostRules())
-        merged.origins.append(origin_of(policy, rule))
-        if merged.traffic_policy is None:
-            merged.traffic_policy = rule.spec.traffic_policy
-        for subset in rule.spec.subsets:
-            merged.subsets.setdefault(subset.name, subset)
+        service = registry.resolve(rule.spec.host, rule.metadata.namespace)
+        if service is not None:
+            _merge(policy, rules.setdefault(service.host, HostRules()), rule)
+    exact = set(rules)
+    wildcards = [r for r in applicable if r.spec.host.startswith("*")]
+    wildcards.sort(key=lambda r: -len(r.spec.host))
+    for rule in wildcards:
+        suffix = rule.spec.host[1:]
+        for host in registry.services:
+            if host not in exact and (rule.spec.host == "*" or host.endswith(suffix)):
+                _merge(policy, rules.setdefault(host, HostRules()), rule)
     return rules
+
+
+def _selects(rule: dr.DestinationRule, proxy: ProxyIdentity | None) -> bool:
+    selector = rule.spec.workload_selector
+    if proxy is None or selector is None or proxy.namespace != rule.metadata.namespace:
+        return False
+    return labels_match(selector.match_labels, proxy.label_map)
+
+
+def _merge(policy: PolicySet, merged: HostRules, rule: dr.DestinationRule) -> None:
+    merged.origins.append(origin_of(policy, rule))
+    if merged.traffic_policy is None:
+        merged.traffic_policy = rule.spec.traffic_policy
+    for subset in rule.spec.subsets:
+        merged.subsets.setdefault(subset.name, subset)
 
 
 def cluster_policy(rules: HostRules | None, port: int, subset: str = "") -> ClusterPolicy:

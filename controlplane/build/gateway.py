@@ -79,7 +79,7 @@ def selected_gateways(policy: PolicySet, proxy: ProxyIdentity) -> list[Gateway]:
 
 def build_gateway(policy: PolicySet, proxy: ProxyIdentity) -> ProxyModel:
     registry = service_registry(policy)
-    rules = destination_rules(policy, registry)
+    rules = destination_rules(policy, registry, proxy)
     mesh = policy.mesh_config()
     connect_timeout_ms = (mesh.spec.connect_timeout if mesh else None) or DEFAULT_CONNECT_TIMEOUT_MS
     limits = build_rate_limits(policy, registry, proxy)

@@ -51,7 +51,7 @@ def build_sidecar(policy: PolicySet, proxy: ProxyIdentity) -> ProxyModel:
     root = mesh.spec.root_namespace if mesh is not None else DEFAULT_ROOT_NAMESPACE
     sidecar = select_sidecar(policy.of_kind(Sidecar), proxy.namespace, proxy.label_map, root)
     registry = visible_services(service_registry(policy), sidecar)
-    rules = destination_rules(policy, registry)
+    rules = destination_rules(policy, registry, proxy)
     connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS
     outbound_policy = OutboundPolicy.ALLOW_ANY
     if mesh is not None:
