@@ -72,7 +72,8 @@ def _claim_hosts(ctx: Context, vs: VirtualService) -> list[str]:
                 continue
         if canonical is None:
             # Kept (the VirtualService may serve gateways too), but sidecars have no port to route it on.
-            ctx.missing(vs, path, f"host {host!r} is not declared by any ServiceEntry; sidecars ignore it")
+            message = f"host {host!r} is not declared by any ServiceEntry; sidecars serve it on port 80 only"
+            ctx.missing(vs, path, message)
             hosts.append(host)
             continue
         owner = ctx.routed.get(canonical)
