@@ -98,7 +98,8 @@ def test_undeclared_vs_host_is_reported_but_kept() -> None:
     (vs,) = policy.virtual_services()
     assert vs.spec.hosts == ("a", "ghost")
     assert [(d.field, d.message) for d in diagnostics] == [
-        ("spec.hosts[1]", "host 'ghost' is not declared by any ServiceEntry; sidecars serve it on port 80 only")
+        ("spec.hosts[1]",
+         "host 'ghost' is not declared by any ServiceEntry; sidecars serve it on port 80 only")
     ]
 
 
