@@ -52,6 +52,8 @@ class BootstrapSettings:
     prometheus_address: SocketAddress | None = None
     role: Role = Role.SIDECAR
     delta: bool = True
+    # `region/zone/subzone`: node.locality (locality load balancing, build/locality.py).
+    locality: str = ""
 
 
 def _socket(address: SocketAddress) -> address_pb2.Address:
@@ -129,6 +131,8 @@ def build_bootstrap(settings: BootstrapSettings) -> bootstrap_pb2.Bootstrap:
             # OpenTelemetry tracer's service.name uses the same (build/telemetry.py)
             cluster=f"{labels.get('app', settings.node_id)}.{settings.namespace}",
             metadata=node_metadata,
+            locality=base_pb2.Locality(**dict(zip(("region", "zone", "sub_zone"),
+                                                  settings.locality.split("/"), strict=False))),
         ),
         admin=bootstrap_pb2.Admin(address=_socket(settings.admin_address)),
         dynamic_resources=bootstrap_pb2.Bootstrap.DynamicResources(

@@ -72,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="where a listener exposing /stats/prometheus binds (Istio: 0.0.0.0:15090)")
     boot.add_argument("--labels", type=_labels, default=(), help="workload labels, k=v,k=v")
     boot.add_argument("--namespace", default="default")
+    boot.add_argument("--locality", default="", help="region/zone/subzone of this proxy (node.locality)")
     boot.add_argument("--role", choices=[r.value for r in Role], default=Role.SIDECAR.value)
     boot.add_argument("--sotw", action="store_true", help="state-of-the-world ADS instead of delta")
 
@@ -133,6 +134,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         role=Role(args.role),
         delta=not args.sotw,
+        locality=args.locality,
     )
     sys.stdout.write(bootstrap_yaml(settings))
     return 0

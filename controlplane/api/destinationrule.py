@@ -6,9 +6,10 @@ httpCookie, useSourceIp, httpQueryParameterName with ringHash or maglev; warmupD
 `connectionPool` (tcp maxConnections, connectTimeout; http http1MaxPendingRequests, http2MaxRequests,
 maxRequestsPerConnection, maxRetries, idleTimeout), `outlierDetection` (consecutive5xxErrors,
 consecutiveGatewayErrors, interval, baseEjectionTime, maxEjectionPercent, minHealthPercent),
-`retryBudget` (percent, minRetryConcurrency) and `portLevelSettings`; `workloadSelector` (the rule
-applies to those workloads of its namespace only) and wildcard hosts. `tls`, `exportTo` and the rest are
-"unsupported field".
+`retryBudget` (percent, minRetryConcurrency), `loadBalancer.localityLbSetting` (enabled, distribute,
+failover; see build/locality.py) and `portLevelSettings`; `workloadSelector` (the rule
+applies to those workloads of its namespace only) and wildcard hosts. `tls`, `exportTo`,
+`failoverPriority` and the rest are "unsupported field".
 See https://istio.io/latest/docs/reference/config/networking/destination-rule/.
 """
 
@@ -19,7 +20,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from controlplane.api.common import DurationMs, PortSelector, PositiveDurationMs
+from controlplane.api.common import DurationMs, LocalityPattern, PortSelector, PositiveDurationMs
 from controlplane.api.meta import HostPattern, IstioModel, PolicyObject, Problem, duplicates
 
 UInt32 = Annotated[int, Field(ge=0, le=2**32 - 1)]
@@ -86,11 +87,41 @@ def _is_prime(n: int) -> bool:
     return n >= 2 and all(n % d for d in range(2, int(n**0.5) + 1))
 
 
+class LocalityDistribute(IstioModel):
+    """`from` a proxy locality (pattern), `to` upstream locality patterns with weights (sum 100)."""
+
+    from_: LocalityPattern = Field(alias="from")
+    to: dict[LocalityPattern, Annotated[int, Field(ge=0, le=100)]] = Field(min_length=1)
+
+
+class LocalityFailover(IstioModel):
+    """Proxies of region `from` fail over to region `to` before any other region."""
+
+    from_: str = Field(alias="from", min_length=1)
+    to: str = Field(min_length=1)
+
+
+class LocalityLbSetting(IstioModel):
+    enabled: bool | None = None
+    distribute: tuple[LocalityDistribute, ...] = ()
+    failover: tuple[LocalityFailover, ...] = ()
+
+    @model_validator(mode="after")
+    def _one_of(self) -> LocalityLbSetting:
+        if self.distribute and self.failover:
+            raise ValueError("only one of distribute, failover may be set")
+        for item in self.distribute:
+            if sum(item.to.values()) != 100:
+                raise ValueError(f"distribute from {item.from_!r}: the weights must sum to 100")
+        return self
+
+
 class LoadBalancerSettings(IstioModel):
     simple: Annotated[SimpleLB, BeforeValidator(_upper)] | None = None
     consistent_hash: ConsistentHash | None = None
     # A Duration in spite of its name (Istio's field), e.g. "60s".
     warmup_duration_secs: PositiveDurationMs | None = None
+    locality_lb_setting: LocalityLbSetting | None = None
 
     @model_validator(mode="after")
     def _one_of(self) -> LoadBalancerSettings:

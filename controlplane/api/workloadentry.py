@@ -18,6 +18,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from controlplane.api.common import Locality
 from controlplane.api.diagnostics import REQUIRED_FIELD, FieldPath
 from controlplane.api.meta import Host, IstioModel, PolicyObject, PortNumber, Problem
 
@@ -31,6 +32,8 @@ class WorkloadEntrySpec(IstioModel):
     address: Host = ""
     # Istio's multi-network endpoints are reached through the network's east-west gateway; we have none.
     network: str | None = None
+    # `region/zone/subzone`: the endpoint's Envoy locality (locality load balancing, build/locality.py).
+    locality: Locality | None = None
     # Port name → endpoint port; overrides the service port's targetPort for this endpoint.
     ports: dict[str, PortNumber] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)

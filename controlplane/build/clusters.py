@@ -19,6 +19,7 @@ from controlplane.api.policyset import PolicySet
 from controlplane.api.serviceentry import HTTP2_PROTOCOLS, ServicePort
 from controlplane.build.destinationrules import HostRules, cluster_policy
 from controlplane.build.healthchecks import probe_for
+from controlplane.build.locality import apply_locality
 from controlplane.build.model import (
     Cluster,
     ClusterRef,
@@ -31,7 +32,11 @@ from controlplane.build.services import Registry, Service
 
 
 def build_clusters(
-    policy: PolicySet, registry: Registry, rules: Mapping[str, HostRules], connect_timeout_ms: int
+    policy: PolicySet,
+    registry: Registry,
+    rules: Mapping[str, HostRules],
+    connect_timeout_ms: int,
+    locality: str = "",
 ) -> tuple[Cluster, ...]:
     """Every cluster, sorted by (host, port, subset)."""
     clusters: list[Cluster] = []
@@ -39,10 +44,14 @@ def build_clusters(
         host_rules = rules.get(service.host)
         subsets = sorted(host_rules.subsets.items()) if host_rules else []
         for port in service.ports:
-            clusters.append(_cluster(policy, service, port, host_rules, "", connect_timeout_ms, None))
+            clusters.append(
+                _cluster(policy, service, port, host_rules, "", connect_timeout_ms, None, locality)
+            )
             for name, subset in subsets:
                 clusters.append(
-                    _cluster(policy, service, port, host_rules, name, connect_timeout_ms, subset.labels)
+                    _cluster(
+                        policy, service, port, host_rules, name, connect_timeout_ms, subset.labels, locality
+                    )
                 )
     return tuple(sorted(clusters, key=lambda cluster: cluster.ref))
 
@@ -55,6 +64,7 @@ def _cluster(
     subset: str,
     connect_timeout_ms: int,
     subset_labels: dict[str, str] | None,
+    proxy_locality: str,
 ) -> Cluster:
     ref = ClusterRef(HostPort(service.host, port.number), subset)
     if port.is_tcp:
@@ -88,6 +98,12 @@ def _cluster(
             # A DNS ServiceEntry without endpoints means "resolve the host itself" (Istio SE conversion).
             endpoints = [Endpoint(service.host, port.target_port or port.number)]
     cluster_policy_ = cluster_policy(rules, port.number, subset)
+    endpoints, weighted = apply_locality(
+        list(endpoints),
+        proxy_locality,
+        cluster_policy_.load_balancer.locality,
+        failover=cluster_policy_.outlier_detection is not None,
+    )
     origins = (service.origin, *(rules.origins if rules else ()))
     return Cluster(
         ref,
@@ -98,6 +114,7 @@ def _cluster(
         connect_timeout_ms=cluster_policy_.connection_pool.connect_timeout_ms or connect_timeout_ms,
         health_check=health_check,
         origins=tuple(sorted(set(origins))),
+        locality_weighted=weighted,
     )
 
 

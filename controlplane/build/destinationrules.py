@@ -25,6 +25,7 @@ from controlplane.build.policy import (
     HashKey,
     LbPolicy,
     LoadBalancer,
+    LocalitySetting,
     OutlierDetection,
     RetryBudget,
 )
@@ -157,9 +158,12 @@ class _Components:
 def _load_balancer(settings: dr.LoadBalancerSettings | None) -> LoadBalancer:
     if settings is None:
         return LoadBalancer()
+    locality = _locality(settings.locality_lb_setting)
     hashing = settings.consistent_hash
     if hashing is None:
-        return LoadBalancer(_SIMPLE[settings.simple], warmup_ms=settings.warmup_duration_secs)
+        return LoadBalancer(
+            _SIMPLE[settings.simple], warmup_ms=settings.warmup_duration_secs, locality=locality
+        )
     cookie = hashing.http_cookie
     key = HashKey(
         header=hashing.http_header_name,
@@ -170,9 +174,21 @@ def _load_balancer(settings: dr.LoadBalancerSettings | None) -> LoadBalancer:
         query_parameter=hashing.http_query_parameter_name,
     )
     if hashing.maglev is not None:
-        return LoadBalancer(LbPolicy.MAGLEV, key, maglev_table_size=hashing.maglev.table_size)
+        return LoadBalancer(
+            LbPolicy.MAGLEV, key, maglev_table_size=hashing.maglev.table_size, locality=locality
+        )
     ring = hashing.ring_hash.minimum_ring_size if hashing.ring_hash else hashing.minimum_ring_size
-    return LoadBalancer(LbPolicy.RING_HASH, key, minimum_ring_size=ring or 1024)
+    return LoadBalancer(LbPolicy.RING_HASH, key, minimum_ring_size=ring or 1024, locality=locality)
+
+
+def _locality(setting: dr.LocalityLbSetting | None) -> LocalitySetting | None:
+    if setting is None:
+        return None
+    return LocalitySetting(
+        enabled=setting.enabled is not False,
+        distribute=tuple((d.from_, tuple(d.to.items())) for d in setting.distribute),
+        failover=tuple((f.from_, f.to) for f in setting.failover),
+    )
 
 
 def _connection_pool(settings: dr.ConnectionPoolSettings | None) -> ConnectionPool:

@@ -121,7 +121,7 @@ def build_gateway(policy: PolicySet, proxy: ProxyIdentity) -> ProxyModel:
     ) + tuple(files[name] for name in used if name in files)
     return ProxyModel(
         role=Role.GATEWAY,
-        clusters=build_clusters(policy, registry, rules, connect_timeout_ms),
+        clusters=build_clusters(policy, registry, rules, connect_timeout_ms, proxy.locality),
         mesh_connect_timeout_ms=connect_timeout_ms,
         gateway=GatewayConfig(tuple(listeners), health, limits, credentials),
     )

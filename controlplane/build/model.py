@@ -95,6 +95,11 @@ class Endpoint:
     labels: tuple[tuple[str, str], ...] = ()
     # Where active health checks go when not to `port` (a WorkloadGroup probe on another port).
     health_check_port: int | None = None
+    # `region/zone/subzone` ("" unknown), and what locality load balancing made of it (build/locality.py):
+    # the Envoy priority, and the locality's weight under `distribute` (None: not weighted).
+    locality: str = ""
+    priority: int = 0
+    locality_weight: int | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,8 @@ class Cluster:
     respect_dns_ttl: bool = True
     health_check: HealthCheck | None = None
     origins: tuple[PolicyRef, ...] = ()
+    # Endpoints carry locality weights (DestinationRule `distribute`): Envoy's locality-weighted LB.
+    locality_weighted: bool = False
 
     @property
     def lb_policy(self) -> LbPolicy:

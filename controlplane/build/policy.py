@@ -35,6 +35,17 @@ class HashKey:
 
 
 @dataclass(frozen=True)
+class LocalitySetting:
+    """DestinationRule `localityLbSetting` (see build/locality.py)."""
+
+    enabled: bool = True
+    # (from pattern, ((to pattern, weight), ...)), in order.
+    distribute: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = ()
+    # (from region, to region), in order.
+    failover: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class LoadBalancer:
     policy: LbPolicy = LbPolicy.LEAST_REQUEST
     hash_key: HashKey | None = None
@@ -43,6 +54,7 @@ class LoadBalancer:
     maglev_table_size: int | None = None
     # Slow start (ROUND_ROBIN / LEAST_REQUEST only).
     warmup_ms: int | None = None
+    locality: LocalitySetting | None = None
 
 
 @dataclass(frozen=True)

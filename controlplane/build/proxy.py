@@ -94,6 +94,8 @@ class ProxyIdentity:
     # Gateways only; None: no readiness listener.
     health_address: SocketAddress | None = None
     gateway_bind: str = DEFAULT_GATEWAY_BIND
+    # Envoy's node.locality as `region/zone/subzone` ("" unknown): locality load balancing.
+    locality: str = ""
 
     @property
     def label_map(self) -> dict[str, str]:

@@ -123,7 +123,7 @@ def endpoint(entry: WorkloadEntrySpec, port: ServicePort) -> Endpoint:
     number = entry.ports.get(port.name) or port.target_port or port.number
     labels = tuple(sorted(entry.labels.items()))
     # Istio reads weight 0 as unset.
-    return Endpoint(entry.address, number, entry.weight or None, labels)
+    return Endpoint(entry.address, number, entry.weight or None, labels, locality=entry.locality or "")
 
 
 def resolve_port(

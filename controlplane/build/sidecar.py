@@ -60,7 +60,7 @@ def build_sidecar(policy: PolicySet, proxy: ProxyIdentity) -> ProxyModel:
     if sidecar is not None and sidecar.spec.outbound_traffic_policy is not None:
         outbound_policy = OutboundPolicy(sidecar.spec.outbound_traffic_policy.mode)
     virtual_hosts = build_virtual_hosts(policy, registry, rules, proxy)
-    clusters = build_clusters(policy, registry, rules, connect_timeout_ms)
+    clusters = build_clusters(policy, registry, rules, connect_timeout_ms, proxy.locality)
     dynamic = any(c.discovery is Discovery.DYNAMIC_FORWARD_PROXY for c in clusters)
     return ProxyModel(
         role=Role.SIDECAR,

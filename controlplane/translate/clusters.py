@@ -61,6 +61,8 @@ def translate_cluster(cluster: Cluster) -> cluster_pb2.Cluster:
     out.circuit_breakers.CopyFrom(circuit_breakers(policy))
     if policy.outlier_detection is not None:
         apply_outlier_detection(out, policy.outlier_detection)
+    if cluster.locality_weighted:
+        out.common_lb_config.locality_weighted_lb_config.SetInParent()
     if cluster.health_check is not None:
         out.health_checks.append(health_check(cluster.health_check))
     options = _http_options(cluster.protocol, policy.connection_pool)

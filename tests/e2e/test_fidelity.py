@@ -39,10 +39,21 @@ REGISTRY_ONLY = doc("MeshConfig", "mesh", {"outboundTrafficPolicy": {"mode": "RE
 
 
 @dataclass
+class LocalSidecar(Sidecar):
+    """A sidecar that says where it runs (node.locality), for locality load balancing."""
+
+    locality: str = ""
+
+    def bootstrap_args(self) -> list[str]:
+        return [*super().bootstrap_args(), "--locality", self.locality]
+
+
+@dataclass
 class FidelityMesh:
     mesh: TrafficMesh
     gateway: GatewayEnvoy
     gateway_port: int
+    west: LocalSidecar
 
     @property
     def client(self) -> Sidecar:
@@ -70,14 +81,17 @@ def fmesh(envoy_binary: str, module_processes: ProcessGroup,
         control_plane = ControlPlane(module_processes, config_dir)
         control_plane.start()
         client = Sidecar(envoy_binary, module_processes, work, "fidelity-client", control_plane.xds_address)
+        west = LocalSidecar(envoy_binary, module_processes, work, "fidelity-west", control_plane.xds_address,
+                            locality="us-west/zone1/sz1")
         gateway = GatewayEnvoy(envoy_binary, module_processes, work / "gw", "fidelity-gateway",
                                control_plane.xds_address, "istio=ingressgateway")
         client.start()
+        west.start()
         gateway.start()
-        mesh = TrafficMesh(control_plane, client, client, unused, config_dir, [client])
+        mesh = TrafficMesh(control_plane, client, client, unused, config_dir, [client, west])
         mesh.wait_synced(timeout=20)
         gateway.wait_ready(timeout=30)
-        yield FidelityMesh(mesh, gateway, free_port())
+        yield FidelityMesh(mesh, gateway, free_port(), west)
     finally:
         unused.close()
 
@@ -208,3 +222,33 @@ def test_gateway_certificate_files_are_read_and_rotated_by_the_gateway(
     second.write_credential(certs, "secure.example.test")
     wait_until(lambda: verified_by(second), timeout=20, what="the rotated certificate")
     assert not verified_by(first)
+
+
+def test_locality_failover(fmesh: FidelityMesh) -> None:
+    # The west sidecar (us-west/zone1/sz1) prefers its own zone; when that endpoint fails, outlier
+    # detection ejects it and traffic fails over to eu-west (the failover target) before us-east.
+    near, east, europe = BehaviourUpstream("near"), BehaviourUpstream("east"), BehaviourUpstream("europe")
+    try:
+        fmesh.apply([
+            doc("ServiceEntry", "t-loc", {
+                "hosts": ["t-loc"], "location": "MESH_INTERNAL", "resolution": "STATIC",
+                "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}],
+                "endpoints": [
+                    {**endpoint(near), "locality": "us-west/zone1/sz1"},
+                    {**endpoint(east), "locality": "us-east/zone1"},
+                    {**endpoint(europe), "locality": "eu-west/zone1"}]}),
+            doc("DestinationRule", "t-loc", {"host": "t-loc", "trafficPolicy": {
+                "outlierDetection": {"consecutive5xxErrors": 1, "interval": "1s", "baseEjectionTime": "5m",
+                                     "maxEjectionPercent": 100},
+                "loadBalancer": {"localityLbSetting": {
+                    "failover": [{"from": "us-west", "to": "eu-west"}]}}}}),
+        ])
+        assert {fmesh.west.send("t-loc").upstream for _ in range(10)} == {"near"}
+        near.always_status = 503
+        wait_until(lambda: fmesh.west.send("t-loc").upstream == "europe", timeout=15,
+                   what="failover to eu-west")
+        assert {fmesh.west.send("t-loc").upstream for _ in range(10)} == {"europe"}
+        assert east.count == 0
+    finally:
+        for upstream in (near, east, europe):
+            upstream.close()
