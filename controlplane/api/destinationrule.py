@@ -21,7 +21,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import BeforeValidator, Field, model_validator
 
 from controlplane.api.common import DurationMs, LocalityPattern, PortSelector, PositiveDurationMs
-from controlplane.api.meta import HostPattern, IstioModel, PolicyObject, Problem, duplicates
+from controlplane.api.meta import ExportTarget, HostPattern, IstioModel, PolicyObject, Problem, duplicates
 
 UInt32 = Annotated[int, Field(ge=0, le=2**32 - 1)]
 PositiveInt32 = Annotated[int, Field(ge=1, le=2**31 - 1)]
@@ -202,6 +202,8 @@ class DestinationRuleSpec(IstioModel):
     subsets: tuple[Subset, ...] = ()
     # Istio: the rule applies only to workloads of its namespace with these labels.
     workload_selector: RuleWorkloadSelector | None = None
+    # Which namespaces' proxies use it (build/exports.py).
+    export_to: tuple[ExportTarget, ...] = ()
 
     @property
     def selector_key(self) -> tuple[tuple[str, str], ...]:

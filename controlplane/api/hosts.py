@@ -101,3 +101,16 @@ def domains(host: str, namespace: str, proxy_namespace: str) -> list[str]:
     if ns == proxy_namespace:
         out.append(short)
     return out
+
+
+def exported(export_to: tuple[str, ...], namespace: str, proxy_namespace: str) -> bool:
+    """Istio's `exportTo` of an object declared in `namespace`, seen by a proxy in `proxy_namespace`:
+    empty (Istio's default) or `*` everyone, `.` the object's own namespace, `~` nobody, else the named
+    namespaces."""
+    if not export_to:
+        return True
+    return any(
+        target == "*" or (target == "." and proxy_namespace == namespace) or target == proxy_namespace
+        for target in export_to
+        if target != "~"
+    )

@@ -110,6 +110,16 @@ HostPattern = Annotated[str, AfterValidator(_check_host_pattern)]
 PortNumber = Annotated[int, Field(ge=1, le=65535)]
 
 
+def _check_export_target(value: str) -> str:
+    if value in (".", "*", "~") or _LABEL.fullmatch(value):
+        return value
+    raise ValueError(f"invalid exportTo {value!r}: expected '.', '*', '~' or a namespace")
+
+
+# An `exportTo` entry (ServiceEntry, VirtualService, DestinationRule): see api/hosts.exported.
+ExportTarget = Annotated[str, AfterValidator(_check_export_target)]
+
+
 class ObjectMeta(IstioModel):
     """The part of Kubernetes' ObjectMeta that policy files may carry."""
 

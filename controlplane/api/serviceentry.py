@@ -17,7 +17,15 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator
 
 from controlplane.api.common import WorkloadSelector
-from controlplane.api.meta import HostPattern, IstioModel, PolicyObject, PortNumber, Problem, duplicates
+from controlplane.api.meta import (
+    ExportTarget,
+    HostPattern,
+    IstioModel,
+    PolicyObject,
+    PortNumber,
+    Problem,
+    duplicates,
+)
 from controlplane.api.workloadentry import WorkloadEntrySpec, endpoint_problems
 
 # Istio's port protocols. Istio matches them case-insensitively, so we upper-case before checking.
@@ -83,6 +91,8 @@ class ServiceEntrySpec(IstioModel):
     workload_selector: WorkloadSelector | None = None
     # Virtual IPs (no CIDRs): TCP and TLS ports get a sidecar listener on each (docs/compatibility.md).
     addresses: tuple[IPAddress, ...] = ()
+    # Which namespaces' proxies see the service (build/exports.py).
+    export_to: tuple[ExportTarget, ...] = ()
 
     @field_validator("resolution")
     @classmethod

@@ -16,7 +16,15 @@ from pydantic import Field
 from controlplane.api.destination import HTTPRouteDestination, RouteDestination
 from controlplane.api.diagnostics import FieldPath
 from controlplane.api.httproute import HTTPMatchRequest, HTTPRoute
-from controlplane.api.meta import HostPattern, IstioModel, PolicyObject, PortNumber, Problem, duplicates
+from controlplane.api.meta import (
+    ExportTarget,
+    HostPattern,
+    IstioModel,
+    PolicyObject,
+    PortNumber,
+    Problem,
+    duplicates,
+)
 
 # The reserved gateway name meaning "all sidecars in the mesh".
 MESH_GATEWAY = "mesh"
@@ -55,6 +63,8 @@ class VirtualServiceSpec(IstioModel):
     http: tuple[HTTPRoute, ...] = ()
     tcp: tuple[TCPRoute, ...] = ()
     tls: tuple[TLSRoute, ...] = ()
+    # Which namespaces' proxies (sidecars and gateways) use it (build/exports.py).
+    export_to: tuple[ExportTarget, ...] = ()
 
     @property
     def applies_to_mesh(self) -> bool:

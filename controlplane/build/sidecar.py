@@ -20,6 +20,7 @@ from controlplane.api.policyset import PolicySet
 from controlplane.api.sidecar import Sidecar, select_sidecar
 from controlplane.build.clusters import build_clusters
 from controlplane.build.destinationrules import destination_rules
+from controlplane.build.exports import exported_policy
 from controlplane.build.gateway import build_gateway
 from controlplane.build.inbound import build_inbound
 from controlplane.build.model import (
@@ -39,6 +40,7 @@ from controlplane.build.telemetry import build_telemetry
 
 def build_proxy(policy: PolicySet, proxy: ProxyIdentity) -> ProxyModel:
     """What `proxy` should be configured with under `policy`."""
+    policy = exported_policy(policy, proxy.namespace)  # exportTo: what this proxy's namespace sees
     model = build_gateway(policy, proxy) if proxy.role is Role.GATEWAY else build_sidecar(policy, proxy)
     # Telemetry is the same for every role (Istio applies it to sidecars and gateways alike), so it is
     # added here once rather than by each role's builder.
