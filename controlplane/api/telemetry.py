@@ -17,9 +17,9 @@
         disabled: false
 
 Field names follow istio/api telemetry/v1alpha1/telemetry.proto. Supported: `selector`, `tracing` (one
-entry, without `match`), `accessLogging` (one entry, without `match` / `filter`). `metrics`, `targetRef(s)`
-and everything else are unsupported fields. Which objects apply to a proxy and how they merge is the build
-stage's business (build/telemetry.py); this module checks each object, and `check_telemetries` checks
+entry, without `match`), `accessLogging` (one entry, without `match`; `filter.expression` is CEL, evaluated
+by Envoy). `metrics`, `targetRef(s)` and everything else are unsupported fields. Which objects apply to a
+proxy and how they merge is the build stage's business (build/telemetry.py); this module checks each object, and `check_telemetries` checks
 what needs the MeshConfig (provider names) and reports conflicting objects.
 """
 
@@ -76,9 +76,16 @@ class Tracing(IstioModel):
     custom_tags: dict[str, CustomTag] = Field(default_factory=dict)
 
 
+class AccessLogFilter(IstioModel):
+    # A CEL expression over Envoy's attributes (`response.code >= 500`), evaluated by Envoy's CEL access
+    # log filter as Istio does; Envoy reports (NACKs) an expression it cannot compile.
+    expression: str = Field(min_length=1)
+
+
 class AccessLogging(IstioModel):
     providers: tuple[ProviderRef, ...] = ()
     disabled: bool | None = None
+    filter: AccessLogFilter | None = None
 
 
 class TelemetrySelector(IstioModel):
