@@ -134,9 +134,17 @@ class LoadBalancerSettings(IstioModel):
         return self
 
 
+class TcpKeepalive(IstioModel):
+    # Unset parts take the operating system's defaults (Istio and Envoy alike).
+    probes: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
+    time: PositiveDurationMs | None = None
+    interval: PositiveDurationMs | None = None
+
+
 class TCPSettings(IstioModel):
     max_connections: PositiveInt32 | None = None
     connect_timeout: PositiveDurationMs | None = None
+    tcp_keepalive: TcpKeepalive | None = None
 
 
 class HTTPSettings(IstioModel):
@@ -146,6 +154,8 @@ class HTTPSettings(IstioModel):
     max_requests_per_connection: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
     max_retries: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
     idle_timeout: PositiveDurationMs | None = None
+    # UPGRADE: HTTP/1.1 ports talk HTTP/2 to the endpoints (Istio's h2UpgradePolicy).
+    h2_upgrade_policy: Literal["DEFAULT", "DO_NOT_UPGRADE", "UPGRADE"] | None = None
 
 
 class ConnectionPoolSettings(IstioModel):

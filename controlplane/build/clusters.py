@@ -98,6 +98,8 @@ def _cluster(
             # A DNS ServiceEntry without endpoints means "resolve the host itself" (Istio SE conversion).
             endpoints = [Endpoint(service.host, port.target_port or port.number)]
     cluster_policy_ = cluster_policy(rules, port.number, subset)
+    if protocol is UpstreamProtocol.HTTP1 and cluster_policy_.connection_pool.h2_upgrade:
+        protocol = UpstreamProtocol.HTTP2
     endpoints, weighted = apply_locality(
         list(endpoints),
         proxy_locality,

@@ -205,6 +205,12 @@ def _connection_pool(settings: dr.ConnectionPoolSettings | None) -> ConnectionPo
         max_retries=http.max_retries or None,
         max_requests_per_connection=http.max_requests_per_connection or None,
         idle_timeout_ms=http.idle_timeout,
+        tcp_keepalive=(
+            (tcp.tcp_keepalive.probes, tcp.tcp_keepalive.time, tcp.tcp_keepalive.interval)
+            if tcp.tcp_keepalive is not None
+            else None
+        ),
+        h2_upgrade=http.h2_upgrade_policy == "UPGRADE",
     )
 
 

@@ -68,6 +68,10 @@ class ConnectionPool:
     max_requests_per_connection: int | None = None
     idle_timeout_ms: int | None = None
     connect_timeout_ms: int | None = None
+    # TCP keepalive (probes, time ms, interval ms; None parts: OS defaults); None: off.
+    tcp_keepalive: tuple[int | None, int | None, int | None] | None = None
+    # h2UpgradePolicy UPGRADE: HTTP/1.1 service ports use HTTP/2 upstream.
+    h2_upgrade: bool = False
 
 
 @dataclass(frozen=True)

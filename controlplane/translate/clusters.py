@@ -61,6 +61,17 @@ def translate_cluster(cluster: Cluster) -> cluster_pb2.Cluster:
     out.circuit_breakers.CopyFrom(circuit_breakers(policy))
     if policy.outlier_detection is not None:
         apply_outlier_detection(out, policy.outlier_detection)
+    keepalive = policy.connection_pool.tcp_keepalive
+    if keepalive is not None:
+        probes, time_ms, interval_ms = keepalive
+        options = out.upstream_connection_options.tcp_keepalive
+        options.SetInParent()
+        if probes is not None:
+            options.keepalive_probes.value = probes
+        if time_ms is not None:
+            options.keepalive_time.value = max(1, time_ms // 1000)  # Envoy counts whole seconds
+        if interval_ms is not None:
+            options.keepalive_interval.value = max(1, interval_ms // 1000)
     if cluster.locality_weighted:
         out.common_lb_config.locality_weighted_lb_config.SetInParent()
     if cluster.health_check is not None:
