@@ -127,3 +127,51 @@ spec:
     assert service.kind == "Service"
     assert service.spec.hosts == ("details.shop.svc.cluster.local",)
     assert [(p.number, p.name, p.protocol) for p in service.spec.ports] == [(9080, "http", "HTTP")]
+
+
+def test_export_to_rules() -> None:
+    from controlplane.api.hosts import exported
+
+    assert exported((), "a", "b")
+    assert exported(("*",), "a", "b")
+    assert exported((".",), "a", "a") and not exported((".",), "a", "b")
+    assert exported(("b", "c"), "a", "c") and not exported(("b",), "a", "a")
+    assert not exported(("~",), "a", "a")
+
+
+def test_sidecar_egress_hosts() -> None:
+    from controlplane.api.sidecar import EgressHost
+
+    own = EgressHost.parse("./*", "prod")
+    assert own.matches("reviews", "prod") and not own.matches("reviews", "other")
+    fqdn = EgressHost.parse("*/reviews.prod.svc.cluster.local", "x")
+    assert fqdn.matches("reviews", "prod") and not fqdn.matches("reviews", "dev")
+    wildcard = EgressHost.parse("apis/*.example.com", "x")
+    assert wildcard.matches("foo.example.com", "apis") and not wildcard.matches("example.org", "apis")
+    excluded = EgressHost.parse("~apis/foo.example.com", "x")
+    assert excluded.exclude and excluded.matches("foo.example.com", "apis")
+    nothing = EgressHost.parse("~/*", "x")
+    assert not nothing.exclude and not nothing.matches("anything", "x")
+
+
+def test_locality_patterns_and_priorities() -> None:
+    from controlplane.build.locality import apply_locality, matches
+    from controlplane.build.model import Endpoint
+    from controlplane.build.policy import LocalitySetting
+
+    assert matches("*", "a/b/c") and matches("us-west/*", "us-west/z1")
+    assert matches("us-west", "us-west/z1/s1") and not matches("us-west", "us-westx/z1")
+    assert not matches("us-west/z1/*", "us-west/z2/s1")
+    endpoints = [Endpoint(f"10.0.0.{i}", 80, locality=loc)
+                 for i, loc in enumerate(["r1/z1/s1", "r1/z1/s2", "r2/z1", "r3/z1"])]
+    out, weighted = apply_locality(endpoints, "r1/z1/s1", LocalitySetting(failover=(("r1", "r3"),)), True)
+    assert not weighted
+    assert [e.priority for e in out] == [0, 1, 3, 2]
+    # Without outlier detection there is no failover, as in Istio.
+    assert [e.priority for e in apply_locality(endpoints, "r1/z1/s1", None, False)[0]] == [0, 0, 0, 0]
+    distribute = LocalitySetting(distribute=(("r1/*", (("r1/z1/*", 80), ("r2/*", 20))),))
+    out, weighted = apply_locality(endpoints, "r1/z1/s1", distribute, False)
+    assert weighted
+    assert [(e.address, e.locality_weight) for e in out] == [
+        ("10.0.0.0", 40), ("10.0.0.1", 40), ("10.0.0.2", 20)
+    ]
