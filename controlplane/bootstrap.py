@@ -124,6 +124,7 @@ def build_bootstrap(settings: BootstrapSettings) -> bootstrap_pb2.Bootstrap:
     )
     api_type = config_source_pb2.ApiConfigSource.DELTA_GRPC if settings.delta else (
         config_source_pb2.ApiConfigSource.GRPC)
+    locality = dict(zip(("region", "zone", "sub_zone"), settings.locality.split("/"), strict=False))
     bootstrap = bootstrap_pb2.Bootstrap(
         node=base_pb2.Node(
             id=settings.node_id,
@@ -131,8 +132,6 @@ def build_bootstrap(settings: BootstrapSettings) -> bootstrap_pb2.Bootstrap:
             # OpenTelemetry tracer's service.name uses the same (build/telemetry.py)
             cluster=f"{labels.get('app', settings.node_id)}.{settings.namespace}",
             metadata=node_metadata,
-            locality=base_pb2.Locality(**dict(zip(("region", "zone", "sub_zone"),
-                                                  settings.locality.split("/"), strict=False))),
         ),
         admin=bootstrap_pb2.Admin(address=_socket(settings.admin_address)),
         dynamic_resources=bootstrap_pb2.Bootstrap.DynamicResources(
@@ -150,6 +149,8 @@ def build_bootstrap(settings: BootstrapSettings) -> bootstrap_pb2.Bootstrap:
             clusters=[_xds_cluster(settings.xds_address)]
         ),
     )
+    if settings.locality:
+        bootstrap.node.locality.CopyFrom(base_pb2.Locality(**locality))
     if settings.prometheus_address is not None:
         bootstrap.static_resources.clusters.append(prometheus_cluster(settings.admin_address))
         bootstrap.static_resources.listeners.append(prometheus_listener(settings.prometheus_address))
