@@ -118,7 +118,8 @@ class Sidecar(PolicyObject):
                     )
         if len(spec.egress) > 1:
             # Several listeners only differ by port, which is not supported (above).
-            yield Problem(("spec", "egress", 1), "only one egress listener (without port) is supported")
+            message = "several egress listeners (they differ by port) are not supported; use one"
+            yield Problem(("spec", "egress", 1), message)
 
     def egress_hosts(self) -> list[EgressHost]:
         return [EgressHost.parse(h, self.metadata.namespace) for e in self.spec.egress for h in e.hosts]
