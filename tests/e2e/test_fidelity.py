@@ -252,3 +252,16 @@ def test_locality_failover(fmesh: FidelityMesh) -> None:
     finally:
         for upstream in (near, east, europe):
             upstream.close()
+
+
+def test_wildcard_resolution_none_resolves_each_authority(
+    fmesh: FidelityMesh, upstream: BehaviourUpstream
+) -> None:
+    # `*.localhost` NONE: the dynamic forward proxy resolves the request's own authority
+    # (RFC 6761: every *.localhost name is loopback), under REGISTRY_ONLY.
+    fmesh.apply([REGISTRY_ONLY, doc("ServiceEntry", "wild", {
+        "hosts": ["*.localhost"], "resolution": "NONE",
+        "ports": [{"number": upstream.port, "name": "http", "protocol": "HTTP"}]})])
+    answer = fmesh.client.send(f"api.localhost:{upstream.port}")
+    assert (answer.status, answer.upstream) == (200, "named"), answer
+    assert fmesh.client.send(f"api.example.invalid:{upstream.port}").status == 502
