@@ -182,7 +182,10 @@ class ControlPlane:
             except (OSError, ValueError, KeyError, json_format.ParseError) as exc:
                 log.error("test hook %s: %s", self.settings.extra_resources, exc)
         for diagnostic in diagnostics:
-            log.error("invalid policy: %s", diagnostic)
+            if diagnostic.is_error:
+                log.error("invalid policy: %s", diagnostic)
+            else:  # applied anyway (api/diagnostics.py: severities)
+                log.warning("policy: %s", diagnostic)
         self.policy, self.diagnostics, self.loaded = policy, diagnostics, loaded
         self.build_failures = failures = BuildFailures()
         rebuilding = time.perf_counter()
@@ -194,7 +197,7 @@ class ControlPlane:
         diagnostics = self.all_diagnostics()
         metrics.REBUILD_SECONDS.observe(time.perf_counter() - rebuilding)
         elapsed = time.perf_counter() - started
-        metrics.RELOADS.labels("invalid" if diagnostics else "ok").inc()
+        metrics.RELOADS.labels("invalid" if any(d.is_error for d in diagnostics) else "ok").inc()
         metrics.DIAGNOSTICS.set(len(diagnostics))
         self._loaded = True
         log.info("loaded %s: %s, %s, %s changed (%.1f ms)", self.settings.config_dir,

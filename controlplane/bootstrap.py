@@ -64,6 +64,8 @@ class BootstrapSettings:
     prometheus_address: SocketAddress | None = None
     role: Role = Role.SIDECAR
     delta: bool = True
+    # `region/zone/subzone`: node.locality (locality load balancing, build/locality.py).
+    locality: str = ""
 
 
 def _socket(address: SocketAddress) -> address_pb2.Address:
@@ -151,6 +153,7 @@ def build_bootstrap(settings: BootstrapSettings) -> bootstrap_pb2.Bootstrap:
     )
     api_type = config_source_pb2.ApiConfigSource.DELTA_GRPC if settings.delta else (
         config_source_pb2.ApiConfigSource.GRPC)
+    locality = dict(zip(("region", "zone", "sub_zone"), settings.locality.split("/"), strict=False))
     bootstrap = bootstrap_pb2.Bootstrap(
         node=base_pb2.Node(
             id=settings.node_id,
@@ -183,6 +186,8 @@ def build_bootstrap(settings: BootstrapSettings) -> bootstrap_pb2.Bootstrap:
         root = base_pb2.DataSource(inline_bytes=settings.xds_ca) if settings.xds_ca is not None else (
             base_pb2.DataSource(filename=settings.xds_ca_file))
         bootstrap.static_resources.clusters[0].transport_socket.CopyFrom(_xds_tls(root))
+    if settings.locality:
+        bootstrap.node.locality.CopyFrom(base_pb2.Locality(**locality))
     if settings.prometheus_address is not None:
         bootstrap.static_resources.clusters.append(prometheus_cluster(settings.admin_address))
         bootstrap.static_resources.listeners.append(prometheus_listener(settings.prometheus_address))

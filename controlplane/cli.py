@@ -125,15 +125,20 @@ def _parser() -> argparse.ArgumentParser:
     boot.add_argument("--xds-ca", type=Path,
                       help="the mesh root (root-cert.pem of --ca-dir): connect to a --xds-tls server "
                            "over TLS")
+    boot.add_argument("--locality", default="", help="region/zone/subzone of this proxy (node.locality)")
     boot.add_argument("--role", choices=[r.value for r in Role], default=Role.SIDECAR.value,
                       help="sidecar or gateway")
     boot.add_argument("--sotw", action="store_true", help="state-of-the-world ADS instead of delta")
 
     add_token_parser(commands)
 
-    validate = commands.add_parser(
-        "validate", formatter_class=_Help, help="check a policy directory; exit 1 on problems")
-    validate.add_argument("config", type=Path, help="directory of policy YAML files")
+    validate = commands.add_parser("validate", formatter_class=_Help,
+                                   help="check policy like istioctl analyze; exit 1 on errors")
+    validate.add_argument("config", help="a policy file, a directory, or - for stdin")
+    validate.add_argument("--fail-on", choices=["error", "warning", "info"], default="error",
+                          help="lowest severity that makes the exit status 1")
+    validate.add_argument("-o", "--output", choices=["text", "json"], default="text",
+                          help="text, or json for tools")
 
     status = commands.add_parser(
         "status", formatter_class=_Help, help="sync status of every connected proxy (SYNCED/STALE/NACKED)",
@@ -247,24 +252,16 @@ def _bootstrap(args: argparse.Namespace) -> int:
         token=_read_token(args.token_file),
         xds_ca=args.xds_ca.read_bytes() if args.xds_ca is not None else None,
         xds_ca_file=args.xds_ca_file,
+        locality=args.locality,
     )
     sys.stdout.write(bootstrap_yaml(settings))
     return 0
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from controlplane.api.loader import load_policy_dir
+    from controlplane import validate_command
 
-    if not args.config.is_dir():
-        print(f"controlplane: {args.config}: not a directory", file=sys.stderr)
-        return 2
-    policy, diagnostics = load_policy_dir(args.config)
-    for diagnostic in diagnostics:
-        print(diagnostic)
-    if diagnostics:
-        return 1
-    print(f"{args.config}: {len(policy)} objects, no problems", file=sys.stderr)
-    return 0
+    return validate_command.main(args.config, args.fail_on, args.output)
 
 
 def _status(args: argparse.Namespace) -> int:

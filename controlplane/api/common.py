@@ -16,7 +16,7 @@ import re
 from typing import Annotated
 
 import re2
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from controlplane.api.meta import IstioModel, PortNumber
 
@@ -112,6 +112,28 @@ class StringMatch(IstioModel):
     @property
     def is_empty(self) -> bool:
         return self.exact is None and self.prefix is None and self.regex is None
+
+
+_LOCALITY = re.compile(r"[^/*\s]+(/[^/*\s]+){0,2}")
+
+
+def _check_locality(value: str) -> str:
+    if not _LOCALITY.fullmatch(value):
+        raise ValueError(f"invalid locality {value!r}: expected region[/zone[/subzone]]")
+    return value
+
+
+def _check_locality_pattern(value: str) -> str:
+    # `*`, `region/*`, `region/zone/*` or a locality.
+    parts = value.split("/")
+    if value == "*" or (parts[-1] == "*" and len(parts) <= 3 and _LOCALITY.fullmatch("/".join(parts[:-1]))):
+        return value
+    return _check_locality(value)
+
+
+# A workload's locality, `region/zone/subzone` (zone and subzone optional), as Istio writes it.
+Locality = Annotated[str, AfterValidator(_check_locality)]
+LocalityPattern = Annotated[str, AfterValidator(_check_locality_pattern)]
 
 
 class PortSelector(IstioModel):

@@ -6,8 +6,10 @@ httpCookie, useSourceIp, httpQueryParameterName with ringHash or maglev; warmupD
 `connectionPool` (tcp maxConnections, connectTimeout; http http1MaxPendingRequests, http2MaxRequests,
 maxRequestsPerConnection, maxRetries, idleTimeout), `outlierDetection` (consecutive5xxErrors,
 consecutiveGatewayErrors, interval, baseEjectionTime, maxEjectionPercent, minHealthPercent),
-`retryBudget` (percent, minRetryConcurrency), `tls` (api/clienttls.py) and `portLevelSettings`. `exportTo`,
-`workloadSelector` and the rest are "unsupported field".
+`retryBudget` (percent, minRetryConcurrency), `tls` (api/clienttls.py), `loadBalancer.localityLbSetting`
+(enabled, distribute, failover; see build/locality.py) and `portLevelSettings`; `workloadSelector` (the rule
+applies to those workloads of its namespace only) and wildcard hosts. `exportTo`, `failoverPriority` and the
+rest are "unsupported field".
 See https://istio.io/latest/docs/reference/config/networking/destination-rule/.
 """
 
@@ -21,12 +23,13 @@ from pydantic import BeforeValidator, Field, model_validator
 from controlplane.api.clienttls import ClientTLSSettings
 from controlplane.api.common import (
     DurationMs,
+    LocalityPattern,
     PortSelector,
     PositiveDurationMs,
     PositiveInt32,
     UInt32,
 )
-from controlplane.api.meta import Host, IstioModel, PolicyObject, Problem, duplicates
+from controlplane.api.meta import ExportTarget, HostPattern, IstioModel, PolicyObject, Problem, duplicates
 
 # LEAST_CONN is Istio's deprecated spelling of LEAST_REQUEST; PASSTHROUGH needs original-destination
 # routing, which an HTTP-proxy sidecar does not have (see docs/compatibility.md).
@@ -89,11 +92,41 @@ def _is_prime(n: int) -> bool:
     return n >= 2 and all(n % d for d in range(2, int(n**0.5) + 1))
 
 
+class LocalityDistribute(IstioModel):
+    """`from` a proxy locality (pattern), `to` upstream locality patterns with weights (sum 100)."""
+
+    from_: LocalityPattern = Field(alias="from")
+    to: dict[LocalityPattern, Annotated[int, Field(ge=0, le=100)]] = Field(min_length=1)
+
+
+class LocalityFailover(IstioModel):
+    """Proxies of region `from` fail over to region `to` before any other region."""
+
+    from_: str = Field(alias="from", min_length=1)
+    to: str = Field(min_length=1)
+
+
+class LocalityLbSetting(IstioModel):
+    enabled: bool | None = None
+    distribute: tuple[LocalityDistribute, ...] = ()
+    failover: tuple[LocalityFailover, ...] = ()
+
+    @model_validator(mode="after")
+    def _one_of(self) -> LocalityLbSetting:
+        if self.distribute and self.failover:
+            raise ValueError("only one of distribute, failover may be set")
+        for item in self.distribute:
+            if sum(item.to.values()) != 100:
+                raise ValueError(f"distribute from {item.from_!r}: the weights must sum to 100")
+        return self
+
+
 class LoadBalancerSettings(IstioModel):
     simple: Annotated[SimpleLB, BeforeValidator(_upper)] | None = None
     consistent_hash: ConsistentHash | None = None
     # A Duration in spite of its name (Istio's field), e.g. "60s".
     warmup_duration_secs: PositiveDurationMs | None = None
+    locality_lb_setting: LocalityLbSetting | None = None
 
     @model_validator(mode="after")
     def _one_of(self) -> LoadBalancerSettings:
@@ -106,9 +139,17 @@ class LoadBalancerSettings(IstioModel):
         return self
 
 
+class TcpKeepalive(IstioModel):
+    # Unset parts take the operating system's defaults (Istio and Envoy alike).
+    probes: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
+    time: PositiveDurationMs | None = None
+    interval: PositiveDurationMs | None = None
+
+
 class TCPSettings(IstioModel):
     max_connections: PositiveInt32 | None = None
     connect_timeout: PositiveDurationMs | None = None
+    tcp_keepalive: TcpKeepalive | None = None
 
 
 class HTTPSettings(IstioModel):
@@ -118,6 +159,8 @@ class HTTPSettings(IstioModel):
     max_requests_per_connection: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
     max_retries: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
     idle_timeout: PositiveDurationMs | None = None
+    # UPGRADE: HTTP/1.1 ports talk HTTP/2 to the endpoints (Istio's h2UpgradePolicy).
+    h2_upgrade_policy: Literal["DEFAULT", "DO_NOT_UPGRADE", "UPGRADE"] | None = None
 
 
 class ConnectionPoolSettings(IstioModel):
@@ -157,6 +200,12 @@ class TrafficPolicy(IstioModel):
     tls: ClientTLSSettings | None = None
 
 
+class RuleWorkloadSelector(IstioModel):
+    """Istio's WorkloadSelector as DestinationRule writes it (`matchLabels`)."""
+
+    match_labels: dict[str, str] = Field(min_length=1)
+
+
 class Subset(IstioModel):
     name: str = Field(min_length=1)
     labels: dict[str, str] = Field(default_factory=dict)
@@ -164,9 +213,19 @@ class Subset(IstioModel):
 
 
 class DestinationRuleSpec(IstioModel):
-    host: Host
+    # A wildcard (`*.example.com`) applies to every service it covers that no exact rule names (Istio).
+    host: HostPattern
     traffic_policy: TrafficPolicy | None = None
     subsets: tuple[Subset, ...] = ()
+    # Istio: the rule applies only to workloads of its namespace with these labels.
+    workload_selector: RuleWorkloadSelector | None = None
+    # Which namespaces' proxies use it (build/exports.py).
+    export_to: tuple[ExportTarget, ...] = ()
+
+    @property
+    def selector_key(self) -> tuple[tuple[str, str], ...]:
+        """Rules for one host conflict only with rules for the same workloads (same selector)."""
+        return tuple(sorted(self.workload_selector.match_labels.items())) if self.workload_selector else ()
 
 
 class DestinationRule(PolicyObject):

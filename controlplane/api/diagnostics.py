@@ -10,6 +10,14 @@ grep it):
 Parts that are unknown are left out: a YAML syntax error (no kind, name or field) reads
 `file:line: message`, a problem of a whole object `file:line: Kind/name: message`.
 
+Each diagnostic has a severity, as `istioctl analyze` has: an `Error` is an invalid object (or part of one)
+that is not applied; a `Warning` is applied anyway, with Istio's runtime behaviour (a route to a missing
+subset answers 503); an `Info` says something was ignored on purpose (Kubernetes kinds we have no use
+for). Warnings and infos carry Istio's analyzer code where one exists (`IST0101` ReferencedResourceNotFound).
+Errors keep the text form above; the others are prefixed with their severity and code:
+
+    Warning [IST0101] file:line: Kind/name: field: message
+
 This module also turns pydantic's validation errors into our wording, so that messages read like Istio's
 ("unsupported field") rather than like pydantic internals ("Extra inputs are not permitted").
 """
@@ -21,10 +29,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
+
+from controlplane.api.suggest import suggest_field
+
 # A path into a YAML document: mapping keys are strings, sequence indexes are ints.
 FieldPath = tuple[str | int, ...]
 
 UNKNOWN = "-"
+
+ERROR = "Error"
+WARNING = "Warning"
+INFO = "Info"
+SEVERITIES = (ERROR, WARNING, INFO)
+
+# istioctl analyze's message codes (istio/istio pkg/config/analysis/msg/messages.yaml) we report.
+REFERENCED_RESOURCE_NOT_FOUND = "IST0101"
 
 UNSUPPORTED_FIELD = "unsupported field"
 REQUIRED_FIELD = "required field is missing"
@@ -59,12 +79,41 @@ class Diagnostic:
     name: str
     field: str
     message: str
+    severity: str = ERROR
+    code: str = ""
+
+    @property
+    def is_error(self) -> bool:
+        """Whether the object (or the part of it named by `field`) is withheld: only errors are."""
+        return self.severity == ERROR
 
     def __str__(self) -> str:
         # unknown parts are left out rather than shown as "-/-: -:" (a YAML syntax error has none)
         where = "" if self.kind == self.name == UNKNOWN else f"{self.kind}/{self.name}: "
         field = "" if self.field == UNKNOWN else f"{self.field}: "
-        return f"{self.file}:{self.line}: {where}{field}{self.message}"
+        text = f"{self.file}:{self.line}: {where}{field}{self.message}"
+        if self.severity == ERROR:
+            return text
+        code = f" [{self.code}]" if self.code else ""
+        return f"{self.severity}{code} {text}"
+
+    def as_json(self) -> dict[str, object]:
+        """The `validate -o json` form (also what tools and the admin API can use)."""
+        return {
+            "severity": self.severity,
+            "code": self.code or None,
+            "file": self.file,
+            "line": self.line,
+            "kind": self.kind,
+            "name": self.name,
+            "field": self.field,
+            "message": self.message,
+        }
+
+
+def errors(diagnostics: Sequence[Diagnostic]) -> list[Diagnostic]:
+    """The diagnostics that withhold something from the served configuration."""
+    return [d for d in diagnostics if d.is_error]
 
 
 def format_path(path: Sequence[str | int]) -> str:
@@ -83,12 +132,14 @@ def format_path(path: Sequence[str | int]) -> str:
     return out or UNKNOWN
 
 
-def pydantic_message(error: Any) -> str:
-    """Our wording for one entry of `ValidationError.errors()` (a pydantic `ErrorDetails` dict)."""
+def pydantic_message(error: Any, model: type[BaseModel] | None = None) -> str:
+    """Our wording for one entry of `ValidationError.errors()` (a pydantic `ErrorDetails` dict); with the
+    validated `model`, an unknown field also gets the closest known name ("did you mean")."""
     kind = error.get("type", "")
     ctx = error.get("ctx") or {}
     if kind == "extra_forbidden":
-        return UNSUPPORTED_FIELD
+        suggestion = suggest_field(model, error.get("loc", ())) if model is not None else None
+        return f"{UNSUPPORTED_FIELD}; did you mean {suggestion!r}?" if suggestion else UNSUPPORTED_FIELD
     if kind == "missing":
         return REQUIRED_FIELD
     if kind in _TYPE_MESSAGES:

@@ -4,11 +4,12 @@ Mirrors istio/api `networking/v1/gateway.proto`: `selector` (labels of the gatew
 their node metadata `labels`) and `servers[]` with `port` (number, name, protocol, targetPort), `hosts`
 (`[namespace/]host`, `*` and `*.suffix` wildcards allowed), `bind` (an IP) and `tls` (httpsRedirect, mode
 PASSTHROUGH / SIMPLE / MUTUAL / ISTIO_MUTUAL, credentialName, min/maxProtocolVersion). Inline certificate
-paths (`serverCertificate`, `privateKey`, `caCertificates`) are rejected: certificates come from
-`credentialName` (see `api/credentials.py`), or for ISTIO_MUTUAL (a mesh-internal gateway) from the mesh CA:
-the gateway's own workload certificate, and clients must present one that chains to the mesh root.
-`port.targetPort` is the port the listener binds — Istio takes
-it from the gateway's Kubernetes Service; here it is how port 80/443 are served by an unprivileged process.
+paths (`serverCertificate`, `privateKey`, `caCertificates`) are files on the gateway's own file system, as in
+Istio: its Envoy reads them over SDS and reloads them when they change (translate/secrets.py); a
+`credentialName` is read by the control plane (see `api/credentials.py`). ISTIO_MUTUAL (a mesh-internal
+gateway) uses the mesh CA: the gateway's own workload certificate, and clients must present one that chains
+to the mesh root. `port.targetPort` is the port the listener binds — Istio takes it from the gateway's
+Kubernetes Service; here it is how port 80/443 are served by an unprivileged process.
 
 A server is classified once, here, so later stages agree on what it is (`Server.kind`):
 
@@ -16,7 +17,7 @@ A server is classified once, here, so later stages agree on what it is (`Server.
     HTTPS         HTTP after TLS termination (HTTPS, or HTTP/HTTP2/GRPC with tls mode SIMPLE/MUTUAL)
     PASSTHROUGH   TLS/HTTPS with mode PASSTHROUGH (Istio: a `tls` without `mode` is PASSTHROUGH, enum 0)
     TLS           TLS with mode SIMPLE/MUTUAL: terminated, then TCP routes
-    TCP           plain TCP
+    TCP           plain TCP (also MONGO, MYSQL, REDIS: Istio has no protocol filter for them either)
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from pydantic import AfterValidator, BeforeValidator, Field
 
 from controlplane.api.meta import IstioModel, PolicyObject, PortNumber, Problem, duplicates
 
-GatewayProtocol = Literal["HTTP", "HTTPS", "HTTP2", "GRPC", "TLS", "TCP"]
+# MONGO, MYSQL and REDIS are TCP to Istio's gateways as well (no protocol filters): served as TCP.
+GatewayProtocol = Literal["HTTP", "HTTPS", "HTTP2", "GRPC", "TLS", "TCP", "MONGO", "MYSQL", "REDIS"]
 TLSMode = Literal["PASSTHROUGH", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"]
 TLSVersion = Literal["TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3"]
 # Istio's API default for minProtocolVersion on gateways.
@@ -93,6 +95,10 @@ class ServerTLSSettings(IstioModel):
     https_redirect: bool = False
     mode: TLSMode | None = None
     credential_name: str | None = Field(default=None, min_length=1)
+    # Files on the gateway's own file system, read (and watched for rotation) by its Envoy over SDS.
+    server_certificate: str | None = Field(default=None, min_length=1)
+    private_key: str | None = Field(default=None, min_length=1)
+    ca_certificates: str | None = Field(default=None, min_length=1)
     min_protocol_version: TLSVersion | None = None
     max_protocol_version: TLSVersion | None = None
 
@@ -163,19 +169,34 @@ def _check_server(path: tuple[str | int, ...], server: Server) -> Iterator[Probl
         return
     if tls is None:
         return
+    files = (tls.server_certificate, tls.private_key)
     if tls.mode == "ISTIO_MUTUAL":
-        if tls.credential_name is not None:
+        if tls.credential_name is not None or any(f is not None for f in (*files, tls.ca_certificates)):
             # the gateway's own mesh certificate (SDS `default`) terminates; clients must be mesh workloads
             yield Problem((*path, "tls", "credentialName"),
-                          "ISTIO_MUTUAL uses the mesh certificate: no credentialName")
-    elif kind in (ServerKind.HTTPS, ServerKind.TLS) and tls.credential_name is None:
-        yield Problem((*path, "tls", "credentialName"), f"tls mode {tls.mode} needs a credentialName")
+                          "ISTIO_MUTUAL uses the mesh certificate: no credentialName or certificate files")
+    elif tls.credential_name is not None and any(f is not None for f in (*files, tls.ca_certificates)):
+        yield Problem((*path, "tls", "credentialName"), "set either credentialName or certificate file paths")
+    elif any(f is not None for f in files) and None in files:
+        missing = "privateKey" if tls.private_key is None else "serverCertificate"
+        yield Problem((*path, "tls", missing), "serverCertificate and privateKey go together")
+    elif kind in (ServerKind.HTTPS, ServerKind.TLS) and tls.credential_name is None and None in files:
+        yield Problem(
+            (*path, "tls", "credentialName"),
+            f"tls mode {tls.mode} needs a credentialName (or serverCertificate and privateKey)",
+        )
+    mutual_files = tls.mode == "MUTUAL" and tls.credential_name is None and tls.server_certificate is not None
+    if kind in (ServerKind.HTTPS, ServerKind.TLS) and mutual_files and tls.ca_certificates is None:
+        yield Problem((*path, "tls", "caCertificates"), "tls mode MUTUAL needs caCertificates")
     if tls.https_redirect and kind is not ServerKind.HTTP:
         yield Problem((*path, "tls", "httpsRedirect"), "httpsRedirect applies to plain HTTP servers only")
     if kind is ServerKind.TCP and tls.mode is not None:
         yield Problem((*path, "tls", "mode"), "a TCP server cannot have tls; use protocol TLS")
     if kind in (ServerKind.PASSTHROUGH, ServerKind.HTTP) and tls.credential_name is not None:
         yield Problem((*path, "tls", "credentialName"), "credentialName needs tls mode SIMPLE or MUTUAL")
+    if kind in (ServerKind.PASSTHROUGH, ServerKind.HTTP) and tls.server_certificate is not None:
+        message = "serverCertificate needs tls mode SIMPLE or MUTUAL"
+        yield Problem((*path, "tls", "serverCertificate"), message)
     order = ("TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3")
     low, high = tls.min_protocol_version, tls.max_protocol_version
     if low and high and "TLS_AUTO" not in (low, high) and order.index(low) > order.index(high):

@@ -11,6 +11,10 @@ of that, Istio users write Kubernetes-style names, so we accept them the way Ist
   and matched against every service's FQDN.
 - A service's FQDN: a dot-less host `reviews` declared in namespace `shop` is also
   `reviews.shop.svc.cluster.local`; a host already written as `<name>.<ns>.svc.cluster.local` is its own.
+- Namespaces as Istio resolves them: a dot-less host declared in several namespaces (`httpbin` in `foo`
+  and in `bar`) is several services, keyed by their FQDNs (`httpbin.foo.svc.cluster.local`, ...), so a
+  short reference reaches its own namespace's (`service_key`). A dot-less host declared in one namespace
+  keeps its written form as key (and cluster name).
 - Domains (sidecar virtual host): the host as written; for dot-less hosts also `name.ns`, `name.ns.svc` and
   the FQDN; for a FQDN-written host also `name.ns.svc`, `name.ns`, and the short `name` for proxies in `ns`
   (Istio's rule: short names only resolve inside the namespace).
@@ -42,6 +46,20 @@ def expand_reference(host: str, namespace: str) -> str | None:
     if len(parts) == 3 and parts[2] == "svc":
         return f"{host}.cluster.local"
     return None
+
+
+def shared_short_hosts(declared: Iterable[tuple[str, str]]) -> frozenset[str]:
+    """Dot-less hosts that (host, namespace) pairs declare in more than one namespace."""
+    namespaces: dict[str, set[str]] = {}
+    for host, namespace in declared:
+        if "." not in host and not host.startswith("*"):
+            namespaces.setdefault(host, set()).add(namespace)
+    return frozenset(host for host, found in namespaces.items() if len(found) > 1)
+
+
+def service_key(host: str, namespace: str, shared: frozenset[str]) -> str:
+    """The canonical key (and cluster host) of a service host declared in `namespace`."""
+    return f"{host}.{namespace}.{CLUSTER_DOMAIN}" if host in shared else host
 
 
 class HostIndex:
@@ -83,3 +101,16 @@ def domains(host: str, namespace: str, proxy_namespace: str) -> list[str]:
     if ns == proxy_namespace:
         out.append(short)
     return out
+
+
+def exported(export_to: tuple[str, ...], namespace: str, proxy_namespace: str) -> bool:
+    """Istio's `exportTo` of an object declared in `namespace`, seen by a proxy in `proxy_namespace`:
+    empty (Istio's default) or `*` everyone, `.` the object's own namespace, `~` nobody, else the named
+    namespaces."""
+    if not export_to:
+        return True
+    return any(
+        target == "*" or (target == "." and proxy_namespace == namespace) or target == proxy_namespace
+        for target in export_to
+        if target != "~"
+    )

@@ -26,10 +26,13 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from controlplane.api.credentials import Credential, credentials_dir, load_credentials
+from controlplane.api.deprecated import rewrite
 from controlplane.api.destinationrule import DestinationRule
 from controlplane.api.diagnostics import (
+    ERROR,
     REQUIRED_FIELD,
     UNKNOWN,
+    WARNING,
     Diagnostic,
     FieldPath,
     format_path,
@@ -40,12 +43,14 @@ from controlplane.api.diagnostics import (
 from controlplane.api.documents import Document, Source, parse_documents
 from controlplane.api.files import Unreadable, read_policy_file
 from controlplane.api.gateway import Gateway
+from controlplane.api.kubernetes import IGNORED_KINDS, KubernetesObject, KubernetesService
 from controlplane.api.meshconfig import MeshConfig
 from controlplane.api.meta import DEFAULT_NAMESPACE, ObjectKey, PolicyObject
 from controlplane.api.peerauthentication import PeerAuthentication
 from controlplane.api.policyset import PolicySet
 from controlplane.api.ratelimit import RateLimitPolicy
 from controlplane.api.serviceentry import ServiceEntry
+from controlplane.api.sidecar import Sidecar
 from controlplane.api.telemetry import Telemetry
 from controlplane.api.validate import validate_policy
 from controlplane.api.virtualservice import VirtualService
@@ -56,9 +61,11 @@ KINDS: Mapping[str, type[PolicyObject]] = {
     cls.KIND: cls
     for cls in (
         DestinationRule, MeshConfig, ServiceEntry, Telemetry, VirtualService, WorkloadEntry, WorkloadGroup,
-        Gateway, RateLimitPolicy, PeerAuthentication,
+        Gateway, RateLimitPolicy, PeerAuthentication, KubernetesService, Sidecar,
     )
 }
+# Kubernetes kinds that mean nothing without Kubernetes: an Info, never an error (api/kubernetes.py).
+KINDS = {**KINDS, **dict.fromkeys(IGNORED_KINDS, KubernetesObject)}
 
 YAML_SUFFIXES = (".yaml", ".yml")
 # Top-level directories of a policy directory that hold other tools' YAML, not policy: `observability/`
@@ -198,16 +205,26 @@ def decode_object(document: Document) -> tuple[PolicyObject | None, list[Diagnos
     if cls is None:
         message = REQUIRED_FIELD if "kind" not in data else _unsupported_kind(data["kind"])
         return None, [*diagnostics, _diagnostic(source, kind, name, ("kind",), message)]
+    data, deprecations = rewrite(data)
+    diagnostics.extend(
+        _diagnostic(source, kind, name, d.path, d.message, severity=ERROR if d.is_error else WARNING)
+        for d in deprecations
+    )
     try:
         obj = cls.model_validate(data)
     except ValidationError as err:
         for error in relevant_errors(err.errors(include_url=False)):
             path = pydantic_path(error["loc"])
             field = format_path(error["loc"])
-            diagnostics.append(_diagnostic(source, kind, name, path, pydantic_message(error), field))
+            message = pydantic_message(error, cls)
+            diagnostics.append(_diagnostic(source, kind, name, path, message, field))
         return None, diagnostics
-    diagnostics.extend(_diagnostic(source, kind, name, p.path, p.message) for p in obj.check())
-    return (None if diagnostics else obj), diagnostics
+    diagnostics.extend(
+        _diagnostic(source, kind, name, p.path, p.message, severity=p.severity, code=p.code)
+        for p in obj.check()
+    )
+    # Warnings and infos (deprecated aliases, ignored Kubernetes kinds) leave the object applied.
+    return (None if any(d.is_error for d in diagnostics) else obj), diagnostics
 
 
 def _kind_and_name(data: dict[object, object]) -> tuple[str, str]:
@@ -230,11 +247,19 @@ def _structure_problems(document: Document, kind: str, name: str) -> list[Diagno
 
 
 def _unsupported_kind(kind: object) -> str:
-    return f"unsupported kind {kind!r}; supported: {', '.join(sorted(KINDS))}"
+    istio = sorted(name for name, cls in KINDS.items() if cls is not KubernetesObject)
+    return f"unsupported kind {kind!r}; supported: {', '.join(istio)} (other Kubernetes kinds are ignored)"
 
 
 def _diagnostic(
-    source: Source, kind: str, name: str, path: FieldPath, message: str, field: str | None = None
+    source: Source,
+    kind: str,
+    name: str,
+    path: FieldPath,
+    message: str,
+    field: str | None = None,
+    severity: str = ERROR,
+    code: str = "",
 ) -> Diagnostic:
     return Diagnostic(
         file=source.file,
@@ -243,4 +268,6 @@ def _diagnostic(
         name=name,
         field=field if field is not None else format_path(path),
         message=message,
+        severity=severity,
+        code=code,
     )

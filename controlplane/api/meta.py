@@ -21,7 +21,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from controlplane.api.diagnostics import FieldPath
+from controlplane.api.diagnostics import ERROR, FieldPath
 
 DEFAULT_NAMESPACE = "default"
 
@@ -31,8 +31,9 @@ ApiVersion = Literal["networking.istio.io/v1", "networking.istio.io/v1beta1", "n
 # Kubernetes object names (DNS-1123 subdomain) and namespaces (DNS-1123 label).
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-# A DNS name, lower case as Istio requires; wildcards are rejected separately with a clearer message.
-_HOSTNAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+# A DNS name. Istio's label check (pkg/config/validation) accepts `[a-zA-Z0-9-]`, so mixed case is valid;
+# DNS and Envoy's domain matching are case-insensitive. Wildcards are checked separately.
+_HOSTNAME = re.compile(r"[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?)*")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ class Problem:
 
     path: FieldPath
     message: str
+    # ERROR makes the object invalid; a WARNING (e.g. a deprecated alias) is reported and the object kept.
+    severity: str = ERROR
+    code: str = ""
 
 
 class IstioModel(BaseModel):
@@ -75,9 +79,12 @@ def _check_namespace(value: str) -> str:
 def _check_host(value: str) -> str:
     if "*" in value:
         raise ValueError(f"unsupported value {value!r}: wildcard hosts are not supported yet")
+    if value.startswith("unix://"):
+        # Valid Istio (an endpoint on a Unix domain socket), but our sidecars are not co-located with it.
+        raise ValueError(f"unsupported value {value!r}: unix domain socket endpoints are not supported")
     if _HOSTNAME.fullmatch(value) or _is_ip(value):
         return value
-    raise ValueError(f"invalid host {value!r}: must be a lower-case DNS name or an IP address")
+    raise ValueError(f"invalid host {value!r}: must be a DNS name or an IP address")
 
 
 def _is_ip(value: str) -> bool:
@@ -88,9 +95,29 @@ def _is_ip(value: str) -> bool:
     return True
 
 
+def _check_host_pattern(value: str) -> str:
+    if value == "*" or (value.startswith("*.") and _HOSTNAME.fullmatch(value[2:])):
+        return value
+    if "*" in value:
+        raise ValueError(f"invalid host {value!r}: a wildcard is '*' or a leading '*.' label")
+    return _check_host(value)
+
+
 # A service host as written in policy (`reviews`, `api.example.com`, `10.0.0.1`); used as-is in names.
 Host = Annotated[str, AfterValidator(_check_host)]
+# A host that may be a wildcard as Istio allows it: `*` or a leading `*.` label (`*.example.com`).
+HostPattern = Annotated[str, AfterValidator(_check_host_pattern)]
 PortNumber = Annotated[int, Field(ge=1, le=65535)]
+
+
+def _check_export_target(value: str) -> str:
+    if value in (".", "*", "~") or _LABEL.fullmatch(value):
+        return value
+    raise ValueError(f"invalid exportTo {value!r}: expected '.', '*', '~' or a namespace")
+
+
+# An `exportTo` entry (ServiceEntry, VirtualService, DestinationRule): see api/hosts.exported.
+ExportTarget = Annotated[str, AfterValidator(_check_export_target)]
 
 
 class ObjectMeta(IstioModel):
@@ -133,7 +160,7 @@ class PolicyObject(IstioModel):
         return f"{self.metadata.namespace}/{self.metadata.name}"
 
     def check(self) -> Iterator[Problem]:
-        """Problems that involve several fields of this object. Any problem makes the object invalid."""
+        """Problems that involve several fields of this object. Any error makes the object invalid."""
         return iter(())
 
 

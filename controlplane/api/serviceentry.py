@@ -17,8 +17,16 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator
 
 from controlplane.api.common import WorkloadSelector
-from controlplane.api.meta import Host, IstioModel, PolicyObject, PortNumber, Problem, duplicates
-from controlplane.api.workloadentry import WorkloadEntrySpec
+from controlplane.api.meta import (
+    ExportTarget,
+    HostPattern,
+    IstioModel,
+    PolicyObject,
+    PortNumber,
+    Problem,
+    duplicates,
+)
+from controlplane.api.workloadentry import WorkloadEntrySpec, endpoint_problems
 
 # Istio's port protocols. Istio matches them case-insensitively, so we upper-case before checking.
 Protocol = Literal[
@@ -34,14 +42,17 @@ HTTP2_PROTOCOLS: frozenset[str | None] = frozenset({"HTTP2", "GRPC"})
 
 Location = Literal["MESH_EXTERNAL", "MESH_INTERNAL"]
 Resolution = Literal["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS"]
-SUPPORTED_RESOLUTIONS: tuple[Resolution, ...] = ("STATIC", "DNS")
+SUPPORTED_RESOLUTIONS: tuple[Resolution, ...] = ("NONE", "STATIC", "DNS")
 
 
 def _check_ip(value: str) -> str:
     try:
         ipaddress.ip_address(value)
     except ValueError:
-        raise ValueError(f"expected an IP address, got {value!r} (CIDR ranges are not supported)") from None
+        raise ValueError(
+            f"expected an IP address, got {value!r} (CIDR ranges are not supported: apps connect to the "
+            "range directly, and without traffic capture this sidecar never sees those connections)"
+        ) from None
     return value
 
 
@@ -70,23 +81,25 @@ class ServicePort(IstioModel):
 
 
 class ServiceEntrySpec(IstioModel):
-    hosts: tuple[Host, ...] = Field(min_length=1)
+    # Wildcards (`*.example.com`) need resolution NONE, as in Istio (checked in `ServiceEntry.check`).
+    hosts: tuple[HostPattern, ...] = Field(min_length=1)
     ports: tuple[ServicePort, ...] = Field(min_length=1)
     location: Location = "MESH_EXTERNAL"
-    # Istio's default is NONE (passthrough to the original destination), which we do not implement; a
-    # missing resolution is therefore reported rather than quietly replaced by something else.
+    # Istio's default, NONE: connections go to the destination the app asked for (see build/clusters).
     resolution: Resolution = Field(default="NONE", validate_default=True)
     endpoints: tuple[WorkloadEntrySpec, ...] = ()
     workload_selector: WorkloadSelector | None = None
     # Virtual IPs (no CIDRs): TCP and TLS ports get a sidecar listener on each (docs/compatibility.md).
     addresses: tuple[IPAddress, ...] = ()
+    # Which namespaces' proxies see the service (build/exports.py).
+    export_to: tuple[ExportTarget, ...] = ()
 
     @field_validator("resolution")
     @classmethod
     def _supported_resolution(cls, value: Resolution) -> Resolution:
         if value not in SUPPORTED_RESOLUTIONS:
             hint = " (Istio's default when unset)" if value == "NONE" else ""
-            raise ValueError(f"unsupported value {value!r}{hint}; supported: STATIC, DNS")
+            raise ValueError(f"unsupported value {value!r}{hint}; supported: NONE, STATIC, DNS")
         return value
 
     def port(self, number: int) -> ServicePort | None:
@@ -111,6 +124,7 @@ class ServiceEntry(PolicyObject):
             yield Problem(("spec", "addresses", index), f"duplicate address {spec.addresses[index]!r}")
         if spec.endpoints and spec.workload_selector is not None:
             yield Problem(("spec", "workloadSelector"), "only one of endpoints, workloadSelector may be set")
+        yield from _check_resolution(spec)
         names = {port.name for port in spec.ports}
         for index, endpoint in enumerate(spec.endpoints):
             yield from _check_endpoint(index, endpoint, names, spec.resolution)
@@ -120,13 +134,39 @@ def _check_endpoint(
     index: int, endpoint: WorkloadEntrySpec, names: set[str], resolution: str
 ) -> Iterator[Problem]:
     path = ("spec", "endpoints", index)
+    yield from endpoint_problems(path, endpoint)
     for name in endpoint.ports:
         if name not in names:
             yield Problem((*path, "ports", name), f"no port named {name!r} in spec.ports")
-    if resolution == "STATIC":
+    if resolution == "STATIC" and endpoint.address:
         # Envoy's EDS needs IP addresses; hostnames only work with DNS resolution.
         try:
             ipaddress.ip_address(endpoint.address)
         except ValueError:
             message = f"STATIC resolution needs an IP address, got {endpoint.address!r}"
             yield Problem((*path, "address"), message)
+
+
+def _check_resolution(spec: ServiceEntrySpec) -> Iterator[Problem]:
+    wildcards = [index for index, host in enumerate(spec.hosts) if host.startswith("*")]
+    if spec.resolution != "NONE":
+        for index in wildcards:
+            # Istio, too: a wildcard has no name to resolve or endpoints to pick between.
+            message = f"a wildcard host needs resolution NONE (got {spec.resolution})"
+            yield Problem(("spec", "hosts", index), message)
+        return
+    if spec.endpoints or spec.workload_selector is not None:
+        field = "endpoints" if spec.endpoints else "workloadSelector"
+        yield Problem(("spec", field), "resolution NONE has no endpoints; use STATIC or DNS")
+    if not wildcards:
+        return
+    for index, port in enumerate(spec.ports):
+        if not port.is_http:
+            # HTTP requests name their destination (the authority); a TCP/TLS connection to a wildcard
+            # host is only known by its original destination address, which needs traffic capture.
+            message = (
+                f"unsupported value {port.protocol!r} with a wildcard host and resolution NONE: "
+                "only HTTP ports are supported (TCP/TLS would need the connection's original destination, "
+                "i.e. traffic capture)"
+            )
+            yield Problem(("spec", "ports", index, "protocol"), message)

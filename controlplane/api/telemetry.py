@@ -17,16 +17,17 @@
         disabled: false
 
 Field names follow istio/api telemetry/v1alpha1/telemetry.proto. Supported: `selector`, `tracing` (one
-entry, without `match`), `accessLogging` (one entry, without `match` / `filter`). `metrics`, `targetRef(s)`
-and everything else are unsupported fields. Which objects apply to a proxy and how they merge is the build
-stage's business (build/telemetry.py); this module checks each object, and `check_telemetries` checks
-what needs the MeshConfig (provider names) and reports conflicting objects.
+entry, without `match`), `accessLogging` (one entry, without `match`; `filter.expression` is CEL, evaluated
+by Envoy). `metrics`, `targetRef(s)` and everything else are unsupported fields. Which objects apply to a
+proxy and how they merge is the build stage's business (build/telemetry.py); this module checks each
+object, and `check_telemetries` checks what needs the MeshConfig (provider names) and reports conflicting
+objects.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -76,9 +77,16 @@ class Tracing(IstioModel):
     custom_tags: dict[str, CustomTag] = Field(default_factory=dict)
 
 
+class AccessLogFilter(IstioModel):
+    # A CEL expression over Envoy's attributes (`response.code >= 500`), evaluated by Envoy's CEL access
+    # log filter as Istio does; Envoy reports (NACKs) an expression it cannot compile.
+    expression: str = Field(min_length=1)
+
+
 class AccessLogging(IstioModel):
     providers: tuple[ProviderRef, ...] = ()
     disabled: bool | None = None
+    filter: AccessLogFilter | None = None
 
 
 class TelemetrySelector(IstioModel):
@@ -92,6 +100,8 @@ class TelemetrySpec(IstioModel):
     selector: TelemetrySelector | None = None
     tracing: tuple[Tracing, ...] = ()
     access_logging: tuple[AccessLogging, ...] = ()
+    # Read only to say precisely why it is not supported (`Telemetry.check`).
+    metrics: tuple[dict[str, Any], ...] = ()
 
 
 class Telemetry(PolicyObject):
@@ -110,6 +120,13 @@ class Telemetry(PolicyObject):
         return self.spec.access_logging[0] if self.spec.access_logging else None
 
     def check(self) -> Iterator[Problem]:
+        if self.spec.metrics:
+            yield Problem(
+                ("spec", "metrics"),
+                "unsupported field: Istio's standard metrics (istio_requests_total, ...) and their "
+                "overrides come from Istio's stats filter, which upstream Envoy does not have; Envoy's own "
+                "statistics are always served (docs/telemetry.md)",
+            )
         # Istio allows several entries told apart by `match` (client / server mode); we have no `match`,
         # so a second entry could only contradict the first.
         if len(self.spec.tracing) > 1:

@@ -8,7 +8,7 @@ first in (kind, namespace, name) order — Istio uses creation time, which files
 - MeshConfig: only the first applies; others are reported and dropped.
 - ServiceEntry host already declared by an earlier ServiceEntry: removed from the later one (an entry left
   without hosts is dropped). A WorkloadEntry selected by a STATIC ServiceEntry must have an IP address.
-- DestinationRule for a host no ServiceEntry declares: reported, kept (it has no effect). Several
+- DestinationRule for a host no ServiceEntry declares: a Warning (IST0101), kept (it has no effect). Several
   DestinationRules for one host are merged as Istio merges them: the first one's `trafficPolicy` applies
   (a later one's is reported and removed), subsets are the union, and a subset name already defined by an
   earlier rule is reported and removed from the later one.
@@ -29,18 +29,30 @@ from dataclasses import dataclass, field
 
 from controlplane.api.common import labels_match
 from controlplane.api.destinationrule import DestinationRule
-from controlplane.api.diagnostics import UNKNOWN, Diagnostic, FieldPath, format_path
+from controlplane.api.diagnostics import (
+    ERROR,
+    REFERENCED_RESOURCE_NOT_FOUND,
+    UNKNOWN,
+    WARNING,
+    Diagnostic,
+    FieldPath,
+    format_path,
+)
 from controlplane.api.gateway import Gateway
-from controlplane.api.hosts import HostIndex
+from controlplane.api.hosts import HostIndex, service_key, shared_short_hosts
+from controlplane.api.kubernetes import KubernetesObject, KubernetesService
 from controlplane.api.meshconfig import MeshConfig
 from controlplane.api.meta import PolicyObject
 from controlplane.api.peerauthentication import PeerAuthentication
 from controlplane.api.policyset import PolicySet
 from controlplane.api.ratelimit import RateLimitPolicy
 from controlplane.api.serviceentry import ServiceEntry, ServiceEntrySpec
+from controlplane.api.sidecar import Sidecar
 from controlplane.api.telemetry import Telemetry, check_telemetries
 from controlplane.api.virtualservice import VirtualService
 from controlplane.api.workloadentry import WorkloadEntry
+
+Selector = tuple[tuple[str, str], ...]
 
 
 @dataclass
@@ -55,11 +67,16 @@ class Context:
     routed: dict[str, VirtualService] = field(default_factory=dict)
     # host → {subset name: DestinationRule defining it}.
     subsets: dict[str, dict[str, DestinationRule]] = field(default_factory=dict)
-    # host → the first DestinationRule with a trafficPolicy for it.
-    policy_owners: dict[str, DestinationRule] = field(default_factory=dict)
+    # (host, workloadSelector) → the first DestinationRule with a trafficPolicy for it / its subsets.
+    policy_owners: dict[tuple[str, Selector], DestinationRule] = field(default_factory=dict)
+    subset_owners: dict[tuple[str, Selector], dict[str, DestinationRule]] = field(default_factory=dict)
     index: HostIndex = field(default_factory=lambda: HostIndex(()))
+    # Dot-less hosts declared in several namespaces: keyed per namespace (hosts.service_key).
+    shared: frozenset[str] = frozenset()
 
-    def report(self, obj: PolicyObject, path: FieldPath, message: str) -> None:
+    def report(
+        self, obj: PolicyObject, path: FieldPath, message: str, severity: str = ERROR, code: str = ""
+    ) -> None:
         source = self.policy.source(obj.key)
         self.diagnostics.append(
             Diagnostic(
@@ -69,8 +86,15 @@ class Context:
                 name=obj.metadata.name,
                 field=format_path(path),
                 message=message,
+                severity=severity,
+                code=code,
             )
         )
+
+    def missing(self, obj: PolicyObject, path: FieldPath, message: str) -> None:
+        """A reference to something no object defines: applied anyway, as in Istio (`istioctl analyze`
+        reports it as IST0101 ReferencedResourceNotFound)."""
+        self.report(obj, path, message, WARNING, REFERENCED_RESOURCE_NOT_FOUND)
 
     def where(self, obj: PolicyObject) -> str:
         """`ServiceEntry default/a (p.yaml:3)`: the other side of a conflict, with its location."""
@@ -91,7 +115,10 @@ def validate_policy(policy: PolicySet) -> tuple[PolicySet, list[Diagnostic]]:
 
     ctx = Context(policy)
     kept: list[PolicyObject] = []
-    for se in policy.service_entries():
+    # Kubernetes Services are services like ServiceEntries (api/kubernetes.py); first in key order wins.
+    entries = policy.service_entries() + [svc.as_service_entry() for svc in policy.of_kind(KubernetesService)]
+    ctx.shared = shared_short_hosts((h, se.metadata.namespace) for se in entries for h in se.spec.hosts)
+    for se in sorted(entries, key=lambda entry: entry.key):
         checked = _service_entry(ctx, se)
         if checked is not None:
             kept.append(checked)
@@ -113,11 +140,30 @@ def validate_policy(policy: PolicySet) -> tuple[PolicySet, list[Diagnostic]]:
             kept.append(checked_vs)
     kept.extend(check_gateways(ctx, policy.of_kind(Gateway)))
     kept.extend(check_rate_limits(ctx, policy.of_kind(RateLimitPolicy)))
+    kept.extend(_sidecars(ctx, policy.of_kind(Sidecar)))
     kept = check_gateway_refs(ctx, kept)
-    handled = (ServiceEntry, MeshConfig, DestinationRule, VirtualService, Telemetry, Gateway, RateLimitPolicy,
-               PeerAuthentication)
+    handled = (
+        ServiceEntry, MeshConfig, DestinationRule, VirtualService, Telemetry, Gateway, RateLimitPolicy,
+        KubernetesService, KubernetesObject,  # Services were converted above; the rest is ignored
+        Sidecar, PeerAuthentication,
+    )
     kept.extend(obj for obj in policy if not isinstance(obj, handled))
     return policy.replace(kept), ctx.diagnostics
+
+
+def _sidecars(ctx: Context, sidecars: list[Sidecar]) -> list[Sidecar]:
+    """One Sidecar without workloadSelector per namespace (istioctl analyze: IST0111); later ones dropped."""
+    kept: list[Sidecar] = []
+    defaults: dict[str, Sidecar] = {}
+    for sidecar in sidecars:
+        if sidecar.spec.workload_selector is None:
+            first = defaults.setdefault(sidecar.metadata.namespace, sidecar)
+            if first is not sidecar:
+                message = f"the namespace has a Sidecar without workloadSelector: {ctx.where(first)}; ignored"
+                ctx.report(sidecar, (), message, code="IST0111")
+                continue
+        kept.append(sidecar)
+    return kept
 
 
 def _mesh_configs(ctx: Context, configs: list[MeshConfig]) -> list[MeshConfig]:
@@ -129,7 +175,7 @@ def _mesh_configs(ctx: Context, configs: list[MeshConfig]) -> list[MeshConfig]:
 def _service_entry(ctx: Context, se: ServiceEntry) -> ServiceEntry | None:
     hosts: list[str] = []
     for index, host in enumerate(se.spec.hosts):
-        owner = ctx.services.get(host)
+        owner = ctx.services.get(service_key(host, se.metadata.namespace, ctx.shared))
         if owner is not None:
             message = f"host {host!r} is already declared by {ctx.where(owner[0])}; ignored here"
             ctx.report(se, ("spec", "hosts", index), message)
@@ -140,7 +186,7 @@ def _service_entry(ctx: Context, se: ServiceEntry) -> ServiceEntry | None:
     if len(hosts) != len(se.spec.hosts):
         se = se.model_copy(update={"spec": se.spec.model_copy(update={"hosts": tuple(hosts)})})
     for host in hosts:
-        ctx.services[host] = (se, se.spec)
+        ctx.services[service_key(host, se.metadata.namespace, ctx.shared)] = (se, se.spec)
     return se
 
 
@@ -169,16 +215,28 @@ def _workload_entries(ctx: Context, entries: list[WorkloadEntry]) -> None:
 
 
 def _destination_rule(ctx: Context, dr: DestinationRule) -> DestinationRule:
+    if dr.spec.host.startswith("*"):
+        # Applies to every service it covers (build/destinationrules); conflicts are not merged here.
+        if not any(dr.spec.host == "*" or h.endswith(dr.spec.host[1:]) for h in ctx.services):
+            message = f"host {dr.spec.host!r} covers no service declared by a ServiceEntry; no effect"
+            ctx.missing(dr, ("spec", "host"), message)
+        for covered in ctx.services:
+            if dr.spec.host == "*" or covered.endswith(dr.spec.host[1:]):
+                for subset in dr.spec.subsets:
+                    ctx.subsets.setdefault(covered, {}).setdefault(subset.name, dr)
+        return dr
     host = ctx.resolve(dr.spec.host, dr.metadata.namespace)
     if host is None:
-        ctx.report(
+        ctx.missing(
             dr, ("spec", "host"), f"host {dr.spec.host!r} is not declared by any ServiceEntry; no effect"
         )
         return dr
-    defined = ctx.subsets.setdefault(host, {})
+    # Rules with different workloadSelectors are for different workloads: they do not conflict.
+    group = (host, dr.spec.selector_key)
+    defined = ctx.subset_owners.setdefault(group, {})
     update: dict[str, object] = {}
     if dr.spec.traffic_policy is not None:
-        owner = ctx.policy_owners.setdefault(host, dr)
+        owner = ctx.policy_owners.setdefault(group, dr)
         if owner is not dr:
             message = f"host {host!r} already has a trafficPolicy from {ctx.where(owner)}; ignored here"
             ctx.report(dr, ("spec", "trafficPolicy"), message)
@@ -193,6 +251,7 @@ def _destination_rule(ctx: Context, dr: DestinationRule) -> DestinationRule:
             ctx.report(dr, ("spec", "subsets", index, "name"), message)
             continue
         defined[subset.name] = dr
+        ctx.subsets.setdefault(host, {}).setdefault(subset.name, dr)
         subsets.append(subset)
     if len(subsets) != len(dr.spec.subsets):
         update["subsets"] = tuple(subsets)

@@ -128,7 +128,7 @@ def check_gateway_refs(ctx: Context, objects: list[PolicyObject]) -> list[Policy
                     continue
                 full = gateway_ref(ref, obj.metadata.namespace)
                 message = f"gateway {ref!r} not found (no Gateway {full}); ignored"
-                ctx.report(obj, ("spec", "gateways", index), message)
+                ctx.missing(obj, ("spec", "gateways", index), message)
             if len(kept) != len(obj.spec.gateways):
                 obj = obj.model_copy(update={"spec": obj.spec.model_copy(update={"gateways": tuple(kept)})})
         out.append(obj)

@@ -3,7 +3,10 @@
 - A mesh VirtualService host already routed by an earlier mesh VirtualService: removed from the later one
   (Istio, too, lets one VirtualService own a host for sidecars). A VirtualService left without hosts is
   dropped. A host no ServiceEntry declares is reported; sidecars ignore it (no ports to route it on).
-- An `http[]`, `tcp[]` or `tls[]` entry with a destination whose host no ServiceEntry declares, or whose
+- Missing references are Warnings (IST0101, `istioctl analyze`'s ReferencedResourceNotFound) and the
+  VirtualService applies with Istio's runtime behaviour: an `http[]` destination host no ServiceEntry
+  declares answers 503 (Envoy's answer for a missing cluster).
+- A `tcp[]` or `tls[]` entry with a destination whose host no ServiceEntry declares, or any entry whose
   port the service lacks (or leaves ambiguous): that entry is dropped, the rest is kept. Requests it would
   have matched fall through to the following entries; with no entry left the host gets its default route.
 - A destination `subset` no DestinationRule defines: reported; the entry is kept and answers 503, which is
@@ -34,7 +37,7 @@ def check_virtual_service(ctx: Context, vs: VirtualService) -> VirtualService | 
     http: list[HTTPRoute] = []
     for index, entry in enumerate(vs.spec.http):
         path: FieldPath = ("spec", "http", index)
-        if _destinations_ok(ctx, vs, (*path, "route"), entry.route):
+        if _destinations_ok(ctx, vs, (*path, "route"), entry.route, http=True):
             http.append(_check_mirror(ctx, vs, path, entry))
     tcp: list[TCPRoute] = [
         entry
@@ -57,9 +60,20 @@ def _claim_hosts(ctx: Context, vs: VirtualService) -> list[str]:
     for index, host in enumerate(vs.spec.hosts):
         path = ("spec", "hosts", index)
         canonical = ctx.resolve(host, vs.metadata.namespace)
+        if canonical is None and host.startswith("*"):
+            covered = sorted(h for h in ctx.services if h != host and _wildcard_covers(host, h))
+            if covered:
+                # Istio would apply it to each of these services' routes; we do not merge it in yet.
+                message = (
+                    f"unsupported value {host!r}: a wildcard host of a mesh VirtualService is not applied "
+                    f"to the services it covers ({', '.join(covered[:3])}); name them in hosts"
+                )
+                ctx.report(vs, path, message)
+                continue
         if canonical is None:
             # Kept (the VirtualService may serve gateways too), but sidecars have no port to route it on.
-            ctx.report(vs, path, f"host {host!r} is not declared by any ServiceEntry; sidecars ignore it")
+            message = f"host {host!r} is not declared by any ServiceEntry; sidecars serve it on port 80 only"
+            ctx.missing(vs, path, message)
             hosts.append(host)
             continue
         owner = ctx.routed.get(canonical)
@@ -77,19 +91,27 @@ def _destinations_ok(
     vs: VirtualService,
     path: FieldPath,
     route: Sequence[HTTPRouteDestination | RouteDestination],
+    http: bool = False,
 ) -> bool:
     ok = True
     for index, item in enumerate(route):
-        ok = _destination_ok(ctx, vs, (*path, index, "destination"), item.destination) and ok
+        ok = _destination_ok(ctx, vs, (*path, index, "destination"), item.destination, http) and ok
     return ok
 
 
-def _destination_ok(ctx: Context, vs: VirtualService, path: FieldPath, destination: Destination) -> bool:
-    """False (reported) when the entry must be dropped; an unknown subset is reported but not fatal."""
+def _destination_ok(
+    ctx: Context, vs: VirtualService, path: FieldPath, destination: Destination, http: bool
+) -> bool:
+    """False (reported) when the entry must be dropped; an unknown host (HTTP) or subset is a warning:
+    Istio keeps the route, and Envoy answers 503 for its missing cluster (so do we, build/httproutes)."""
     host = ctx.resolve(destination.host, vs.metadata.namespace)
     if host is None:
+        if http:
+            message = f"host {destination.host!r} is not declared by any ServiceEntry; requests get 503"
+            ctx.missing(vs, (*path, "host"), message)
+            return True
         message = f"host {destination.host!r} is not declared by any ServiceEntry; route dropped"
-        ctx.report(vs, (*path, "host"), message)
+        ctx.missing(vs, (*path, "host"), message)
         return False
     spec = ctx.services[host][1]
     if destination.port is not None:
@@ -98,7 +120,7 @@ def _destination_ok(ctx: Context, vs: VirtualService, path: FieldPath, destinati
             message = f"service {host!r} has no port {destination.port.number} (ports: {numbers})"
             ctx.report(vs, (*path, "port", "number"), f"{message}; route dropped")
             return False
-    elif len(spec.ports) > 1:
+    elif len(spec.ports) > 1 and not http:
         message = f"port is required: service {host!r} has {len(spec.ports)} ports; route dropped"
         ctx.report(vs, (*path, "port"), message)
         return False
@@ -107,7 +129,7 @@ def _destination_ok(ctx: Context, vs: VirtualService, path: FieldPath, destinati
             f"subset {destination.subset!r} of {host!r} is not defined by any DestinationRule; "
             "requests routed to it get 503"
         )
-        ctx.report(vs, (*path, "subset"), message)
+        ctx.missing(vs, (*path, "subset"), message)
     return True
 
 
@@ -116,6 +138,7 @@ def _check_mirror(ctx: Context, vs: VirtualService, path: FieldPath, entry: HTTP
         return entry
     host = ctx.resolve(entry.mirror.host, vs.metadata.namespace)
     problem = None
+    missing = True
     if host is None:
         problem = (("host",), f"host {entry.mirror.host!r} is not declared by any ServiceEntry")
     else:
@@ -123,9 +146,17 @@ def _check_mirror(ctx: Context, vs: VirtualService, path: FieldPath, entry: HTTP
         port = entry.mirror.port
         if (port is not None and spec.port(port.number) is None) or (port is None and len(spec.ports) > 1):
             problem = (("port",), f"no single port of service {host!r} matches")
+            missing = False
         elif entry.mirror.subset is not None and entry.mirror.subset not in ctx.subsets.get(host, {}):
             problem = (("subset",), f"subset {entry.mirror.subset!r} is not defined by any DestinationRule")
     if problem is None:
         return entry
-    ctx.report(vs, (*path, "mirror", *problem[0]), f"{problem[1]}; mirror dropped")
+    if missing:
+        ctx.missing(vs, (*path, "mirror", *problem[0]), f"{problem[1]}; mirror dropped")
+    else:
+        ctx.report(vs, (*path, "mirror", *problem[0]), f"{problem[1]}; mirror dropped")
     return entry.model_copy(update={"mirror": None, "mirror_percentage": None})
+
+
+def _wildcard_covers(pattern: str, host: str) -> bool:
+    return pattern == "*" or host.endswith(pattern[1:])

@@ -16,7 +16,15 @@ from pydantic import Field
 from controlplane.api.destination import HTTPRouteDestination, RouteDestination
 from controlplane.api.diagnostics import FieldPath
 from controlplane.api.httproute import HTTPMatchRequest, HTTPRoute
-from controlplane.api.meta import Host, IstioModel, PolicyObject, PortNumber, Problem, duplicates
+from controlplane.api.meta import (
+    ExportTarget,
+    HostPattern,
+    IstioModel,
+    PolicyObject,
+    PortNumber,
+    Problem,
+    duplicates,
+)
 
 # The reserved gateway name meaning "all sidecars in the mesh".
 MESH_GATEWAY = "mesh"
@@ -46,12 +54,17 @@ class TLSRoute(IstioModel):
 
 
 class VirtualServiceSpec(IstioModel):
-    hosts: tuple[Host, ...] = Field(min_length=1)
+    # Empty only in a delegate VirtualService, which `check` reports (delegation is not supported).
+    # Wildcards (`*`, `*.example.com`) match Gateway server hosts; sidecars need a concrete host
+    # (validate_routes reports a wildcard of a mesh VirtualService).
+    hosts: tuple[HostPattern, ...] = ()
     # Absent means "mesh" only (sidecars), as in Istio.
     gateways: tuple[str, ...] | None = None
     http: tuple[HTTPRoute, ...] = ()
     tcp: tuple[TCPRoute, ...] = ()
     tls: tuple[TLSRoute, ...] = ()
+    # Which namespaces' proxies (sidecars and gateways) use it (build/exports.py).
+    export_to: tuple[ExportTarget, ...] = ()
 
     @property
     def applies_to_mesh(self) -> bool:
@@ -67,6 +80,13 @@ class VirtualService(PolicyObject):
 
     def check(self) -> Iterator[Problem]:
         spec = self.spec
+        if not spec.hosts:
+            # Istio: a VirtualService without hosts is a delegate, used only through another one's
+            # http[].delegate, which we do not support either.
+            yield Problem(
+                ("spec", "hosts"),
+                "a VirtualService without hosts is a delegate; delegation (http[].delegate) is not supported",
+            )
         for index in duplicates(list(spec.hosts)):
             yield Problem(("spec", "hosts", index), f"duplicate host {spec.hosts[index]!r}")
         for index, http in enumerate(spec.http):
@@ -78,7 +98,7 @@ class VirtualService(PolicyObject):
         for index, tls in enumerate(spec.tls):
             for m_index, match in enumerate(tls.match):
                 for s_index, sni in enumerate(match.sni_hosts):
-                    if sni not in spec.hosts:
+                    if not any(_host_covers(host, sni) for host in spec.hosts):
                         path = ("spec", "tls", index, "match", m_index, "sniHosts", s_index)
                         yield Problem(path, f"sniHost {sni!r} is not one of the VirtualService hosts")
 
@@ -142,3 +162,11 @@ def _check_weights(
             )
     if all(d.weight is not None for d in route) and sum(d.weight or 0 for d in route) == 0:
         yield Problem((*path, 0, "weight"), "the weights of a route must not all be 0")
+
+
+def _host_covers(host: str, sni: str) -> bool:
+    """Whether VirtualService `host` (maybe a wildcard) covers the SNI name (Istio: sniHosts must be
+    covered by the VirtualService hosts)."""
+    if host == "*" or host == sni:
+        return True
+    return host.startswith("*.") and sni.endswith(host[1:])

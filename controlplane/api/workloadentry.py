@@ -18,6 +18,8 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from controlplane.api.common import Locality
+from controlplane.api.diagnostics import REQUIRED_FIELD, FieldPath
 from controlplane.api.meta import Host, IstioModel, PolicyObject, PortNumber, Problem
 
 
@@ -25,7 +27,13 @@ class WorkloadEntrySpec(IstioModel):
     """An endpoint: address, per-port-name ports, labels (subsets select on them), weight."""
 
     # An IP for STATIC resolution (checked where the resolution is known), an IP or DNS name for DNS.
-    address: Host
+    # "" is unset: Istio requires `address` or `network` in a WorkloadEntry, and forbids `address` in a
+    # WorkloadGroup template (see `missing_address`); unset in a ServiceEntry endpoint is an error too.
+    address: Host = ""
+    # Istio's multi-network endpoints are reached through the network's east-west gateway; we have none.
+    network: str | None = None
+    # `region/zone/subzone`: the endpoint's Envoy locality (locality load balancing, build/locality.py).
+    locality: Locality | None = None
     # Port name → endpoint port; overrides the service port's targetPort for this endpoint.
     ports: dict[str, PortNumber] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
@@ -36,11 +44,30 @@ class WorkloadEntrySpec(IstioModel):
     service_account: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")] | None = None
 
 
+def endpoint_problems(
+    path: FieldPath, spec: WorkloadEntrySpec, template: bool = False
+) -> Iterator[Problem]:
+    """`address` / `network` as Istio's CRD rules have them (a template must not set `address`)."""
+    if spec.network is not None:
+        yield Problem(
+            (*path, "network"),
+            "unsupported field: multi-network endpoints need Istio's east-west gateways (we have none)",
+        )
+    if template:
+        if spec.address:
+            yield Problem((*path, "address"), "must not be set in a WorkloadGroup template")
+    elif not spec.address and spec.network is None:
+        yield Problem((*path, "address"), f"{REQUIRED_FIELD} (address or network)")
+
+
 class WorkloadEntry(PolicyObject):
     KIND: ClassVar[str] = "WorkloadEntry"
 
     kind: Literal["WorkloadEntry"]
     spec: WorkloadEntrySpec
+
+    def check(self) -> Iterator[Problem]:
+        return endpoint_problems(("spec",), self.spec)
 
 
 class HTTPHeader(IstioModel):
@@ -98,6 +125,8 @@ class WorkloadGroup(PolicyObject):
     spec: WorkloadGroupSpec
 
     def check(self) -> Iterator[Problem]:
+        if self.spec.template is not None:
+            yield from endpoint_problems(("spec", "template"), self.spec.template, template=True)
         if self.spec.probe is not None and not self.spec.metadata.labels:
             # Without labels the group would claim every workload of its namespace.
             yield Problem(("spec", "metadata", "labels"), "a group with a probe needs metadata.labels")

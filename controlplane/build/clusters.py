@@ -21,6 +21,7 @@ from controlplane.api.policyset import PolicySet
 from controlplane.api.serviceentry import HTTP2_PROTOCOLS, ServicePort
 from controlplane.build.destinationrules import HostRules, cluster_policy
 from controlplane.build.healthchecks import probe_for
+from controlplane.build.locality import apply_locality
 from controlplane.build.model import (
     Cluster,
     ClusterRef,
@@ -34,7 +35,11 @@ from controlplane.build.services import Registry, Service
 
 
 def build_clusters(
-    policy: PolicySet, registry: Registry, rules: Mapping[str, HostRules], connect_timeout_ms: int
+    policy: PolicySet,
+    registry: Registry,
+    rules: Mapping[str, HostRules],
+    connect_timeout_ms: int,
+    locality: str = "",
 ) -> tuple[Cluster, ...]:
     """Every cluster, sorted by (host, port, subset)."""
     clusters: list[Cluster] = []
@@ -43,10 +48,15 @@ def build_clusters(
         host_rules = rules.get(service.host)
         subsets = sorted(host_rules.subsets.items()) if host_rules else []
         for port in service.ports:
-            clusters.append(_cluster(policy, tls, service, port, host_rules, "", connect_timeout_ms, None))
+            clusters.append(
+                _cluster(policy, tls, service, port, host_rules, "", connect_timeout_ms, None, locality)
+            )
             for name, subset in subsets:
                 clusters.append(
-                    _cluster(policy, tls, service, port, host_rules, name, connect_timeout_ms, subset.labels)
+                    _cluster(
+                        policy, tls, service, port, host_rules, name, connect_timeout_ms, subset.labels,
+                        locality,
+                    )
                 )
     return tuple(sorted(clusters, key=lambda cluster: cluster.ref))
 
@@ -60,6 +70,7 @@ def _cluster(
     subset: str,
     connect_timeout_ms: int,
     subset_labels: dict[str, str] | None,
+    proxy_locality: str,
 ) -> Cluster:
     ref = ClusterRef(HostPort(service.host, port.number), subset)
     if port.is_tcp:
@@ -82,12 +93,29 @@ def _cluster(
         for e in endpoints
     ]
     discovery = Discovery.EDS
-    if service.spec.resolution == "DNS":
+    if service.spec.resolution == "NONE":
+        # Istio passes NONE connections to their original destination. Our apps name the destination
+        # rather than dial it, so the destination is that name's address on the port: the host itself,
+        # resolved by DNS; for a wildcard host, each HTTP request's authority (dynamic forward proxy;
+        # api/serviceentry.py rejects wildcards on other ports).
+        if service.host.startswith("*"):
+            discovery, endpoints = Discovery.DYNAMIC_FORWARD_PROXY, []
+        else:
+            discovery, endpoints = Discovery.STRICT_DNS, [Endpoint(service.host, port.number)]
+    elif service.spec.resolution == "DNS":
         discovery = Discovery.STRICT_DNS
         if not service.workloads:
             # A DNS ServiceEntry without endpoints means "resolve the host itself" (Istio SE conversion).
             endpoints = [Endpoint(service.host, port.target_port or port.number)]
     cluster_policy_ = cluster_policy(rules, port.number, subset)
+    if protocol is UpstreamProtocol.HTTP1 and cluster_policy_.connection_pool.h2_upgrade:
+        protocol = UpstreamProtocol.HTTP2
+    endpoints, weighted = apply_locality(
+        list(endpoints),
+        proxy_locality,
+        cluster_policy_.load_balancer.locality,
+        failover=cluster_policy_.outlier_detection is not None,
+    )
     origins = (service.origin, *(rules.origins if rules else ()))
     setting = client_tls_setting(rules, port.number, subset)
     name = setting.credential_name if setting is not None else None
@@ -112,6 +140,7 @@ def _cluster(
         health_check=health_check,
         origins=tuple(sorted(set(origins))),
         tls=upstream,
+        locality_weighted=weighted,
     )
 
 

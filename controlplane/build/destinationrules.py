@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from controlplane.api import destinationrule as dr
+from controlplane.api.common import labels_match
 from controlplane.api.policyset import PolicySet
 from controlplane.build.model import PolicyRef
 from controlplane.build.policy import (
@@ -24,9 +25,11 @@ from controlplane.build.policy import (
     HashKey,
     LbPolicy,
     LoadBalancer,
+    LocalitySetting,
     OutlierDetection,
     RetryBudget,
 )
+from controlplane.build.proxy import ProxyIdentity
 from controlplane.build.services import Registry, origin_of
 
 _SIMPLE = {
@@ -48,20 +51,51 @@ class HostRules:
     origins: list[PolicyRef] = field(default_factory=list)
 
 
-def destination_rules(policy: PolicySet, registry: Registry) -> dict[str, HostRules]:
-    """Canonical host → merged rules. Rules for hosts no ServiceEntry declares are ignored."""
+def destination_rules(
+    policy: PolicySet, registry: Registry, proxy: ProxyIdentity | None = None
+) -> dict[str, HostRules]:
+    """Canonical host → merged rules. Rules for hosts no ServiceEntry declares are ignored.
+
+    A rule with `workloadSelector` applies only to a `proxy` of its namespace whose labels match, and
+    before the rules without one. A wildcard host applies to the services it covers that no exact rule
+    names, the most specific wildcard first (Istio's host precedence).
+    """
+    applicable = [
+        rule for rule in policy.destination_rules()
+        if rule.spec.workload_selector is None or _selects(rule, proxy)
+    ]
+    applicable.sort(key=lambda rule: rule.spec.workload_selector is None)  # stable: keeps key order
     rules: dict[str, HostRules] = {}
-    for rule in policy.destination_rules():
-        service = registry.resolve(rule.spec.host, rule.metadata.namespace)
-        if service is None:
+    for rule in applicable:
+        if rule.spec.host.startswith("*"):
             continue
-        merged = rules.setdefault(service.host, HostRules())
-        merged.origins.append(origin_of(policy, rule))
-        if merged.traffic_policy is None:
-            merged.traffic_policy = rule.spec.traffic_policy
-        for subset in rule.spec.subsets:
-            merged.subsets.setdefault(subset.name, subset)
+        service = registry.resolve(rule.spec.host, rule.metadata.namespace)
+        if service is not None:
+            _merge(policy, rules.setdefault(service.host, HostRules()), rule)
+    exact = set(rules)
+    wildcards = [r for r in applicable if r.spec.host.startswith("*")]
+    wildcards.sort(key=lambda r: -len(r.spec.host))
+    for rule in wildcards:
+        suffix = rule.spec.host[1:]
+        for host in registry.services:
+            if host not in exact and (rule.spec.host == "*" or host.endswith(suffix)):
+                _merge(policy, rules.setdefault(host, HostRules()), rule)
     return rules
+
+
+def _selects(rule: dr.DestinationRule, proxy: ProxyIdentity | None) -> bool:
+    selector = rule.spec.workload_selector
+    if proxy is None or selector is None or proxy.namespace != rule.metadata.namespace:
+        return False
+    return labels_match(selector.match_labels, proxy.label_map)
+
+
+def _merge(policy: PolicySet, merged: HostRules, rule: dr.DestinationRule) -> None:
+    merged.origins.append(origin_of(policy, rule))
+    if merged.traffic_policy is None:
+        merged.traffic_policy = rule.spec.traffic_policy
+    for subset in rule.spec.subsets:
+        merged.subsets.setdefault(subset.name, subset)
 
 
 def cluster_policy(rules: HostRules | None, port: int, subset: str = "") -> ClusterPolicy:
@@ -124,9 +158,12 @@ class _Components:
 def _load_balancer(settings: dr.LoadBalancerSettings | None) -> LoadBalancer:
     if settings is None:
         return LoadBalancer()
+    locality = _locality(settings.locality_lb_setting)
     hashing = settings.consistent_hash
     if hashing is None:
-        return LoadBalancer(_SIMPLE[settings.simple], warmup_ms=settings.warmup_duration_secs)
+        return LoadBalancer(
+            _SIMPLE[settings.simple], warmup_ms=settings.warmup_duration_secs, locality=locality
+        )
     cookie = hashing.http_cookie
     key = HashKey(
         header=hashing.http_header_name,
@@ -137,9 +174,21 @@ def _load_balancer(settings: dr.LoadBalancerSettings | None) -> LoadBalancer:
         query_parameter=hashing.http_query_parameter_name,
     )
     if hashing.maglev is not None:
-        return LoadBalancer(LbPolicy.MAGLEV, key, maglev_table_size=hashing.maglev.table_size)
+        return LoadBalancer(
+            LbPolicy.MAGLEV, key, maglev_table_size=hashing.maglev.table_size, locality=locality
+        )
     ring = hashing.ring_hash.minimum_ring_size if hashing.ring_hash else hashing.minimum_ring_size
-    return LoadBalancer(LbPolicy.RING_HASH, key, minimum_ring_size=ring or 1024)
+    return LoadBalancer(LbPolicy.RING_HASH, key, minimum_ring_size=ring or 1024, locality=locality)
+
+
+def _locality(setting: dr.LocalityLbSetting | None) -> LocalitySetting | None:
+    if setting is None:
+        return None
+    return LocalitySetting(
+        enabled=setting.enabled is not False,
+        distribute=tuple((d.from_, tuple(d.to.items())) for d in setting.distribute),
+        failover=tuple((f.from_, f.to) for f in setting.failover),
+    )
 
 
 def _connection_pool(settings: dr.ConnectionPoolSettings | None) -> ConnectionPool:
@@ -156,6 +205,12 @@ def _connection_pool(settings: dr.ConnectionPoolSettings | None) -> ConnectionPo
         max_retries=http.max_retries or None,
         max_requests_per_connection=http.max_requests_per_connection or None,
         idle_timeout_ms=http.idle_timeout,
+        tcp_keepalive=(
+            (tcp.tcp_keepalive.probes, tcp.tcp_keepalive.time, tcp.tcp_keepalive.interval)
+            if tcp.tcp_keepalive is not None
+            else None
+        ),
+        h2_upgrade=http.h2_upgrade_policy == "UPGRADE",
     )
 
 

@@ -20,10 +20,18 @@ Every cluster of the mesh is included, as Istio does for gateways.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from controlplane.api.common import labels_match
-from controlplane.api.gateway import DEFAULT_MIN_TLS, Gateway, Server, ServerKind, split_server_host
+from controlplane.api.gateway import (
+    DEFAULT_MIN_TLS,
+    Gateway,
+    Server,
+    ServerKind,
+    ServerTLSSettings,
+    split_server_host,
+)
 from controlplane.api.policyset import PolicySet
 from controlplane.build.clusters import build_clusters
 from controlplane.build.destinationrules import destination_rules
@@ -71,7 +79,7 @@ def selected_gateways(policy: PolicySet, proxy: ProxyIdentity) -> list[Gateway]:
 
 def build_gateway(policy: PolicySet, proxy: ProxyIdentity) -> ProxyModel:
     registry = service_registry(policy)
-    rules = destination_rules(policy, registry)
+    rules = destination_rules(policy, registry, proxy)
     mesh = policy.mesh_config()
     connect_timeout_ms = (mesh.spec.connect_timeout if mesh else None) or DEFAULT_CONNECT_TIMEOUT_MS
     limits = build_rate_limits(policy, registry, proxy)
@@ -106,14 +114,15 @@ def build_gateway(policy: PolicySet, proxy: ProxyIdentity) -> ProxyModel:
             )
     used = sorted({c.tls.credential for listener in listeners for c in listener.chains
                    if c.tls is not None and not c.tls.istio_mutual})
+    files = _file_credentials(slots.values())
     credentials = tuple(
         TlsCredential(name, found.cert_chain, found.private_key, found.ca_cert)
         for name in used
         if (found := policy.credentials.get(name)) is not None
-    )
+    ) + tuple(files[name] for name in used if name in files)
     return ProxyModel(
         role=Role.GATEWAY,
-        clusters=build_clusters(policy, registry, rules, connect_timeout_ms),
+        clusters=build_clusters(policy, registry, rules, connect_timeout_ms, proxy.locality),
         mesh_connect_timeout_ms=connect_timeout_ms,
         gateway=GatewayConfig(tuple(listeners), health, limits, credentials),
     )
@@ -166,18 +175,37 @@ def _server_names(server: Server) -> tuple[str, ...]:
 
 def _termination(server: Server, alpn: tuple[str, ...]) -> TlsTermination:
     tls = server.tls
-    assert tls is not None  # ServerKind HTTPS/TLS guarantee it
+    assert tls is not None  # ServerKind HTTPS/TLS: a credentialName, files, or ISTIO_MUTUAL
     istio_mutual = tls.mode == "ISTIO_MUTUAL"
-    assert istio_mutual or tls.credential_name is not None
     low = tls.min_protocol_version or DEFAULT_MIN_TLS
     return TlsTermination(
-        credential=tls.credential_name or "",
+        credential="" if istio_mutual else tls.credential_name or file_credential_name(tls),
         mutual=tls.mode in ("MUTUAL", "ISTIO_MUTUAL"),
         istio_mutual=istio_mutual,
         min_version=_version(low),
         max_version=_version(tls.max_protocol_version) if tls.max_protocol_version else None,
         alpn=alpn,
     )
+
+
+def file_credential_name(tls: ServerTLSSettings) -> str:
+    """Istio's SDS name for certificate files (`file-cert:<cert>~<key>`), plus the CA file when set."""
+    name = f"file-cert:{tls.server_certificate}~{tls.private_key}"
+    return f"{name}~{tls.ca_certificates}" if tls.ca_certificates else name
+
+
+def _file_credentials(slots: Iterable[_Slot]) -> dict[str, TlsCredential]:
+    found: dict[str, TlsCredential] = {}
+    for slot in slots:
+        for _, server in slot.servers:
+            tls = server.tls
+            if tls is None or tls.credential_name or not (tls.server_certificate and tls.private_key):
+                continue
+            found[file_credential_name(tls)] = TlsCredential(
+                file_credential_name(tls), b"", b"", None,
+                files=(tls.server_certificate, tls.private_key, tls.ca_certificates),
+            )
+    return found
 
 
 def _version(istio: str) -> TlsVersion:

@@ -5,7 +5,8 @@ pilot/pkg/networking/core/gateway.go):
   namespace) or `namespace/name`. Without `gateways` it binds to sidecars only (`mesh`).
 - Its hosts must intersect the server's hosts: a server host `[ns/]host` admits VirtualServices of namespace
   `ns` (`*` any, `.` the Gateway's own; no namespace = any) whose host equals `host`, or ends with
-  `.suffix` for `*.suffix`, or anything for `*`. Each bound host becomes a virtual host.
+  `.suffix` for `*.suffix`, or anything for `*`; a wildcard VirtualService host (`*`, `*.suffix`) meets
+  the server hosts it covers. Each intersection (the more specific host) becomes a virtual host.
 - Per-match `gateways`, `port` (the server's port number), `sourceLabels` (the gateway's labels) and
   `sourceNamespace` are evaluated for this server, as Istio does when it generates the gateway's routes.
 - Several VirtualServices binding one host are merged in namespace/name order (Istio merges them too);
@@ -40,13 +41,29 @@ def gateway_refs(refs: Sequence[str] | None, namespace: str) -> set[str]:
 
 
 def host_admitted(server_host: str, host: str, vs_namespace: str, gw_namespace: str) -> bool:
+    return bound_host(server_host, host, vs_namespace, gw_namespace) is not None
+
+
+def bound_host(server_host: str, host: str, vs_namespace: str, gw_namespace: str) -> str | None:
+    """The virtual host a VirtualService host gets on a server host: the more specific of the two when
+    one's pattern covers the other (Istio intersects them, so a VirtualService `*` on a server
+    `api.example.com` serves `api.example.com`); None when they do not meet."""
     namespace, pattern = split_server_host(server_host)
     if namespace not in ("*", vs_namespace) and not (namespace == "." and vs_namespace == gw_namespace):
-        return False
+        return None
+    if _covers(pattern, host):
+        return host
+    if _covers(host, pattern):
+        return pattern
+    return None
+
+
+def _covers(pattern: str, host: str) -> bool:
+    """Whether every name `host` stands for is matched by `pattern` (both may be wildcards)."""
     if pattern == "*":
         return True
     if pattern.startswith("*."):
-        return host.endswith(pattern[1:])
+        return host.endswith(pattern[1:]) and host != "*"
     return host == pattern
 
 
@@ -63,13 +80,12 @@ class Binder:
         for vs in self.policy.virtual_services():
             if gw.ref not in gateway_refs(vs.spec.gateways, vs.metadata.namespace):
                 continue
-            hosts = [
-                host
+            found = (
+                bound_host(s, host, vs.metadata.namespace, gw.metadata.namespace)
                 for host in vs.spec.hosts
-                if any(
-                    host_admitted(s, host, vs.metadata.namespace, gw.metadata.namespace) for s in server.hosts
-                )
-            ]
+                for s in server.hosts
+            )
+            hosts = sorted({host for host in found if host is not None})
             if hosts:
                 yield vs, hosts
 

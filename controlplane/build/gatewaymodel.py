@@ -133,6 +133,9 @@ class TlsCredential:
     cert_chain: bytes
     private_key: bytes
     ca_cert: bytes | None = None
+    # Gateway `serverCertificate`, `privateKey`, `caCertificates` (paths on the gateway's file system):
+    # the secrets name the files instead of carrying their content.
+    files: tuple[str, str, str | None] | None = None
 
 
 @dataclass(frozen=True)

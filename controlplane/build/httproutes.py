@@ -51,8 +51,8 @@ class RouteContext:
     # The namespace the VirtualService was written in (short host names resolve there).
     namespace: str
 
-    def cluster(self, destination: Destination) -> ClusterRef | None:
-        hostport = resolve_port(self.registry, destination, self.namespace)
+    def cluster(self, destination: Destination, request_port: int | None = None) -> ClusterRef | None:
+        hostport = resolve_port(self.registry, destination, self.namespace, request_port)
         if hostport is None:
             return None
         return ClusterRef(hostport, destination.subset or "")
@@ -83,7 +83,7 @@ def http_routes(ctx: RouteContext, http: HTTPRoute, port: int) -> Iterator[Route
     matches: list[HTTPMatchRequest | None] = [m for m in http.match if _applies(ctx.proxy, m, port)]
     if http.match and not matches:
         return
-    action, keys = _action(ctx, http)
+    action, keys = _action(ctx, http, port)
     key = keys[0] if keys and all(k == keys[0] for k in keys) else None
     for match in matches or [None]:
         yield Route(
@@ -114,7 +114,7 @@ def _applies(proxy: ProxyIdentity, match: HTTPMatchRequest, port: int) -> bool:
 
 
 def _action(
-    ctx: RouteContext, http: HTTPRoute
+    ctx: RouteContext, http: HTTPRoute, port: int
 ) -> tuple[Forward | Redirect | DirectResponse, list[HashKey | None]]:
     if http.redirect is not None:
         r = http.redirect
@@ -127,9 +127,11 @@ def _action(
     weighted: list[WeightedCluster] = []
     single = len(http.route) == 1
     for item in http.route:
-        ref = ctx.cluster(item.destination)
+        ref = ctx.cluster(item.destination, port)
         if ref is None:
-            continue  # validation reported it and dropped the entry; unvalidated input is skipped
+            # An undeclared host (a validation warning; a bad port was dropped there): Istio's route
+            # names a cluster that does not exist, and Envoy answers 503.
+            return DirectResponse(MISSING_SUBSET_STATUS), []
         if not ctx.subset_defined(ref):
             return DirectResponse(MISSING_SUBSET_STATUS), []
         weight = 100 if single and item.weight is None else item.weight or 0

@@ -68,6 +68,9 @@ class Discovery(StrEnum):
     EDS = "EDS"
     # The proxy resolves hostnames itself and uses every address (ServiceEntry resolution DNS).
     STRICT_DNS = "STRICT_DNS"
+    # The proxy resolves each request's authority (ServiceEntry resolution NONE on an HTTP port: the
+    # destination the app asked for, as Istio's ORIGINAL_DST would be with traffic capture).
+    DYNAMIC_FORWARD_PROXY = "DYNAMIC_FORWARD_PROXY"
 
 
 class UpstreamProtocol(StrEnum):
@@ -96,6 +99,11 @@ class Endpoint:
     health_check_port: int | None = None
     # The endpoint runs a sidecar that accepts mTLS: auto mTLS calls it with ISTIO_MUTUAL (build/mtls.py).
     tls_mode: bool = False
+    # `region/zone/subzone` ("" unknown), and what locality load balancing made of it (build/locality.py):
+    # the Envoy priority, and the locality's weight under `distribute` (None: not weighted).
+    locality: str = ""
+    priority: int = 0
+    locality_weight: int | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,8 @@ class Cluster:
     origins: tuple[PolicyRef, ...] = ()
     # None: plaintext (build/mtls.py)
     tls: UpstreamTls | None = None
+    # Endpoints carry locality weights (DestinationRule `distribute`): Envoy's locality-weighted LB.
+    locality_weighted: bool = False
 
     @property
     def lb_policy(self) -> LbPolicy:
@@ -140,6 +150,8 @@ class OutboundHttp:
     address: SocketAddress
     virtual_hosts: tuple[VirtualHost, ...]
     outbound_policy: OutboundPolicy = OutboundPolicy.ALLOW_ANY
+    # Some cluster resolves request authorities (resolution NONE): the listener needs the DFP filter.
+    forwards_by_authority: bool = False
 
 
 @dataclass(frozen=True)

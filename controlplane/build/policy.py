@@ -35,6 +35,17 @@ class HashKey:
 
 
 @dataclass(frozen=True)
+class LocalitySetting:
+    """DestinationRule `localityLbSetting` (see build/locality.py)."""
+
+    enabled: bool = True
+    # (from pattern, ((to pattern, weight), ...)), in order.
+    distribute: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = ()
+    # (from region, to region), in order.
+    failover: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class LoadBalancer:
     policy: LbPolicy = LbPolicy.LEAST_REQUEST
     hash_key: HashKey | None = None
@@ -43,6 +54,7 @@ class LoadBalancer:
     maglev_table_size: int | None = None
     # Slow start (ROUND_ROBIN / LEAST_REQUEST only).
     warmup_ms: int | None = None
+    locality: LocalitySetting | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +68,10 @@ class ConnectionPool:
     max_requests_per_connection: int | None = None
     idle_timeout_ms: int | None = None
     connect_timeout_ms: int | None = None
+    # TCP keepalive (probes, time ms, interval ms; None parts: OS defaults); None: off.
+    tcp_keepalive: tuple[int | None, int | None, int | None] | None = None
+    # h2UpgradePolicy UPGRADE: HTTP/1.1 service ports use HTTP/2 upstream.
+    h2_upgrade: bool = False
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,8 @@ class ProxyIdentity:
     health_address: SocketAddress | None = None
     gateway_bind: str = DEFAULT_GATEWAY_BIND
     service_account: str = DEFAULT_SERVICE_ACCOUNT
+    # Envoy's node.locality as `region/zone/subzone` ("" unknown): locality load balancing.
+    locality: str = ""
 
     @property
     def label_map(self) -> dict[str, str]:

@@ -10,7 +10,9 @@ repeat is skipped; with validated policy that only happens for Kubernetes-style 
 Routes follow Istio (core/route/route.go): a service routed by a mesh VirtualService gets its `http[]`
 entries in order (see `httproutes`), first match wins, and generation stops after the first catch-all;
 nothing is appended, so an unmatched request is a 404. A service without a VirtualService — or whose
-VirtualService yields no route for the port — gets the default route to its own port.
+VirtualService yields no route for the port — gets the default route to its own port. A mesh VirtualService
+host that no service declares gets a virtual host on port 80 (Istio's rule), with the VirtualService's
+routes.
 """
 
 from __future__ import annotations
@@ -78,7 +80,31 @@ def build_virtual_hosts(
                 ctx = RouteContext(registry, rules, proxy, service.namespace)
                 routes = (default_route(ctx, ClusterRef(hostport)),)
             virtual_hosts.append(VirtualHost(hostport, authorities, routes, tuple(sorted(set(origins)))))
-    return tuple(virtual_hosts)
+    virtual_hosts.extend(_unregistered_hosts(policy, registry, rules, proxy, claimed))
+    return tuple(sorted(virtual_hosts, key=lambda vhost: (vhost.service.host, vhost.service.port)))
+
+
+def _unregistered_hosts(
+    policy: PolicySet,
+    registry: Registry,
+    rules: Mapping[str, HostRules],
+    proxy: ProxyIdentity,
+    claimed: set[str],
+) -> Iterator[VirtualHost]:
+    """Mesh VirtualService hosts no service declares: Istio serves them on port 80 of the HTTP listener
+    (the routes still need destinations that resolve; the others answer 503)."""
+    for vs in policy.virtual_services():
+        if not vs.spec.applies_to_mesh:
+            continue
+        for host in vs.spec.hosts:
+            if host.startswith("*") or registry.resolve(host, vs.metadata.namespace) is not None:
+                continue
+            ctx = RouteContext(registry, rules, proxy, vs.metadata.namespace)
+            routes = vs_routes(ctx, vs, HTTP_DEFAULT_PORT)
+            authorities = tuple(_claim(claimed, [f"{host}:{HTTP_DEFAULT_PORT}", host])) if routes else ()
+            if authorities:
+                hostport = HostPort(host, HTTP_DEFAULT_PORT)
+                yield VirtualHost(hostport, authorities, routes, (origin_of(policy, vs),))
 
 
 def _claim(claimed: set[str], candidates: list[str]) -> Iterator[str]:

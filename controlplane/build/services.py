@@ -19,10 +19,11 @@ from dataclasses import dataclass
 
 from controlplane.api.common import labels_match
 from controlplane.api.destination import Destination
-from controlplane.api.hosts import HostIndex
+from controlplane.api.hosts import HostIndex, service_key, shared_short_hosts
 from controlplane.api.meta import PolicyObject
 from controlplane.api.policyset import PolicySet
 from controlplane.api.serviceentry import ServiceEntry, ServiceEntrySpec, ServicePort
+from controlplane.api.sidecar import Sidecar
 from controlplane.api.workloadentry import WorkloadEntrySpec
 from controlplane.build.model import Endpoint, HostPort, PolicyRef
 
@@ -82,9 +83,12 @@ def service_registry(policy: PolicySet) -> Registry:
     default is export to all namespaces.
     """
     services: dict[str, Service] = {}
-    for entry in policy.service_entries():
+    entries = policy.service_entries()
+    shared = shared_short_hosts((h, e.metadata.namespace) for e in entries for h in e.spec.hosts)
+    for entry in entries:
         workloads = _workloads(policy, entry)
-        for host in entry.spec.hosts:
+        for written in entry.spec.hosts:
+            host = service_key(written, entry.metadata.namespace, shared)
             if host not in services:
                 origin = origin_of(policy, entry)
                 services[host] = Service(host, entry.metadata.namespace, entry.spec, workloads, origin)
@@ -119,21 +123,38 @@ def endpoint(entry: WorkloadEntrySpec, port: ServicePort) -> Endpoint:
     number = entry.ports.get(port.name) or port.target_port or port.number
     labels = tuple(sorted(entry.labels.items()))
     # Istio reads weight 0 as unset.
-    return Endpoint(entry.address, number, entry.weight or None, labels)
+    return Endpoint(entry.address, number, entry.weight or None, labels, locality=entry.locality or "")
 
 
-def resolve_port(registry: Registry, destination: Destination, namespace: str) -> HostPort | None:
+def resolve_port(
+    registry: Registry, destination: Destination, namespace: str, request_port: int | None = None
+) -> HostPort | None:
     """The service port a destination refers to; None when the host or port does not resolve.
 
-    Without `port`, the destination is the service's only port (Istio's rule); ambiguous otherwise.
+    Without `port`, the destination is the service's only port; with several, an HTTP route's is the
+    port the request came in on (`request_port`, Istio's rule) if the service has it; ambiguous otherwise.
     """
     service = registry.resolve(destination.host, namespace)
     if service is None:
         return None
     if destination.port is not None:
         port = service.port(destination.port.number)
+    elif len(service.ports) == 1:
+        port = service.ports[0]
     else:
-        port = service.ports[0] if len(service.ports) == 1 else None
+        port = service.port(request_port) if request_port is not None else None
     if port is None:
         return None
     return HostPort(service.host, port.number)
+
+
+def visible_services(registry: Registry, sidecar: Sidecar | None) -> Registry:
+    """The services a proxy under `sidecar` can reach (its `egress.hosts`); all without one."""
+    if sidecar is None or not sidecar.spec.egress:
+        return registry
+    services = {
+        host: service
+        for host, service in registry.services.items()
+        if sidecar.visible(host, service.namespace)
+    }
+    return Registry(services, HostIndex((host, service.namespace) for host, service in services.items()))

@@ -15,23 +15,33 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from controlplane.api.meshconfig import DEFAULT_ROOT_NAMESPACE
 from controlplane.api.policyset import PolicySet
+from controlplane.api.sidecar import Sidecar, select_sidecar
 from controlplane.build.clusters import build_clusters
 from controlplane.build.destinationrules import destination_rules
+from controlplane.build.exports import exported_policy
 from controlplane.build.gateway import build_gateway
 from controlplane.build.inbound import build_inbound
-from controlplane.build.model import DEFAULT_CONNECT_TIMEOUT_MS, OutboundHttp, OutboundPolicy, ProxyModel
+from controlplane.build.model import (
+    DEFAULT_CONNECT_TIMEOUT_MS,
+    Discovery,
+    OutboundHttp,
+    OutboundPolicy,
+    ProxyModel,
+)
 from controlplane.build.mtls import client_credentials
 from controlplane.build.proxy import ProxyIdentity, Role
 from controlplane.build.refs import policy_ref
 from controlplane.build.routing import build_virtual_hosts
-from controlplane.build.services import service_registry
+from controlplane.build.services import service_registry, visible_services
 from controlplane.build.tcp import build_tcp_listeners
 from controlplane.build.telemetry import build_telemetry
 
 
 def build_proxy(policy: PolicySet, proxy: ProxyIdentity) -> ProxyModel:
     """What `proxy` should be configured with under `policy`."""
+    policy = exported_policy(policy, proxy.namespace)  # exportTo: what this proxy's namespace sees
     model = build_gateway(policy, proxy) if proxy.role is Role.GATEWAY else build_sidecar(policy, proxy)
     # Telemetry is the same for every role (Istio applies it to sidecars and gateways alike), so it is
     # added here once rather than by each role's builder; so are the clusters' TLS credentials.
@@ -41,20 +51,26 @@ def build_proxy(policy: PolicySet, proxy: ProxyIdentity) -> ProxyModel:
 
 
 def build_sidecar(policy: PolicySet, proxy: ProxyIdentity) -> ProxyModel:
-    # Every service is visible to every sidecar: Istio's default without `exportTo` or a Sidecar resource.
-    registry = service_registry(policy)
-    rules = destination_rules(policy, registry)
     mesh = policy.mesh_config()
+    # Every service is visible to every sidecar unless a Sidecar resource narrows it (`egress.hosts`).
+    root = mesh.spec.root_namespace if mesh is not None else DEFAULT_ROOT_NAMESPACE
+    sidecar = select_sidecar(policy.of_kind(Sidecar), proxy.namespace, proxy.label_map, root)
+    registry = visible_services(service_registry(policy), sidecar)
+    rules = destination_rules(policy, registry, proxy)
     connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS
     outbound_policy = OutboundPolicy.ALLOW_ANY
     if mesh is not None:
         connect_timeout_ms = mesh.spec.connect_timeout or DEFAULT_CONNECT_TIMEOUT_MS
         outbound_policy = OutboundPolicy(mesh.spec.outbound_traffic_policy.mode)
+    if sidecar is not None and sidecar.spec.outbound_traffic_policy is not None:
+        outbound_policy = OutboundPolicy(sidecar.spec.outbound_traffic_policy.mode)
     virtual_hosts = build_virtual_hosts(policy, registry, rules, proxy)
+    clusters = build_clusters(policy, registry, rules, connect_timeout_ms, proxy.locality)
+    dynamic = any(c.discovery is Discovery.DYNAMIC_FORWARD_PROXY for c in clusters)
     return ProxyModel(
         role=Role.SIDECAR,
-        clusters=build_clusters(policy, registry, rules, connect_timeout_ms),
-        outbound_http=OutboundHttp(proxy.outbound_address, virtual_hosts, outbound_policy),
+        clusters=clusters,
+        outbound_http=OutboundHttp(proxy.outbound_address, virtual_hosts, outbound_policy, dynamic),
         tcp_listeners=build_tcp_listeners(policy, registry, proxy),
         inbound=build_inbound(policy, proxy),
         mesh_connect_timeout_ms=connect_timeout_ms,

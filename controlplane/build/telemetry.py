@@ -83,6 +83,8 @@ class AccessLogConfig:
     encoding: LogEncoding = LogEncoding.TEXT
     # MeshConfig accessLogFormat as written; empty: Istio's default format for the encoding.
     format: str = ""
+    # Telemetry accessLogging[].filter.expression (CEL): only matching requests are logged.
+    filter_expression: str | None = None
 
 
 @dataclass(frozen=True)
@@ -180,11 +182,14 @@ def _access_log(mesh: MeshConfigSpec, chain: list[Telemetry]) -> AccessLogConfig
         providers = (ENVOY_ACCESS_LOG_PROVIDER,)
     disabled = False
     configured = False
+    expression: str | None = None
     for telemetry in chain:
         logging = telemetry.access_logging
         if logging is None:
             continue
         configured = True
+        if logging.filter is not None:
+            expression = logging.filter.expression  # the most specific Telemetry's filter wins
         if logging.providers:
             providers = tuple(ref.name for ref in logging.providers)
         if logging.disabled is not None:
@@ -198,4 +203,5 @@ def _access_log(mesh: MeshConfigSpec, chain: list[Telemetry]) -> AccessLogConfig
         path=mesh.access_log_file or DEFAULT_ACCESS_LOG_PATH,
         encoding=LogEncoding(mesh.access_log_encoding),
         format=mesh.access_log_format,
+        filter_expression=expression,
     )

@@ -16,10 +16,13 @@ import json
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.core.v3 import substitution_format_string_pb2 as sfs
 from envoy.extensions.access_loggers.file.v3 import file_pb2
+from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2
 
 from controlplane.build.telemetry import AccessLogConfig, LogEncoding
 from controlplane.translate import names
 from controlplane.translate.protos import pack
+
+CEL_FILTER = "envoy.access_loggers.extension_filters.cel"
 
 ISTIO_TEXT_FORMAT = (
     '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" '
@@ -63,7 +66,13 @@ ISTIO_JSON_FORMAT: dict[str, str] = {
 
 def access_log(config: AccessLogConfig) -> accesslog_pb2.AccessLog:
     log = file_pb2.FileAccessLog(path=config.path, log_format=_format(config))
-    return accesslog_pb2.AccessLog(name=names.FILE_ACCESS_LOG, typed_config=pack(log))
+    out = accesslog_pb2.AccessLog(name=names.FILE_ACCESS_LOG, typed_config=pack(log))
+    if config.filter_expression is not None:
+        # Istio's Telemetry filter: Envoy's CEL access log filter.
+        cel = cel_pb2.ExpressionFilter(expression=config.filter_expression)
+        out.filter.extension_filter.name = CEL_FILTER
+        out.filter.extension_filter.typed_config.Pack(cel)
+    return out
 
 
 def _format(config: AccessLogConfig) -> sfs.SubstitutionFormatString:

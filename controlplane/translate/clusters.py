@@ -12,6 +12,7 @@ server would refuse it —, maxRequestsPerConnection, idleTimeout) go into `Http
 from __future__ import annotations
 
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.extensions.clusters.dynamic_forward_proxy.v3 import cluster_pb2 as dfp_cluster_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from controlplane.build.model import Cluster, Discovery, UpstreamProtocol
@@ -24,6 +25,7 @@ from controlplane.translate.health_checks import health_check
 from controlplane.translate.lb import apply_load_balancer
 from controlplane.translate.mtls import apply_upstream_tls
 from controlplane.translate.outlier import apply_outlier_detection
+from controlplane.translate.passthrough import dns_cache
 from controlplane.translate.protos import duration_ms, pack
 
 
@@ -32,10 +34,18 @@ def translate_cluster(cluster: Cluster) -> cluster_pb2.Cluster:
         name=names.outbound_cluster(cluster.ref),
         connect_timeout=duration_ms(cluster.connect_timeout_ms),
     )
+    dynamic = cluster.discovery is Discovery.DYNAMIC_FORWARD_PROXY
     if cluster.discovery is Discovery.EDS:
         out.type = cluster_pb2.Cluster.EDS
         # No service_name: the EDS resource is named after the cluster.
         out.eds_cluster_config.eds_config.CopyFrom(ads_config_source())
+    elif dynamic:
+        # Shares the outbound listener's DNS cache (translate/passthrough.py); the cluster picks the host.
+        config = dfp_cluster_pb2.ClusterConfig(dns_cache_config=dns_cache())
+        custom = cluster_pb2.Cluster.CustomClusterType(
+            name=names.DYNAMIC_FORWARD_PROXY_CLUSTER, typed_config=pack(config)
+        )
+        out.cluster_type.CopyFrom(custom)
     else:
         out.type = cluster_pb2.Cluster.STRICT_DNS
         out.dns_refresh_rate.CopyFrom(duration_ms(cluster.dns_refresh_rate_ms))
@@ -45,10 +55,26 @@ def translate_cluster(cluster: Cluster) -> cluster_pb2.Cluster:
         out.dns_lookup_family = cluster_pb2.Cluster.V4_PREFERRED
         out.load_assignment.CopyFrom(load_assignment(cluster))
     policy = cluster.policy
-    apply_load_balancer(out, policy.load_balancer)
+    if dynamic:
+        out.lb_policy = cluster_pb2.Cluster.CLUSTER_PROVIDED  # Envoy requires it for this cluster type
+    else:
+        apply_load_balancer(out, policy.load_balancer)
     out.circuit_breakers.CopyFrom(circuit_breakers(policy))
     if policy.outlier_detection is not None:
         apply_outlier_detection(out, policy.outlier_detection)
+    keepalive = policy.connection_pool.tcp_keepalive
+    if keepalive is not None:
+        probes, time_ms, interval_ms = keepalive
+        options = out.upstream_connection_options.tcp_keepalive
+        options.SetInParent()
+        if probes is not None:
+            options.keepalive_probes.value = probes
+        if time_ms is not None:
+            options.keepalive_time.value = max(1, time_ms // 1000)  # Envoy counts whole seconds
+        if interval_ms is not None:
+            options.keepalive_interval.value = max(1, interval_ms // 1000)
+    if cluster.locality_weighted:
+        out.common_lb_config.locality_weighted_lb_config.SetInParent()
     if cluster.health_check is not None:
         out.health_checks.append(health_check(cluster.health_check))
     apply_upstream_tls(out, cluster)

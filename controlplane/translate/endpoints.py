@@ -3,13 +3,13 @@
 Used twice: as the EDS resource of a STATIC ServiceEntry's cluster, and inline (`Cluster.load_assignment`)
 in a STRICT_DNS cluster, where the addresses are hostnames the proxy resolves itself.
 
-All endpoints go into one locality without a name: localities (and locality-weighted load balancing) come
-with WorkloadEntry `locality`, which we do not support yet.
+Endpoints are grouped by (priority, locality, locality weight) into LocalityLbEndpoints, in that order;
+endpoints without locality share one group without a name (build/locality.py sets the rest).
 """
 
 from __future__ import annotations
 
-from envoy.config.core.v3 import address_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
 from controlplane.build.model import Cluster, Endpoint
@@ -23,8 +23,20 @@ def load_assignment(cluster: Cluster) -> endpoint_pb2.ClusterLoadAssignment:
     if cluster.endpoints:
         # An empty assignment has no locality at all: Envoy then answers 503 "no healthy upstream",
         # which is what a service without endpoints should do.
-        locality = assignment.endpoints.add()
-        locality.lb_endpoints.extend(_lb_endpoint(endpoint) for endpoint in cluster.endpoints)
+        groups: dict[tuple[int, str, int], list[Endpoint]] = {}
+        for endpoint in cluster.endpoints:
+            key = (endpoint.priority, endpoint.locality, endpoint.locality_weight or 0)
+            groups.setdefault(key, []).append(endpoint)
+        for (priority, name, weight), members in sorted(groups.items()):
+            group = assignment.endpoints.add()
+            if name:
+                region, zone, sub_zone = [*name.split("/"), "", ""][:3]
+                group.locality.CopyFrom(base_pb2.Locality(region=region, zone=zone, sub_zone=sub_zone))
+            if priority:
+                group.priority = priority
+            if weight:
+                group.load_balancing_weight.value = weight
+            group.lb_endpoints.extend(_lb_endpoint(endpoint) for endpoint in members)
     return assignment
 
 

@@ -42,7 +42,7 @@ def outbound_http_listener(
         hcm.HttpFilter(name=names.FAULT, typed_config=pack(fault_pb2.HTTPFault())),
         hcm.HttpFilter(name=names.CORS, typed_config=pack(cors_pb2.Cors())),
     ]
-    if outbound.outbound_policy is OutboundPolicy.ALLOW_ANY:
+    if outbound.outbound_policy is OutboundPolicy.ALLOW_ANY or outbound.forwards_by_authority:
         filters.append(
             hcm.HttpFilter(
                 name=names.DYNAMIC_FORWARD_PROXY, typed_config=pack(dynamic_forward_proxy_filter())

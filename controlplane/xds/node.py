@@ -99,4 +99,7 @@ def identity_of(node: base_pb2.Node) -> ProxyIdentity:
         app_ports=app_ports,
         health_address=health,
         gateway_bind=gateway_bind,
+        locality="/".join(
+            part for part in (node.locality.region, node.locality.zone, node.locality.sub_zone) if part
+        ),
     )

@@ -259,8 +259,8 @@ spec:
   ports:
   - number: 80
     name: http
-  exportTo:
-  - "."
+  subjectAltNames:
+  - spiffe://cluster.local/ns/default/sa/broken
   endpoints:
   - address: 127.0.0.1
 """
@@ -270,8 +270,9 @@ def _bad_input_dir(config_dir: Path, upstream: Upstream) -> tuple[Service, str]:
     good = Service("good", 80, upstream.port)
     write_policy(config_dir, {"good.yaml": [good, Routes(good, [("/", good)])]})
     (config_dir / "zz-bad.yaml").write_text(_BAD_SERVICE)
-    line = _BAD_SERVICE.splitlines().index("  exportTo:") + 1
-    expected = f"{config_dir / 'zz-bad.yaml'}:{line}: ServiceEntry/broken: spec.exportTo: unsupported field"
+    line = _BAD_SERVICE.splitlines().index("  subjectAltNames:") + 1
+    expected = (f"{config_dir / 'zz-bad.yaml'}:{line}: ServiceEntry/broken: spec.subjectAltNames: "
+                "unsupported field")
     return good, expected
 
 

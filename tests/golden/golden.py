@@ -10,6 +10,7 @@ may describe its proxy differently in leading comment lines, in node-metadata te
     # proxy.app_ports: 9101,9102
     # proxy.role: gateway
     # proxy.health_address: 0.0.0.0:15021
+    # proxy.locality: us-west/zone1/sz1
  The
 outputs are JSON objects keyed by resource name with sorted keys, so diffs are stable and reviewable.
 """
@@ -61,6 +62,8 @@ def case_proxy(case: str) -> ProxyIdentity:
             proxy = dataclasses.replace(proxy, app_ports=parse_ports(value))
         elif key == "role":
             proxy = dataclasses.replace(proxy, role=Role(value))
+        elif key == "locality":
+            proxy = dataclasses.replace(proxy, locality=value)
         elif key == "health_address":
             proxy = dataclasses.replace(proxy, health_address=SocketAddress.parse(value))
         else:

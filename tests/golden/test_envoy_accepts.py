@@ -22,8 +22,8 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
-from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
-from golden import cases, run_case
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
+from golden import IN, cases, run_case
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
@@ -117,6 +117,24 @@ def _static_listener(message: Message, routes: dict[str, Message]) -> listener_p
     return listener
 
 
+def _local_certificate_files(resources: Resources, directory: Path) -> None:
+    """Secrets naming certificate files on the gateway (Gateway `serverCertificate`, ...): Envoy reads
+    them even in validate mode, so point them at copies of the test credential."""
+    source = next(p for p in sorted((IN / "credentials").iterdir()) if p.is_dir())
+    for index, secret in enumerate(resources.by_type[SECRET].values()):
+        assert isinstance(secret, secret_pb2.Secret)
+        sources = [
+            (secret.tls_certificate.certificate_chain, "tls.crt"),
+            (secret.tls_certificate.private_key, "tls.key"),
+            (secret.validation_context.trusted_ca, "ca.crt"),
+        ]
+        for data, name in sources:
+            if data.filename:
+                local = directory / f"{index}-{name}"
+                local.write_bytes((source / name).read_bytes())
+                data.filename = str(local)
+
+
 def _to_dict(message: Message) -> dict[str, object]:
     as_dict: dict[str, object] = MessageToDict(message, preserving_proto_field_name=True)
     return as_dict
@@ -143,6 +161,7 @@ def envoy() -> str:
 @pytest.mark.parametrize("case", cases())
 def test_envoy_accepts(case: str, envoy: str, tmp_path: Path) -> None:
     resources, _ = run_case(case)
+    _local_certificate_files(resources, tmp_path)
     config = tmp_path / "bootstrap.json"
     config.write_text(json.dumps(static_bootstrap(resources), indent=2), encoding="utf-8")
     result = _validate(envoy, config)

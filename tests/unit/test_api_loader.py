@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from controlplane.api.diagnostics import Diagnostic, format_path
+from controlplane.api.kubernetes import KubernetesObject
 from controlplane.api.loader import KINDS, load_policy_dir, load_policy_texts
 from controlplane.api.serviceentry import ServiceEntry
 from controlplane.api.virtualservice import VirtualService
@@ -96,7 +97,7 @@ def test_valid_objects_load_with_defaults() -> None:
             "spec.http[1].route[0].destination.port.number",
         ),
         ("        prefix: /x\n", "        prefix: 7\n", 12, "spec.http[0].match[0].uri.prefix"),
-        ("  - a\n", "  - '*.a'\n", 8, "spec.hosts[0]"),
+        ("  - a\n", "  - 'a.*'\n", 8, "spec.hosts[0]"),
     ],
 )
 def test_nested_field_line(old: str, new: str, line: int, field: str) -> None:
@@ -123,10 +124,16 @@ def test_unsupported_value() -> None:
     assert diagnostics[0].message.startswith("unsupported value 'DNS_ROUND_ROBIN'")
 
 
-def test_missing_resolution_is_reported_not_defaulted() -> None:
+def test_missing_resolution_is_istio_default_none() -> None:
+    # NONE (Istio's default) has no endpoints: an entry with endpoints and no resolution is reported.
     _, diagnostics = load(SERVICE.format(name="a").replace("  resolution: STATIC\n", ""))
-    assert [(d.line, d.field) for d in diagnostics] == [(5, "spec.resolution")]
-    assert "unsupported value 'NONE'" in diagnostics[0].message
+    assert [(d.line, d.field, d.message) for d in diagnostics] == [
+        (11, "spec.endpoints", "resolution NONE has no endpoints; use STATIC or DNS")
+    ]
+    text = SERVICE.format(name="a").replace("  resolution: STATIC\n", "").split("  endpoints:")[0]
+    policy, diagnostics = load_policy_texts([("p.yaml", text)])
+    assert diagnostics == []
+    assert policy.service_entries()[0].spec.resolution == "NONE"
 
 
 def test_missing_name_and_bad_api_version() -> None:
@@ -139,11 +146,13 @@ def test_missing_name_and_bad_api_version() -> None:
 
 
 def test_unknown_kind_and_non_mapping_documents() -> None:
-    text = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: s}\n---\n- 1\n---\n"
+    text = "apiVersion: networking.istio.io/v1\nkind: EnvoyFilter\nmetadata: {name: s}\n---\n- 1\n---\n"
     _, diagnostics = load(text)
+    # every kind but the ignored Kubernetes ones, sorted (the list grows with each new kind)
+    supported = ", ".join(sorted(kind for kind, cls in KINDS.items() if cls is not KubernetesObject))
     assert [str(d) for d in diagnostics] == [
-        # every kind, sorted (the list grows with each new kind)
-        f"p.yaml:2: Sidecar/s: kind: unsupported kind 'Sidecar'; supported: {', '.join(sorted(KINDS))}",
+        f"p.yaml:2: EnvoyFilter/s: kind: unsupported kind 'EnvoyFilter'; supported: {supported}"
+        " (other Kubernetes kinds are ignored)",
         "p.yaml:5: expected a mapping (a policy object)",
     ]
 

@@ -44,15 +44,19 @@ def load(*documents: str) -> tuple[PolicySet, list[Diagnostic]]:
     return load_policy_texts([("p.yaml", "---\n".join(documents))])
 
 
-def test_route_to_unknown_host_is_dropped_and_the_rest_kept() -> None:
+def test_route_to_unknown_host_is_a_warning_and_kept() -> None:
+    # Istio keeps the route (its cluster does not exist, Envoy answers 503); istioctl analyze: IST0101.
     policy, diagnostics = load(
         service("a", "[a]"),
         virtual_service("vs", "[a]", route("nowhere", name="bad") + route("a", name="good")),
     )
     (vs,) = policy.virtual_services()
-    assert [http.name for http in vs.spec.http] == ["good"]
-    assert [(d.line, d.field) for d in diagnostics] == [(18, "spec.http[0].route[0].destination.host")]
-    assert "not declared by any ServiceEntry; route dropped" in diagnostics[0].message
+    assert [http.name for http in vs.spec.http] == ["bad", "good"]
+    assert [(d.line, d.field, d.severity, d.code) for d in diagnostics] == [
+        (18, "spec.http[0].route[0].destination.host", "Warning", "IST0101")
+    ]
+    assert "not declared by any ServiceEntry; requests get 503" in diagnostics[0].message
+    assert str(diagnostics[0]).startswith("Warning [IST0101] p.yaml:18: VirtualService/vs: ")
 
 
 def test_destination_port_rules() -> None:
@@ -62,15 +66,13 @@ def test_destination_port_rules() -> None:
         virtual_service(
             "vs",
             "[a]",
-            route("a", name="ambiguous") + route("a", 82, name="wrong") + route("a", 81, name="ok"),
+            route("a", name="no-port") + route("a", 82, name="wrong") + route("a", 81, name="ok"),
         ),
     )
     (vs,) = policy.virtual_services()
-    assert [http.name for http in vs.spec.http] == ["ok"]
-    assert [d.field for d in diagnostics] == [
-        "spec.http[0].route[0].destination.port",
-        "spec.http[1].route[0].destination.port.number",
-    ]
+    # Without port, an HTTP route uses the port the request came in on (Istio); a wrong port is dropped.
+    assert [http.name for http in vs.spec.http] == ["no-port", "ok"]
+    assert [d.field for d in diagnostics] == ["spec.http[1].route[0].destination.port.number"]
 
 
 def test_conflicting_hosts_first_object_wins() -> None:
@@ -96,7 +98,8 @@ def test_undeclared_vs_host_is_reported_but_kept() -> None:
     (vs,) = policy.virtual_services()
     assert vs.spec.hosts == ("a", "ghost")
     assert [(d.field, d.message) for d in diagnostics] == [
-        ("spec.hosts[1]", "host 'ghost' is not declared by any ServiceEntry; sidecars ignore it")
+        ("spec.hosts[1]",
+         "host 'ghost' is not declared by any ServiceEntry; sidecars serve it on port 80 only")
     ]
 
 

@@ -135,7 +135,9 @@ def test_unsupported_fields_and_second_scope_object() -> None:
         telemetry("c", "  tracing: [{randomSamplingPercentage: 6}]\n"),
     )
     assert diagnostics == [
-        "t.yaml:18: Telemetry/a: spec.metrics: unsupported field",
+        "t.yaml:18: Telemetry/a: spec.metrics: unsupported field: Istio's standard metrics "
+        "(istio_requests_total, ...) and their overrides come from Istio's stats filter, which upstream "
+        "Envoy does not have; Envoy's own statistics are always served (docs/telemetry.md)",
         "t.yaml:26: Telemetry/c: Telemetry default/b already applies to the whole namespace; ignored",
     ]
 
