@@ -170,8 +170,10 @@ def _parser() -> argparse.ArgumentParser:
                         "`make run`, else 127.0.0.1:18001)")
     config.add_argument("--json", action="store_true", help="print the Envoy JSON of each resource")
 
-    dashboard = commands.add_parser("dashboard", help="open the web console (prints its URL)")
-    dashboard.add_argument("--admin-address", default="127.0.0.1:18001", type=_address)
+    dashboard = commands.add_parser("dashboard", formatter_class=_Help,
+                                    help="open the web console (prints its URL)")
+    dashboard.add_argument("--admin-address", default="127.0.0.1:18001", type=_address,
+                           help="the control plane's admin server")
     dashboard.add_argument("--no-browser", action="store_true", help="only print the URL")
     return parser
 
