@@ -5,7 +5,8 @@ Asserted: 0 failed requests throughout; after a restart the server serves identi
 runs them; the edit made during the outage arrives after the reconnect. The re-sync time (control plane
 ready → Envoy synced) is measured per restart; set RELIABILITY_RESULTS=FILE to append the figures as JSON
 lines (bench/results/reliability.md records a run). On main, an unbuildable value at restart emptied the
-proxy's snapshot (about half of 2,000 requests failed), and a delta proxy took up to 23 s to re-sync.
+proxy's snapshot (about half of 2,000 requests failed), and a delta proxy took up to 23 s to re-sync
+(Envoy's reconnect backoff grew to seconds; the bootstrap now caps it at 1 s).
 """
 
 from __future__ import annotations
@@ -145,7 +146,8 @@ def test_restart_under_load_fails_no_request_and_serves_identical_versions(mesh:
     assert mesh.envoy.dynamic() == running
     record(mesh, signal.Signals(sig).name, requests=load.sent, failed=len(load.failures),
            resync_seconds=[round(t, 2) for t in times])
-    assert max(times) < 30
+    # the target is 1 s (measured 0.1-0.5 s); the margin is for a loaded 2-core machine
+    assert max(times) < 3, times
 
 
 def test_unbuildable_value_at_restart_fails_no_request(mesh: Mesh) -> None:
