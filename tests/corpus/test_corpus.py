@@ -82,8 +82,9 @@ def test_corpus_sample_statuses() -> None:
     assert not changed, "corpus sample statuses changed (CORPUS_UPDATE=1 to record):\n" + "\n".join(changed)
 
 
-# Documents of the sample accepted when this floor was set (issue 14: 55 of 89; with mTLS, issue 10: 62). Rewriting expected.json
-# with fewer accepted documents fails here: lowering the floor is a decision, not a side effect.
+# Documents of the sample accepted when this floor was set (issue 14: 55 of 89; with mTLS, issue 10: 62).
+# Rewriting expected.json with fewer accepted documents fails here: lowering the floor is a decision, not a
+# side effect.
 ACCEPTED_FLOOR = 62
 
 
