@@ -6,8 +6,10 @@ keeps its last valid version in effect, or is absent if it never had one, and it
 A file that cannot be used as a whole (unreadable, not a regular file, too large, not UTF-8, a YAML syntax
 error as a half-written file has) keeps every object it served before; so does a file with any invalid
 object for the objects it no longer defines (a half-written file may end on a document boundary): an
-object is deleted when a valid version of its file no longer has it, or when its file is deleted. This
-holds across any number of later reloads: the last valid versions are remembered until then.
+object is deleted when a valid version of its file no longer has it, or when its file is deleted. A file
+that is a strict prefix of its last read version and does not end a line (a copy or a write caught half-way
+that happens to parse) is treated as unusable too. This holds across any number of later reloads: the last
+valid versions are remembered until then.
 
 Duplicates (one kind/namespace/name defined twice): the definition in effect stays — the object keeps
 coming from the file it was served from, so a copy added to a file that sorts earlier never takes over;
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from controlplane.api.credentials import CREDENTIALS_DIR, Credential, load_credentials
-from controlplane.api.diagnostics import UNKNOWN, Diagnostic
+from controlplane.api.diagnostics import INFO, UNKNOWN, Diagnostic
 from controlplane.api.documents import Source
 from controlplane.api.files import Unreadable, read_policy_file
 from controlplane.api.loader import Decoded, decode_file, duplicate_diagnostic, policy_files
@@ -48,6 +50,10 @@ class LoadResult:
     excluded: list[str] = field(default_factory=list)
 
 
+def _truncated(text: str, previous: str) -> bool:
+    return len(text) < len(previous) and previous.startswith(text) and not text.endswith("\n")
+
+
 @dataclass(frozen=True)
 class _Entry:
     """One definition of an object: valid (`obj`), or invalid (`obj` None), or `kept` from memory."""
@@ -63,6 +69,8 @@ class PolicyStore:
         # the last valid version of every object in effect, with where it came from
         self._good: dict[ObjectKey, tuple[PolicyObject, Source]] = {}
         self._good_credentials: dict[str, Credential] = {}
+        # the last text read of each file (to recognise a truncated copy of it)
+        self._texts: dict[str, str] = {}
         self.loaded_fingerprint: tuple[tuple[str, int, int], ...] = ()
 
     def fingerprint(self) -> tuple[tuple[str, int, int], ...]:
@@ -87,6 +95,7 @@ class PolicyStore:
             diagnostics.append(Diagnostic(str(self.root), 1, UNKNOWN, UNKNOWN, UNKNOWN, "not a directory"))
         for file in files:
             diagnostics.extend(self._read(file, entries))
+        self._texts = {file: text for file, text in self._texts.items() if file in files}
         objects, sources, kept, excluded = self._choose(entries, diagnostics)
         credentials, bad_credentials = self._credentials()
         policy, semantic = validate_policy(PolicySet(objects, sources=sources, credentials=credentials))
@@ -102,6 +111,14 @@ class PolicyStore:
         if isinstance(text, Unreadable):
             self._keep_from(file, set(), entries)
             return [Diagnostic(file, 1, UNKNOWN, UNKNOWN, UNKNOWN, text.reason)]
+        previous = self._texts.get(file)
+        if previous is not None and _truncated(text, previous):
+            # not remembered: the complete version stays the reference until the write finishes
+            self._keep_from(file, set(), entries)
+            return [Diagnostic(file, text.count("\n") + 1, UNKNOWN, UNKNOWN, UNKNOWN,
+                               "the file looks half-written (its start, cut in a line); what it served "
+                               "stays in effect until it is complete")]
+        self._texts[file] = text
         decoded, syntax = decode_file(file, text)
         diagnostics = [syntax] if syntax is not None else []
         defined: set[ObjectKey] = set()
@@ -183,4 +200,7 @@ class PolicyStore:
 
 
 def _note(source: Source, key: ObjectKey, what: str) -> Diagnostic:
-    return Diagnostic(source.file, source.line, key.kind, key.name, UNKNOWN, f"{key} is {what}")
+    """What the server did with an invalid object: information beside the object's own errors, not one more
+    error (status counts and the console's severities would double every problem otherwise)."""
+    return Diagnostic(source.file, source.line, key.kind, key.name, UNKNOWN, f"{key} is {what}",
+                      severity=INFO)

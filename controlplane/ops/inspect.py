@@ -156,8 +156,8 @@ def render_policy(report: dict[str, Any], out: TextIO) -> None:
     problems = report.get("problems")
     if problems is None:  # a control plane without severities: every diagnostic is an error
         problems = [{"severity": "error", "text": d} for d in report.get("diagnostics", [])]
-    errors = sum(1 for p in problems if p["severity"] != "warning")
-    warnings = len(problems) - errors
+    errors = sum(1 for p in problems if p["severity"] not in ("warning", "info"))
+    warnings = sum(1 for p in problems if p["severity"] == "warning")
     if report.get("reload_pending"):
         served = "an edit is waiting to be loaded"
     elif report.get("latest_edit_served", errors == 0):
@@ -169,7 +169,9 @@ def render_policy(report: dict[str, Any], out: TextIO) -> None:
         served = "served config is NOT the latest edit (" + "; ".join(parts or ["edits rejected"]) + ")"
     out.write(f"policy: {_plural(errors, 'error')}, {_plural(warnings, 'warning')}; {served}\n")
     for problem in problems:
-        out.write(f"  {problem['severity']}: {problem['text']}\n")
+        # the text of a warning or info starts with its severity already (api/diagnostics.py)
+        text = str(problem["text"]).removeprefix(f"{str(problem['severity']).capitalize()} ")
+        out.write(f"  {problem['severity']}: {text}\n")
     out.write("\n")
 
 

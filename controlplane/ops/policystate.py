@@ -11,13 +11,13 @@ from typing import Any
 from controlplane.api.diagnostics import Diagnostic
 from controlplane.policystore import LoadResult
 
-ERROR, WARNING = "error", "warning"
+ERROR, WARNING, INFO = "error", "warning", "info"
 
 
 def severity_of(diagnostic: Diagnostic) -> str:
-    """"warning" only for a diagnostic that says so; anything else stops a file from being applied."""
-    severity = str(getattr(diagnostic, "severity", ERROR)).lower()
-    return WARNING if WARNING in severity else ERROR
+    """The diagnostic's severity in lower case (api/diagnostics.py: Error, Warning, Info)."""
+    severity = diagnostic.severity.lower()
+    return severity if severity in (WARNING, INFO) else ERROR
 
 
 def plural(count: int, noun: str) -> str:

@@ -68,7 +68,9 @@ def _severity(diagnostic: Diagnostic) -> str:
 
 
 def _diagnostic_json(diagnostic: Diagnostic) -> dict[str, Any]:
-    return {"text": str(diagnostic), "file": diagnostic.file, "line": diagnostic.line,
+    # the page shows the severity beside the text: the text without its own severity prefix
+    text = str(diagnostic).removeprefix(f"{diagnostic.severity} ")
+    return {"text": text, "file": diagnostic.file, "line": diagnostic.line,
             "kind": diagnostic.kind, "name": diagnostic.name, "field": diagnostic.field,
             "message": diagnostic.message, "severity": _severity(diagnostic)}
 
