@@ -23,6 +23,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from controlplane.api.authorizationpolicy import AuthorizationPolicy
 from controlplane.api.credentials import Credential, credentials_dir, load_credentials
 from controlplane.api.destinationrule import DestinationRule
 from controlplane.api.diagnostics import (
@@ -54,6 +55,7 @@ KINDS: Mapping[str, type[PolicyObject]] = {
     for cls in (
         DestinationRule, MeshConfig, ServiceEntry, Telemetry, VirtualService, WorkloadEntry, WorkloadGroup,
         Gateway, RateLimitPolicy, PeerAuthentication,
+        AuthorizationPolicy,
     )
 }
 

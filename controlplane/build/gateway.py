@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from controlplane.api.common import labels_match
 from controlplane.api.gateway import DEFAULT_MIN_TLS, Gateway, Server, ServerKind, split_server_host
 from controlplane.api.policyset import PolicySet
+from controlplane.build.authz import build_authz
 from controlplane.build.clusters import build_clusters
 from controlplane.build.destinationrules import destination_rules
 from controlplane.build.gateway_bind import Binder
@@ -115,7 +116,8 @@ def build_gateway(policy: PolicySet, proxy: ProxyIdentity) -> ProxyModel:
         role=Role.GATEWAY,
         clusters=build_clusters(policy, registry, rules, connect_timeout_ms),
         mesh_connect_timeout_ms=connect_timeout_ms,
-        gateway=GatewayConfig(tuple(listeners), health, limits, credentials),
+        gateway=GatewayConfig(tuple(listeners), health, limits, credentials,
+                              build_authz(policy, proxy.namespace, proxy.label_map)),
     )
 
 

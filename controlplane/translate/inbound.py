@@ -23,6 +23,7 @@ from controlplane.translate.listeners import http_connection_manager, socket_add
 from controlplane.translate.mtls import inbound_mtls_context, tls_transport_socket
 from controlplane.translate.observability import Direction, apply_observability, listener_traffic_direction
 from controlplane.translate.protos import duration_ms, pack
+from controlplane.translate.rbac import authz_filters
 
 INBOUND_RETRIES = 2
 INBOUND_CONNECT_TIMEOUT_MS = 10_000
@@ -44,7 +45,8 @@ def inbound_listener(inbound: Inbound, telemetry: ProxyTelemetry | None = None) 
     if mtls_ports:
         listener.listener_filters.append(listener_components_pb2.ListenerFilter(
             name=names.TLS_INSPECTOR, typed_config=pack(tls_inspector_pb2.TlsInspector())))
-        manager = _manager(names.INBOUND_HTTP_ROUTE_CONFIG, telemetry)
+        rbac = authz_filters(inbound.authz, mtls=True)
+        manager = _manager(names.INBOUND_HTTP_ROUTE_CONFIG, telemetry, rbac)
         # The app learns who called: Envoy sets x-forwarded-client-cert to the peer's SPIFFE URI, and drops
         # whatever the caller sent in that header (SANITIZE_SET), so it cannot be forged.
         manager.forward_client_cert_details = hcm.HttpConnectionManager.SANITIZE_SET
@@ -54,7 +56,9 @@ def inbound_listener(inbound: Inbound, telemetry: ProxyTelemetry | None = None) 
         chain.transport_socket.CopyFrom(tls_transport_socket(inbound_mtls_context()))
         listener.filter_chains.append(chain)
     if plain_ports:
-        manager = _manager(_plaintext_route_config(inbound), telemetry)
+        # Identity rules never match here: a plaintext peer has no principal (translate/rbac.py).
+        rbac = authz_filters(inbound.authz, mtls=False)
+        manager = _manager(_plaintext_route_config(inbound), telemetry, rbac)
         manager.forward_client_cert_details = hcm.HttpConnectionManager.SANITIZE
         chain = _chain(names.INBOUND_PLAINTEXT_CHAIN, manager)
         if mtls_ports:
@@ -63,8 +67,10 @@ def inbound_listener(inbound: Inbound, telemetry: ProxyTelemetry | None = None) 
     return listener
 
 
-def _manager(route_config: str, telemetry: ProxyTelemetry) -> hcm.HttpConnectionManager:
-    manager = http_connection_manager(names.INBOUND_HTTP_STAT_PREFIX, route_config, [])
+def _manager(
+    route_config: str, telemetry: ProxyTelemetry, filters: list[hcm.HttpFilter]
+) -> hcm.HttpConnectionManager:
+    manager = http_connection_manager(names.INBOUND_HTTP_STAT_PREFIX, route_config, filters)
     apply_observability(manager, telemetry, Direction.INBOUND)
     return manager
 
