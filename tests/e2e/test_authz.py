@@ -148,7 +148,8 @@ class AuthzMesh:
         wait_until(synced, timeout=30, what="every proxy to ACK the current policy")
 
     def identity(self) -> ProxyIdentity:
-        return ProxyIdentity(labels=(("app", "reviews"),), inbound_address=SocketAddress(LOOPBACK, self.inbound),
+        return ProxyIdentity(labels=(("app", "reviews"),),
+                             inbound_address=SocketAddress(LOOPBACK, self.inbound),
                              app_ports=(self.app.port,), service_account="reviews")
 
     def call(self, client: str | None, method: str = "GET", path: str = "/api/books",
