@@ -43,6 +43,7 @@ from controlplane.api.meta import ObjectKey, PolicyObject
 from controlplane.api.peerauthentication import PeerAuthentication
 from controlplane.api.policyset import PolicySet
 from controlplane.api.ratelimit import RateLimitPolicy
+from controlplane.api.requestauthentication import RequestAuthentication
 from controlplane.api.serviceentry import ServiceEntry
 from controlplane.api.telemetry import Telemetry
 from controlplane.api.validate import validate_policy
@@ -55,7 +56,7 @@ KINDS: Mapping[str, type[PolicyObject]] = {
     for cls in (
         DestinationRule, MeshConfig, ServiceEntry, Telemetry, VirtualService, WorkloadEntry, WorkloadGroup,
         Gateway, RateLimitPolicy, PeerAuthentication,
-        AuthorizationPolicy,
+        AuthorizationPolicy, RequestAuthentication,
     )
 }
 

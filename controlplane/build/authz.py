@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeVar
 
 from controlplane.api.authorizationpolicy import (
     AuthorizationPolicy,
@@ -27,7 +28,10 @@ from controlplane.api.authorizationpolicy import (
 from controlplane.api.common import labels_match
 from controlplane.api.meshconfig import DEFAULT_ROOT_NAMESPACE
 from controlplane.api.policyset import PolicySet
+from controlplane.api.requestauthentication import JwtRule, RequestAuthentication
 from controlplane.build.refs import PolicyRef, policy_ref
+
+_Scoped = TypeVar("_Scoped", AuthorizationPolicy, RequestAuthentication)
 
 
 class Action(StrEnum):
@@ -99,10 +103,28 @@ class AuthzPolicy:
 
 
 @dataclass(frozen=True)
+class JwtProvider:
+    """One `jwtRules` entry of a RequestAuthentication (translate/jwt.py)."""
+
+    name: str
+    issuer: str
+    jwks: str
+    audiences: tuple[str, ...] = ()
+    # (header name, value prefix); empty: Envoy's default (Authorization: Bearer)
+    from_headers: tuple[tuple[str, str], ...] = ()
+    from_params: tuple[str, ...] = ()
+    forward: bool = False
+    payload_header: str = ""
+
+
+@dataclass(frozen=True)
 class Authz:
-    """The AuthorizationPolicies one proxy enforces, sorted by (namespace, name)."""
+    """The AuthorizationPolicies one proxy enforces, sorted by (namespace, name), and the JWT providers
+    of the RequestAuthentications that apply to it."""
 
     policies: tuple[AuthzPolicy, ...] = ()
+    jwt: tuple[JwtProvider, ...] = ()
+    jwt_origins: tuple[PolicyRef, ...] = ()
 
     def of(self, action: Action) -> tuple[AuthzPolicy, ...]:
         return tuple(p for p in self.policies if p.action is action)
@@ -117,10 +139,12 @@ def _root_namespace(policy: PolicySet) -> str:
     return mesh.spec.root_namespace if mesh is not None else DEFAULT_ROOT_NAMESPACE
 
 
-def applicable(policy: PolicySet, namespace: str, labels: dict[str, str]) -> list[AuthorizationPolicy]:
+def applicable(
+    policy: PolicySet, namespace: str, labels: dict[str, str], kind: type[_Scoped]
+) -> list[_Scoped]:
     root = _root_namespace(policy)
     chosen = []
-    for ap in policy.of_kind(AuthorizationPolicy):
+    for ap in policy.of_kind(kind):
         scope = ap.metadata.namespace
         if scope not in (namespace, root):
             continue
@@ -132,9 +156,14 @@ def applicable(policy: PolicySet, namespace: str, labels: dict[str, str]) -> lis
 
 def build_authz(policy: PolicySet, namespace: str, labels: dict[str, str]) -> Authz | None:
     """The workload's (or gateway's) policies; None when none applies (no RBAC filter at all)."""
-    chosen = [ap for ap in applicable(policy, namespace, labels) if ap.spec.action != "CUSTOM"]
-    if not chosen:
+    chosen = [ap for ap in applicable(policy, namespace, labels, AuthorizationPolicy)
+              if ap.spec.action != "CUSTOM"]
+    authentications = sorted(applicable(policy, namespace, labels, RequestAuthentication),
+                             key=lambda p: (p.metadata.namespace, p.metadata.name))
+    if not chosen and not authentications:
         return None
+    jwt = tuple(_provider(ra, index, rule) for ra in authentications
+                for index, rule in enumerate(ra.spec.jwt_rules) if rule.jwks is not None)
     policies = []
     for ap in sorted(chosen, key=lambda p: (p.metadata.namespace, p.metadata.name)):
         ref = policy_ref(policy, ap)
@@ -144,7 +173,20 @@ def build_authz(policy: PolicySet, namespace: str, labels: dict[str, str]) -> Au
             for index, rule in enumerate(ap.spec.rules)
         )
         policies.append(AuthzPolicy(ref, Action(ap.spec.action), rules))
-    return Authz(tuple(policies))
+    return Authz(tuple(policies), jwt, tuple(policy_ref(policy, ra) for ra in authentications))
+
+
+def _provider(ra: RequestAuthentication, index: int, rule: JwtRule) -> JwtProvider:
+    return JwtProvider(
+        name=f"{ra.metadata.namespace}/{ra.metadata.name}/{index}",
+        issuer=rule.issuer,
+        jwks=rule.jwks or "",
+        audiences=tuple(rule.audiences),
+        from_headers=tuple((h.name, h.prefix) for h in rule.from_headers),
+        from_params=tuple(rule.from_params),
+        forward=rule.forward_original_token,
+        payload_header=rule.output_payload_to_header,
+    )
 
 
 def _rule(index: int, rule: Rule, line: int) -> AuthzRule:

@@ -41,20 +41,23 @@ from controlplane.build.authz import (
     OperationMatch,
     SourceMatch,
 )
+from controlplane.translate.jwt import JWT_FILTER, jwt_filter
 from controlplane.translate.protos import pack
 
 RBAC_FILTER = "envoy.filters.http.rbac"
-JWT_FILTER = "envoy.filters.http.jwt_authn"
 SPIFFE = "spiffe://"
 # keys of `when` that match the peer (principals side) rather than the request (permissions side)
 PEER_KEYS = ("source.ip", "remote.ip", "source.namespace", "source.principal", "request.auth.")
 
 
 def authz_filters(authz: Authz | None, *, mtls: bool) -> list[hcm.HttpFilter]:
-    """The RBAC filters of one HTTP connection manager (before the router); [] without policies."""
+    """jwt_authn and RBAC filters of one HTTP connection manager (before the router); [] without policies."""
     if authz is None:
         return []
     filters = []
+    authn = jwt_filter(authz.jwt)
+    if authn is not None:
+        filters.append(authn)
     audit = authz.of(Action.AUDIT)
     if audit:
         config = rbac_filter_pb2.RBAC(shadow_rules=_rbac(audit, rbac_pb2.RBAC.DENY, mtls),
