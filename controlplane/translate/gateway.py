@@ -121,8 +121,8 @@ def gateway_connection_manager(
                 name=names.LOCAL_RATELIMIT, typed_config=pack(local_rate_limit(gateway.rate_limits))
             )
         )
-    # a gateway's chains may or may not carry client certificates: identity rules match only when one does
-    filters += authz_filters(gateway.authz, mtls=True)
+    # identity rules match only on chains whose clients present a mesh certificate (ISTIO_MUTUAL servers)
+    filters += authz_filters(gateway.authz)
     manager = http_connection_manager(stat_prefix, route_config, filters)
     manager.use_remote_address.value = True
     manager.xff_num_trusted_hops = 0

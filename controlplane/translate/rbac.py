@@ -1,18 +1,22 @@
 """AuthorizationPolicy → Envoy RBAC HTTP filters (envoy.filters.http.rbac), as Istio generates them.
 
-Filters in Istio's order (pilot/pkg/security/authz/builder): AUDIT (shadow rules: recorded in the
-`istio_dry_run_`/shadow stats, never enforced), DENY, then ALLOW. No ALLOW policy → no ALLOW filter (allow);
-ALLOW policies → an ALLOW filter whose policies are their rules (no rule matching, or only allow-nothing
-policies → denied). Envoy answers a denied request with 403 `RBAC: access denied`.
+Filters in Istio's order (pilot/pkg/security/authz/builder): jwt_authn (translate/jwt.py), AUDIT (shadow
+rules: counted in the `istio_audit_` shadow stats, never enforced), DENY, then ALLOW. No ALLOW policy: the
+ALLOW filter does nothing; ALLOW policies: its policies are their rules (none matching, or only
+allow-nothing policies → denied). Envoy answers a denied request with 403 `RBAC: access denied`.
+
+Sidecars carry the rules per virtual host of the inbound route tables (`rbac_per_route`) behind filters
+that are always there (`inbound_filters`): a policy change is then a route update, in effect for open
+connections at once. Gateways carry them in the filters (`authz_filters`).
 
 Each rule becomes one Envoy policy `ns[<ns>]-policy[<name>]-rule[<i>]`: permissions = any of its `to`
 operations AND its request-side `when` conditions; principals = any of its `from` sources AND its
 peer-side `when` conditions. Peer identity (principals, namespaces, source.principal/namespace) is the
 URI SAN of the client certificate: `cluster.local/ns/x/sa/y` → `spiffe://cluster.local/ns/x/sa/y`,
-`*` alone = any authenticated peer, `x*`/`*x` prefix/suffix; a namespace `ns` → `.*/ns/ns/.*`. On a
-plaintext filter chain (`mtls=False`) an identity matcher is replaced by one that never matches, so a
-plaintext request to a PERMISSIVE port can never pass as a principal (kumahq/kuma#8152) — explicitly,
-not relying on the absence of a certificate.
+`*` alone = any authenticated peer, `x*`/`*x` prefix/suffix; a namespace `ns` → `.*/ns/ns/.*`. Envoy's
+`authenticated` matcher only matches a connection with a verified TLS peer certificate, so on the
+plaintext chain of a PERMISSIVE port an identity rule never matches (kumahq/kuma#8152) — and no header
+(x-forwarded-client-cert) can stand in for it; tests/e2e/test_authz.py proves both with real traffic.
 
 Request principals (RequestAuthentication) are the verified JWT's `iss/sub`, read from the metadata the
 jwt_authn filter writes (translate/jwt.py, `payload_in_metadata: payload`).
@@ -50,56 +54,86 @@ SPIFFE = "spiffe://"
 PEER_KEYS = ("source.ip", "remote.ip", "source.namespace", "source.principal", "request.auth.")
 
 
-def authz_filters(authz: Authz | None, *, mtls: bool) -> list[hcm.HttpFilter]:
-    """jwt_authn and RBAC filters of one HTTP connection manager (before the router); [] without policies."""
+# One filter per action, named so that per-route configs can address them.
+RBAC_AUDIT = "envoy.filters.http.rbac.audit"
+RBAC_DENY = "envoy.filters.http.rbac.deny"
+RBAC_ALLOW = "envoy.filters.http.rbac.allow"
+
+
+def inbound_filters(authz: Authz | None) -> list[hcm.HttpFilter]:
+    """The sidecar inbound side: jwt_authn (when a RequestAuthentication applies), then the three RBAC
+    filters, always present and empty (no-op). Their rules come per virtual host (`rbac_per_route`), so
+    that adding, changing or removing a policy is a route update, which applies at once to connections
+    already open — a listener update would leave them on the old filter chain until drained (minutes)."""
+    filters = []
+    authn = jwt_filter(authz.jwt) if authz is not None else None
+    if authn is not None:
+        filters.append(authn)
+    for name in (RBAC_AUDIT, RBAC_DENY, RBAC_ALLOW):
+        filters.append(hcm.HttpFilter(name=name, typed_config=pack(rbac_filter_pb2.RBAC())))
+    return filters
+
+
+def rbac_per_route(authz: Authz | None) -> dict[str, rbac_filter_pb2.RBACPerRoute]:
+    """Per-virtual-host configs for the filters of `inbound_filters` (absent: the empty no-op config)."""
+    return {name: rbac_filter_pb2.RBACPerRoute(rbac=config) for name, config in _configs(authz)}
+
+
+def authz_filters(authz: Authz | None) -> list[hcm.HttpFilter]:
+    """Gateways: jwt_authn and RBAC filters with their rules in the filter (none without policies)."""
     if authz is None:
         return []
     filters = []
     authn = jwt_filter(authz.jwt)
     if authn is not None:
         filters.append(authn)
+    filters += [hcm.HttpFilter(name=name, typed_config=pack(config)) for name, config in _configs(authz)]
+    return filters
+
+
+def _configs(authz: Authz | None) -> list[tuple[str, rbac_filter_pb2.RBAC]]:
+    if authz is None:
+        return []
+    configs = []
     audit = authz.of(Action.AUDIT)
     if audit:
-        config = rbac_filter_pb2.RBAC(shadow_rules=_rbac(audit, rbac_pb2.RBAC.DENY, mtls),
-                                      shadow_rules_stat_prefix="istio_audit_", track_per_rule_stats=True)
-        filters.append(hcm.HttpFilter(name=RBAC_FILTER, typed_config=pack(config)))
+        configs.append((RBAC_AUDIT, rbac_filter_pb2.RBAC(
+            shadow_rules=_rbac(audit, rbac_pb2.RBAC.DENY), shadow_rules_stat_prefix="istio_audit_",
+            track_per_rule_stats=True)))
     deny = authz.of(Action.DENY)
     if deny:
-        config = rbac_filter_pb2.RBAC(rules=_rbac(deny, rbac_pb2.RBAC.DENY, mtls), rules_stat_prefix="deny_",
-                                      track_per_rule_stats=True)
-        filters.append(hcm.HttpFilter(name=RBAC_FILTER, typed_config=pack(config)))
+        configs.append((RBAC_DENY, rbac_filter_pb2.RBAC(
+            rules=_rbac(deny, rbac_pb2.RBAC.DENY), rules_stat_prefix="deny_", track_per_rule_stats=True)))
     allow = authz.of(Action.ALLOW)
     if allow:
-        config = rbac_filter_pb2.RBAC(rules=_rbac(allow, rbac_pb2.RBAC.ALLOW, mtls),
-                                      rules_stat_prefix="allow_", track_per_rule_stats=True)
-        filters.append(hcm.HttpFilter(name=RBAC_FILTER, typed_config=pack(config)))
-    return filters
+        # ALLOW policies but none with a rule (allow-nothing): an ALLOW filter without policies denies all
+        configs.append((RBAC_ALLOW, rbac_filter_pb2.RBAC(
+            rules=_rbac(allow, rbac_pb2.RBAC.ALLOW), rules_stat_prefix="allow_", track_per_rule_stats=True)))
+    return configs
 
 
 def rule_name(policy: AuthzPolicy, rule: AuthzRule) -> str:
     return f"{policy.name}-rule[{rule.index}]"
 
 
-def _rbac(
-    policies: tuple[AuthzPolicy, ...], action: rbac_pb2.RBAC.Action.ValueType, mtls: bool
-) -> rbac_pb2.RBAC:
+def _rbac(policies: tuple[AuthzPolicy, ...], action: rbac_pb2.RBAC.Action.ValueType) -> rbac_pb2.RBAC:
     rbac = rbac_pb2.RBAC(action=action)
     for policy in policies:
         for rule in policy.rules:
-            rbac.policies[rule_name(policy, rule)].CopyFrom(_policy(rule, mtls))
+            rbac.policies[rule_name(policy, rule)].CopyFrom(_policy(rule))
     return rbac
 
 
-def _policy(rule: AuthzRule, mtls: bool) -> rbac_pb2.Policy:
+def _policy(rule: AuthzRule) -> rbac_pb2.Policy:
     permissions: list[rbac_pb2.Permission] = []
     principals: list[rbac_pb2.Principal] = []
     if rule.operations:
         permissions.append(_or_perm([_operation(op) for op in rule.operations]))
     if rule.sources:
-        principals.append(_or_id([_source(src, mtls) for src in rule.sources]))
+        principals.append(_or_id([_source(src) for src in rule.sources]))
     for condition in rule.conditions:
         if condition.key.startswith(PEER_KEYS):
-            principals.append(_peer_condition(condition, mtls))
+            principals.append(_peer_condition(condition))
         else:
             permissions.append(_request_condition(condition))
     return rbac_pb2.Policy(permissions=[_and_perm(permissions)], principals=[_and_id(principals)])
@@ -206,12 +240,7 @@ def _operation(op: OperationMatch) -> rbac_pb2.Permission:
 
 # --- peers ---
 
-NEVER = rbac_pb2.Principal(not_id=rbac_pb2.Principal(any=True))
-
-
-def principal_id(value: str, mtls: bool) -> rbac_pb2.Principal:
-    if not mtls:
-        return NEVER
+def principal_id(value: str) -> rbac_pb2.Principal:
     matcher = wildcard_matcher(value, prefix=SPIFFE)
     return rbac_pb2.Principal(authenticated=rbac_pb2.Principal.Authenticated(principal_name=matcher))
 
@@ -226,9 +255,7 @@ def namespace_regex(value: str) -> str:
     return rf".*/ns/{re.escape(value)}/.*"
 
 
-def namespace_id(value: str, mtls: bool) -> rbac_pb2.Principal:
-    if not mtls:
-        return NEVER
+def namespace_id(value: str) -> rbac_pb2.Principal:
     matcher = string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=namespace_regex(value)))
     return rbac_pb2.Principal(authenticated=rbac_pb2.Principal.Authenticated(principal_name=matcher))
 
@@ -265,11 +292,11 @@ def request_principal_id(value: str) -> rbac_pb2.Principal:
     return _and_id([_claim(("iss",), issuer), _claim(("sub",), subject)])
 
 
-def _source(src: SourceMatch, mtls: bool) -> rbac_pb2.Principal:
+def _source(src: SourceMatch) -> rbac_pb2.Principal:
     ids: list[rbac_pb2.Principal] = []
-    ids += _field_id(src.principals, src.not_principals, lambda v: principal_id(v, mtls))
+    ids += _field_id(src.principals, src.not_principals, principal_id)
     ids += _field_id(src.request_principals, src.not_request_principals, request_principal_id)
-    ids += _field_id(src.namespaces, src.not_namespaces, lambda v: namespace_id(v, mtls))
+    ids += _field_id(src.namespaces, src.not_namespaces, namespace_id)
     ids += _field_id(src.ip_blocks, src.not_ip_blocks,
                      lambda v: rbac_pb2.Principal(direct_remote_ip=_cidr(v)))
     ids += _field_id(src.remote_ip_blocks, src.not_remote_ip_blocks,
@@ -277,7 +304,7 @@ def _source(src: SourceMatch, mtls: bool) -> rbac_pb2.Principal:
     return _and_id(ids)
 
 
-def _peer_condition(condition: ConditionMatch, mtls: bool) -> rbac_pb2.Principal:
+def _peer_condition(condition: ConditionMatch) -> rbac_pb2.Principal:
     key = condition.key
     make: Callable[[str], rbac_pb2.Principal]
     if key == "source.ip":
@@ -285,9 +312,9 @@ def _peer_condition(condition: ConditionMatch, mtls: bool) -> rbac_pb2.Principal
     elif key == "remote.ip":
         make = lambda v: rbac_pb2.Principal(remote_ip=_cidr(v))  # noqa: E731
     elif key == "source.namespace":
-        make = lambda v: namespace_id(v, mtls)  # noqa: E731
+        make = namespace_id
     elif key == "source.principal":
-        make = lambda v: principal_id(v, mtls)  # noqa: E731
+        make = principal_id
     elif key == "request.auth.principal":
         make = request_principal_id
     elif key == "request.auth.audiences":
