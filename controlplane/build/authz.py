@@ -131,7 +131,7 @@ class Authz:
 
     @property
     def origins(self) -> tuple[PolicyRef, ...]:
-        return tuple(p.ref for p in self.policies)
+        return (*(p.ref for p in self.policies), *self.jwt_origins)
 
 
 def _root_namespace(policy: PolicySet) -> str:

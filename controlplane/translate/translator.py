@@ -56,7 +56,8 @@ def translate_proxy(model: ProxyModel) -> Resources:
         for inbound_cluster in inbound_clusters(model.inbound):
             resources.add(CLUSTER, inbound_cluster.name, inbound_cluster)
         in_listener = inbound_listener(model.inbound, model.telemetry)
-        peer_origins = _origins(model.inbound.origins)
+        authz = model.inbound.authz
+        peer_origins = _origins((*model.inbound.origins, *(authz.origins if authz is not None else ())))
         listener_origins = tuple(sorted({*telemetry_origins, *peer_origins}))
         resources.add(LISTENER, in_listener.name, in_listener, listener_origins)
         for in_routes in inbound_route_configs(model.inbound):
