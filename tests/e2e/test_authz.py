@@ -231,6 +231,10 @@ rules: [{to: [{operation: {paths: ["/api/secret*"]}}]}]
     amesh.apply(FRONTEND_GET_API, deny)
     assert amesh.call("frontend", "GET", "/api/books") == 200
     assert amesh.call("frontend", "GET", "/api/secret/key") == 403
+    # the denial is counted per policy rule (docs/authz.md, Metrics)
+    stats = amesh.reviews.stats()
+    denied = {k: v for k, v in stats.items() if "policy[deny-secret]" in k and k.endswith(".denied")}
+    assert denied and max(denied.values()) >= 1, sorted(k for k in stats if "rbac" in k)
 
 
 def test_allow_nothing_denies_all(amesh: AuthzMesh) -> None:
