@@ -102,6 +102,29 @@ spec:
 """
 
 
+def gateway(port: int) -> str:
+    return f"""\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: ingress, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {port}, name: http, protocol: HTTP}}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews-ingress}}
+spec:
+  hosts: [reviews.test]
+  gateways: [istio-system/ingress]
+  http:
+  - route:
+    - destination: {{host: reviews.test, port: {{number: 80}}}}
+"""
+
+
 def policy(name: str, spec: str, *, selector: bool = True) -> str:
     text = f"apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: {name}}}\nspec:\n"
     if selector:
@@ -132,6 +155,7 @@ class AuthzMesh:
     clients: dict[str, MeshSidecar]
     reviews: MeshSidecar
     inbound: int
+    gateway_port: int
     app: App
     config_dir: Path
 
@@ -141,7 +165,7 @@ class AuthzMesh:
 
         def synced() -> bool:
             nodes = {s["node"]: s for s in self.control_plane.syncz()}
-            return all(nodes.get(n, {}).get("synced") for n in ("frontend", "other", "reviews"))
+            return all(nodes.get(n, {}).get("synced") for n in ("frontend", "other", "reviews", "ingress"))
         wait_until(synced, timeout=30, what="every proxy to ACK the current policy")
 
     def identity(self) -> ProxyIdentity:
@@ -184,20 +208,27 @@ def amesh(envoy_binary: str, module_processes: ProcessGroup,
     inbound = free_port()
     (config_dir / "services.yaml").write_text(services(inbound))
     (config_dir / "authz.yaml").write_text("# none yet\n")
+    gateway_port = free_port()
+    (config_dir / "gateway.yaml").write_text(gateway(gateway_port))
     cp = ControlPlane(module_processes, config_dir, secure=True, serve_args=("--xds-tls",))
     cp.start()
     sidecars: dict[str, MeshSidecar] = {}
-    for name in ("frontend", "other", "reviews"):
+    for name in ("frontend", "other", "reviews", "ingress"):
         token_file = work / f"{name}.token"
-        token_file.write_text(token(cp.ca_dir, service_account=name))
         extra: dict[str, Any] = {"inbound_port": inbound, "app_port": app.port} if name == "reviews" else {}
+        account, labels = name, f"app={name}"
+        if name == "ingress":
+            account, labels = "istio-ingressgateway", "istio=ingressgateway"
+            extra = {"role": "gateway", "namespace": "istio-system"}
+        namespace, role = extra.get("namespace", "default"), extra.get("role", "sidecar")
+        token_file.write_text(token(cp.ca_dir, service_account=account, namespace=namespace, role=role))
         sidecar = MeshSidecar(envoy_binary, module_processes, work, name, cp.xds_address,
-                              service_account=name, token_file=token_file, labels=f"app={name}",
+                              service_account=account, token_file=token_file, labels=labels,
                               xds_ca=cp.ca_dir / "root-cert.pem", **extra)
         sidecar.start()
         sidecars[name] = sidecar
-    mesh = AuthzMesh(cp, {n: sidecars[n] for n in ("frontend", "other")}, sidecars["reviews"], inbound, app,
-                     config_dir)
+    mesh = AuthzMesh(cp, {n: sidecars[n] for n in ("frontend", "other")}, sidecars["reviews"], inbound,
+                     gateway_port, app, config_dir)
     try:
         mesh.apply()
         wait_until(lambda: send(sidecars["frontend"].outbound_port, "GET", "/").status == 200, timeout=30,
@@ -366,3 +397,21 @@ rules:
     wrong_group = dict(claims, group="writers")
     other = jwt.encode(wrong_group, key, algorithm="ES256", headers={"kid": "k1"})
     assert amesh.call(None, headers={"authorization": f"Bearer {other}"}, claims=wrong_group) == 403
+
+
+def test_gateway_enforces_the_policies_selecting_its_labels(amesh: AuthzMesh) -> None:
+    deny = """\
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ingress-no-admin, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  action: DENY
+  rules: [{to: [{operation: {paths: ["/admin*"]}}]}]
+"""
+    amesh.apply(deny)
+    assert send(amesh.gateway_port, "GET", "/api/books").status == 200
+    refused = send(amesh.gateway_port, "GET", "/admin/users")
+    assert (refused.status, refused.body) == (403, b"RBAC: access denied")
+    # the sidecars are not selected: frontend reaches /admin on reviews directly
+    assert amesh.call("frontend", "GET", "/admin/users") == 200
