@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from controlplane.build.proxy import Role, SocketAddress, parse_ports
+from controlplane.ops.authz_cli import add_authz_parser, run_authz
 from controlplane.security.commands import add_token_parser, parse_duration, run_ca, run_token
 
 
@@ -131,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     boot.add_argument("--sotw", action="store_true", help="state-of-the-world ADS instead of delta")
 
     add_token_parser(commands)
+    add_authz_parser(commands)
 
     validate = commands.add_parser("validate", formatter_class=_Help,
                                    help="check policy like istioctl analyze; exit 1 on errors")
@@ -340,5 +342,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return mesh_main(args.args)
     handlers = {"serve": _serve, "bootstrap": _bootstrap, "validate": _validate, "status": _status,
-                "config": _config, "token": run_token, "ca": run_ca, "dashboard": _dashboard}
+                "config": _config, "token": run_token, "ca": run_ca, "dashboard": _dashboard,
+                "authz": run_authz}
     return handlers[args.command](args)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from controlplane.api.authorizationpolicy import AuthorizationPolicy
 from controlplane.api.credentials import Credential, credentials_dir, load_credentials
 from controlplane.api.deprecated import rewrite
 from controlplane.api.destinationrule import DestinationRule
@@ -49,6 +50,7 @@ from controlplane.api.meta import DEFAULT_NAMESPACE, ObjectKey, PolicyObject
 from controlplane.api.peerauthentication import PeerAuthentication
 from controlplane.api.policyset import PolicySet
 from controlplane.api.ratelimit import RateLimitPolicy
+from controlplane.api.requestauthentication import RequestAuthentication
 from controlplane.api.serviceentry import ServiceEntry
 from controlplane.api.sidecar import Sidecar
 from controlplane.api.telemetry import Telemetry
@@ -62,6 +64,7 @@ KINDS: Mapping[str, type[PolicyObject]] = {
     for cls in (
         DestinationRule, MeshConfig, ServiceEntry, Telemetry, VirtualService, WorkloadEntry, WorkloadGroup,
         Gateway, RateLimitPolicy, PeerAuthentication, KubernetesService, Sidecar,
+        AuthorizationPolicy, RequestAuthentication,
     )
 }
 # Kubernetes kinds that mean nothing without Kubernetes: an Info, never an error (api/kubernetes.py).

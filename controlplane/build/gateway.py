@@ -33,6 +33,7 @@ from controlplane.api.gateway import (
     split_server_host,
 )
 from controlplane.api.policyset import PolicySet
+from controlplane.build.authz import build_authz
 from controlplane.build.clusters import build_clusters
 from controlplane.build.destinationrules import destination_rules
 from controlplane.build.gateway_bind import Binder
@@ -124,7 +125,8 @@ def build_gateway(policy: PolicySet, proxy: ProxyIdentity) -> ProxyModel:
         role=Role.GATEWAY,
         clusters=build_clusters(policy, registry, rules, connect_timeout_ms, proxy.locality),
         mesh_connect_timeout_ms=connect_timeout_ms,
-        gateway=GatewayConfig(tuple(listeners), health, limits, credentials),
+        gateway=GatewayConfig(tuple(listeners), health, limits, credentials,
+                              build_authz(policy, proxy.namespace, proxy.label_map)),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from controlplane.build.authz import Authz
 from controlplane.build.proxy import SocketAddress
 from controlplane.build.refs import PolicyRef
 from controlplane.build.routemodel import Route, WeightedCluster
@@ -146,3 +147,5 @@ class GatewayConfig:
     rate_limits: RateLimits = RateLimits()
     # Every credential a chain terminates TLS with, sorted by name.
     credentials: tuple[TlsCredential, ...] = ()
+    # AuthorizationPolicies selecting the gateway (build/authz.py); None: none apply
+    authz: Authz | None = None

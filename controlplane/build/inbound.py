@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 
 from controlplane.api.policyset import PolicySet
+from controlplane.build.authz import build_authz
 from controlplane.build.model import Inbound
 from controlplane.build.peerauth import workload_modes
 from controlplane.build.proxy import ProxyIdentity
@@ -31,4 +32,5 @@ def build_inbound(policy: PolicySet, proxy: ProxyIdentity) -> Inbound | None:
         # 0.0.0.0 / :: — the app listens on the loopback of the same family.
         host = "::1" if ":" in host else "127.0.0.1"
     modes, origins = workload_modes(policy, proxy.namespace, proxy.label_map, proxy.app_ports)
-    return Inbound(proxy.inbound_address, host, proxy.app_ports, modes, origins)
+    authz = build_authz(policy, proxy.namespace, proxy.label_map)
+    return Inbound(proxy.inbound_address, host, proxy.app_ports, modes, origins, authz)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from controlplane.build.authz import Authz
 from controlplane.build.gatewaymodel import GatewayConfig, TlsCredential
 from controlplane.build.peerauth import MtlsMode
 from controlplane.build.policy import (
@@ -189,6 +190,8 @@ class Inbound:
     mtls: tuple[tuple[int, MtlsMode], ...] = ()
     # the PeerAuthentications behind `mtls`
     origins: tuple[PolicyRef, ...] = ()
+    # AuthorizationPolicies the inbound side enforces (build/authz.py); None: none apply
+    authz: Authz | None = None
 
     def mode(self, port: int) -> MtlsMode:
         return dict(self.mtls).get(port, MtlsMode.PERMISSIVE)

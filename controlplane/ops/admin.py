@@ -10,6 +10,8 @@
     GET  /debug/snapshots           proxy shapes, their versions, and which proxies use them
     GET  /debug/config              loaded policy files and current diagnostics
     POST /debug/reload              reload the policy directory now (as SIGHUP does)
+    GET  /debug/authz?node=ID&...   would that proxy allow a request, and which policy decides
+                                    (ops/authz_cli.py)
     GET  /  and /debug/...          the web console and its data (ops/console/)
 
 Connection limits, timeouts and the rules for POST (a token, or JSON from loopback) are in admin_guard.py.
@@ -25,8 +27,10 @@ from aiohttp import web
 from google.protobuf import json_format
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from controlplane.api.policyset import PolicySet
 from controlplane.ops import console
 from controlplane.ops.admin_guard import HEADER_TIMEOUT, GuardedListener, post_guard
+from controlplane.ops.authz_cli import authz_answer
 from controlplane.ops.console.redact import redact
 from controlplane.translate.resources import PUSH_ORDER, SHORT_NAMES
 from controlplane.xds.cache import SnapshotCache
@@ -42,6 +46,7 @@ class AdminBackend(Protocol):
 
     cache: SnapshotCache
     registry: StatusRegistry
+    policy: PolicySet
 
     @property
     def ready(self) -> bool: ...
@@ -71,6 +76,7 @@ class AdminServer:
         app.router.add_get("/debug/config", self._config)
         app.router.add_get("/debug/snapshots", self._snapshots)
         app.router.add_post("/debug/reload", self._reload)
+        app.router.add_get("/debug/authz", self._authz)
         console.install(app, backend)
         self._app = app
 
@@ -151,6 +157,18 @@ class AdminServer:
                 if only in (None, r.name)
             ]
         return _json(dump)
+
+    async def _authz(self, request: web.Request) -> web.Response:
+        node = request.query.get("node", "")
+        streams = self.backend.registry.by_node(node)
+        if not streams:
+            return _json({"error": f"no connected proxy with node id {node!r}"}, status=404)
+        try:
+            answer = authz_answer(self.backend.policy, streams[0].identity, request.query,
+                                  request.query.getall("header", []))
+        except ValueError as exc:
+            return _json({"error": str(exc)}, status=400)
+        return _json({"node": node, **answer})
 
     async def _config(self, _: web.Request) -> web.Response:
         return _json(self.backend.policy_report())

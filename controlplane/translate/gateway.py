@@ -39,6 +39,7 @@ from controlplane.translate.listeners import http_connection_manager, socket_add
 from controlplane.translate.observability import Direction, apply_observability, listener_traffic_direction
 from controlplane.translate.protos import pack
 from controlplane.translate.ratelimit import local_rate_limit
+from controlplane.translate.rbac import authz_filters
 from controlplane.translate.resources import LISTENER, ROUTE, SECRET
 from controlplane.translate.route_action import direct_response
 from controlplane.translate.secrets import credential_secrets
@@ -120,6 +121,8 @@ def gateway_connection_manager(
                 name=names.LOCAL_RATELIMIT, typed_config=pack(local_rate_limit(gateway.rate_limits))
             )
         )
+    # identity rules match only on chains whose clients present a mesh certificate (ISTIO_MUTUAL servers)
+    filters += authz_filters(gateway.authz)
     manager = http_connection_manager(stat_prefix, route_config, filters)
     manager.use_remote_address.value = True
     manager.xff_num_trusted_hops = 0

@@ -16,6 +16,7 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 
+from controlplane.build.authz import Authz
 from controlplane.build.model import Inbound
 from controlplane.build.telemetry import ProxyTelemetry
 from controlplane.translate import names
@@ -23,6 +24,7 @@ from controlplane.translate.listeners import http_connection_manager, socket_add
 from controlplane.translate.mtls import inbound_mtls_context, tls_transport_socket
 from controlplane.translate.observability import Direction, apply_observability, listener_traffic_direction
 from controlplane.translate.protos import duration_ms, pack
+from controlplane.translate.rbac import inbound_filters, rbac_per_route
 
 INBOUND_RETRIES = 2
 INBOUND_CONNECT_TIMEOUT_MS = 10_000
@@ -44,7 +46,7 @@ def inbound_listener(inbound: Inbound, telemetry: ProxyTelemetry | None = None) 
     if mtls_ports:
         listener.listener_filters.append(listener_components_pb2.ListenerFilter(
             name=names.TLS_INSPECTOR, typed_config=pack(tls_inspector_pb2.TlsInspector())))
-        manager = _manager(names.INBOUND_HTTP_ROUTE_CONFIG, telemetry)
+        manager = _manager(names.INBOUND_HTTP_ROUTE_CONFIG, telemetry, inbound_filters(inbound.authz))
         # The app learns who called: Envoy sets x-forwarded-client-cert to the peer's SPIFFE URI, and drops
         # whatever the caller sent in that header (SANITIZE_SET), so it cannot be forged.
         manager.forward_client_cert_details = hcm.HttpConnectionManager.SANITIZE_SET
@@ -54,7 +56,8 @@ def inbound_listener(inbound: Inbound, telemetry: ProxyTelemetry | None = None) 
         chain.transport_socket.CopyFrom(tls_transport_socket(inbound_mtls_context()))
         listener.filter_chains.append(chain)
     if plain_ports:
-        manager = _manager(_plaintext_route_config(inbound), telemetry)
+        # Identity rules never match here: a plaintext peer has no principal (translate/rbac.py).
+        manager = _manager(_plaintext_route_config(inbound), telemetry, inbound_filters(inbound.authz))
         manager.forward_client_cert_details = hcm.HttpConnectionManager.SANITIZE
         chain = _chain(names.INBOUND_PLAINTEXT_CHAIN, manager)
         if mtls_ports:
@@ -63,8 +66,10 @@ def inbound_listener(inbound: Inbound, telemetry: ProxyTelemetry | None = None) 
     return listener
 
 
-def _manager(route_config: str, telemetry: ProxyTelemetry) -> hcm.HttpConnectionManager:
-    manager = http_connection_manager(names.INBOUND_HTTP_STAT_PREFIX, route_config, [])
+def _manager(
+    route_config: str, telemetry: ProxyTelemetry, filters: list[hcm.HttpFilter]
+) -> hcm.HttpConnectionManager:
+    manager = http_connection_manager(names.INBOUND_HTTP_STAT_PREFIX, route_config, filters)
     apply_observability(manager, telemetry, Direction.INBOUND)
     return manager
 
@@ -121,12 +126,13 @@ def inbound_route_configs(inbound: Inbound) -> list[route_pb2.RouteConfiguration
 
 def _route_config(inbound: Inbound, name: str, allowed: tuple[int, ...]) -> route_pb2.RouteConfiguration:
     first, *others = inbound.app_ports
-    virtual_hosts = [_virtual_host(port, [f"*:{port}"], port in allowed) for port in others]
-    virtual_hosts.append(_virtual_host(first, ["*"], first in allowed))
+    authz = inbound.authz
+    virtual_hosts = [_virtual_host(port, [f"*:{port}"], port in allowed, authz) for port in others]
+    virtual_hosts.append(_virtual_host(first, ["*"], first in allowed, authz))
     return route_pb2.RouteConfiguration(name=name, virtual_hosts=virtual_hosts)
 
 
-def _virtual_host(port: int, domains: list[str], allowed: bool) -> rc.VirtualHost:
+def _virtual_host(port: int, domains: list[str], allowed: bool, authz: Authz | None) -> rc.VirtualHost:
     if not allowed:
         # PeerAuthentication refuses this transport for this port (STRICT: mTLS only; DISABLE: plaintext)
         refuse = rc.DirectResponseAction(status=403)
@@ -137,4 +143,7 @@ def _virtual_host(port: int, domains: list[str], allowed: bool) -> rc.VirtualHos
     retry.num_retries.value = INBOUND_RETRIES
     action = rc.RouteAction(cluster=names.inbound_cluster(port), timeout=duration_ms(0), retry_policy=retry)
     route = rc.Route(name=names.DEFAULT_ROUTE, match=rc.RouteMatch(prefix="/"), route=action)
-    return rc.VirtualHost(name=names.inbound_cluster(port), domains=domains, routes=[route])
+    vhost = rc.VirtualHost(name=names.inbound_cluster(port), domains=domains, routes=[route])
+    for name, config in rbac_per_route(authz).items():
+        vhost.typed_per_filter_config[name].CopyFrom(pack(config))
+    return vhost

@@ -70,12 +70,13 @@ def translate_proxy(model: ProxyModel) -> Resources:
         with _blame("tcp listener", _origins(tcp.origins)):
             envoy_listener = tcp_listener(tcp)
             resources.add(LISTENER, envoy_listener.name, envoy_listener, _origins(tcp.origins))
-    with _blame("inbound listener", telemetry_origins):
-        if model.inbound is not None:
+    if model.inbound is not None:
+        authz = model.inbound.authz
+        peer_origins = _origins((*model.inbound.origins, *(authz.origins if authz is not None else ())))
+        with _blame("inbound listener", tuple(sorted({*telemetry_origins, *peer_origins}))):
             for inbound_cluster in inbound_clusters(model.inbound):
                 resources.add(CLUSTER, inbound_cluster.name, inbound_cluster)
             in_listener = inbound_listener(model.inbound, model.telemetry)
-            peer_origins = _origins(model.inbound.origins)
             listener_origins = tuple(sorted({*telemetry_origins, *peer_origins}))
             resources.add(LISTENER, in_listener.name, in_listener, listener_origins)
             for in_routes in inbound_route_configs(model.inbound):

@@ -1,0 +1,112 @@
+"""AuthorizationPolicy scopes (build/authz.py), the dry-run evaluator (ops/authz.py), fail-closed reloads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from controlplane.api.loader import load_policy_texts
+from controlplane.build import build_proxy
+from controlplane.build.authz import Action, Authz, build_authz
+from controlplane.build.proxy import ProxyIdentity, Role, SocketAddress
+from controlplane.ops.authz import Request, evaluate
+from controlplane.policystore import PolicyStore
+
+FRONTEND = "spiffe://cluster.local/ns/default/sa/frontend"
+
+
+def ap(name: str, spec: str, namespace: str = "default") -> str:
+    return (f"apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"
+            f"metadata: {{name: {name}, namespace: {namespace}}}\nspec: {spec}\n")
+
+
+def authz(*docs: str, namespace: str = "default", labels: dict[str, str] | None = None) -> Authz | None:
+    policy, diagnostics = load_policy_texts([("p.yaml", "---\n".join(docs))])
+    assert not diagnostics, [str(d) for d in diagnostics]
+    return build_authz(policy, namespace, labels if labels is not None else {"app": "reviews"})
+
+
+def names(model: Authz | None) -> list[str]:
+    return [] if model is None else [f"{p.ref.namespace}/{p.ref.name}" for p in model.policies]
+
+
+def test_scopes_mesh_namespace_and_selector() -> None:
+    docs = (
+        ap("mesh", "{action: DENY, rules: [{to: [{operation: {paths: [/x]}}]}]}", namespace="istio-system"),
+        ap("mesh-selected", "{selector: {matchLabels: {app: reviews}}}", namespace="istio-system"),
+        ap("ns", "{}"),
+        ap("workload", "{selector: {matchLabels: {app: reviews}}}"),
+        ap("other-workload", "{selector: {matchLabels: {app: ratings}}}"),
+        ap("other-ns", "{}", namespace="shop"),
+    )
+    assert names(authz(*docs)) == ["default/ns", "default/workload", "istio-system/mesh",
+                                   "istio-system/mesh-selected"]
+    shop = authz(*docs, namespace="shop", labels={"app": "ratings"})
+    assert names(shop) == ["istio-system/mesh", "shop/other-ns"]
+    assert authz(ap("x", "{}", namespace="shop")) is None
+
+
+def test_gateway_gets_the_policies_selecting_its_labels() -> None:
+    policy, _ = load_policy_texts([("p.yaml", ap("gw", "{selector: {matchLabels: {istio: ingressgateway}}}",
+                                                 namespace="istio-system"))])
+    gateway = ProxyIdentity(role=Role.GATEWAY, namespace="istio-system",
+                            labels=(("istio", "ingressgateway"),))
+    model = build_proxy(policy, gateway)
+    assert model.gateway is not None and names(model.gateway.authz) == ["istio-system/gw"]
+    sidecar = ProxyIdentity(inbound_address=SocketAddress("127.0.0.1", 15006), app_ports=(9101,))
+    inbound = build_proxy(policy, sidecar).inbound
+    assert inbound is not None and inbound.authz is None
+
+
+def test_deny_first_then_allow_and_rule_location() -> None:
+    model = authz(
+        ap("allow-frontend",
+           "{rules: [{from: [{source: {principals: [cluster.local/ns/default/sa/frontend]}}]}]}"),
+        ap("deny-post", "{action: DENY, rules: [{to: [{operation: {methods: [POST]}}]}]}"),
+    )
+    assert model is not None and [p.action for p in model.policies] == [Action.ALLOW, Action.DENY]
+    allowed = evaluate(model, Request(peer=FRONTEND))
+    assert allowed.allowed and allowed.policy is not None and allowed.policy.ref.name == "allow-frontend"
+    assert allowed.where == "p.yaml:4"
+    denied = evaluate(model, Request(method="POST", peer=FRONTEND))
+    assert not denied.allowed and denied.policy is not None and denied.policy.ref.name == "deny-post"
+    assert not evaluate(model, Request(peer="spiffe://cluster.local/ns/default/sa/other")).allowed
+
+
+def test_allow_nothing_and_deny_all() -> None:
+    assert not evaluate(authz(ap("nothing", "{}")), Request(peer=FRONTEND)).allowed
+    assert not evaluate(authz(ap("all", "{action: DENY, rules: [{}]}")), Request()).allowed
+    assert evaluate(authz(ap("audit", "{action: AUDIT, rules: [{}]}")), Request()).allowed
+    assert evaluate(None, Request()).allowed
+
+
+def test_plaintext_has_no_principal() -> None:
+    principals = authz(ap("p", '{rules: [{from: [{source: {principals: ["*"]}}]}]}'))
+    assert evaluate(principals, Request(peer=FRONTEND)).allowed
+    assert not evaluate(principals, Request(peer=None)).allowed
+    namespaces = authz(ap("n", "{rules: [{from: [{source: {namespaces: [default]}}]}]}"))
+    assert evaluate(namespaces, Request(peer=FRONTEND)).allowed
+    assert not evaluate(namespaces, Request(peer="spiffe://cluster.local/ns/defaults/sa/x")).allowed
+    assert not evaluate(namespaces, Request(peer=None)).allowed
+
+
+def test_paths_wildcards_and_templates() -> None:
+    model = authz(ap("p", '{rules: [{to: [{operation: {paths: ["/api/*", "*.css", "/v1/{*}/items/{**}"],'
+                          ' notPaths: ["/api/admin*"]}}]}]}'))
+    for path, expected in [("/api/books", True), ("/api/admin/x", False), ("/site.css", True),
+                           ("/v1/shop/items/a/b", True), ("/v1/a/b/items/c", False),
+                           ("/v1/shop/items", False),
+                           ("/api/books?q=1", True), ("/other", False)]:
+        assert evaluate(model, Request(path=path)).allowed is expected, path
+
+
+def test_invalid_edit_keeps_the_last_valid_policy(tmp_path: Path) -> None:
+    """Fail closed: a broken edit of a DENY policy leaves the previous DENY in effect."""
+    store = PolicyStore(tmp_path)
+    (tmp_path / "authz.yaml").write_text(ap("deny-all", "{action: DENY, rules: [{}]}"))
+    assert [o.metadata.name for o in store.load().policy] == ["deny-all"]
+    broken = "{action: DENY, rules: [{to: [{operation: {ports: [x]}}]}]}"
+    (tmp_path / "authz.yaml").write_text(ap("deny-all", broken))
+    result = store.load()
+    assert result.diagnostics and [o.metadata.name for o in result.policy] == ["deny-all"]
+    model = build_authz(result.policy, "default", {})
+    assert model is not None and not evaluate(model, Request()).allowed
