@@ -33,14 +33,15 @@ def add_authz_parser(commands: Any) -> None:
     who = parser.add_mutually_exclusive_group()
     who.add_argument("--from", dest="source", help="caller's SPIFFE ID (omit: plaintext, no identity)")
     who.add_argument("--namespace", help="a caller from this namespace (service account default)")
-    parser.add_argument("--method", default="GET")
-    parser.add_argument("--path", default="/")
-    parser.add_argument("--host", default="")
+    parser.add_argument("--method", default="GET", help="request method (default GET)")
+    parser.add_argument("--path", default="/", help="request path (default /)")
+    parser.add_argument("--host", default="", help="request Host (default: any)")
     parser.add_argument("--port", type=int, default=0, help="destination port (default: inbound listener)")
     parser.add_argument("--ip", default="127.0.0.1", help="caller's IP address")
-    parser.add_argument("--header", action="append", default=[], metavar="K=V")
-    parser.add_argument("--admin-address", default="127.0.0.1:18001")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--header", action="append", default=[], metavar="K=V",
+                        help="a request header (repeatable)")
+    parser.add_argument("--admin-address", default="127.0.0.1:18001", help="control plane admin address")
+    parser.add_argument("--json", action="store_true", help="print the decision as JSON")
 
 
 def run_authz(args: argparse.Namespace) -> int:
