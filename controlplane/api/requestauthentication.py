@@ -1,23 +1,27 @@
 """RequestAuthentication (security.istio.io): which JWTs a workload accepts (Envoy jwt_authn).
 
 Mirrors istio/api `security/v1/request_authentication.proto`: `selector` and `jwtRules[]` with `issuer`,
-`audiences`, `jwks` (inline JWKS), `fromHeaders` (`name`, `prefix`), `fromParams`, `forwardOriginalToken`
-and `outputPayloadToHeader`. Istio's semantics: a request with a token that fails verification is
-rejected (401); a request without one passes — an AuthorizationPolicy with `requestPrincipals` is what
-requires a token. Scopes as AuthorizationPolicy (build/authz.py).
+`audiences`, `jwks` (inline JWKS) or `jwksUri` (fetched by Envoy through a `jwks|<host>|<port>` cluster the
+control plane generates, translate/jwks.py) with its fetch `timeout`, `fromHeaders` (`name`, `prefix`),
+`fromParams`, `forwardOriginalToken` and `outputPayloadToHeader`. Istio's semantics: a request with a token
+that fails verification is rejected (401); a request without one passes — an AuthorizationPolicy with
+`requestPrincipals` is what requires a token. Scopes as AuthorizationPolicy (build/authz.py).
 
-Not supported yet, each a precise diagnostic rather than ignored: `jwksUri` (Envoy would fetch it through a
-cluster the control plane generates), `outputClaimToHeaders`, `timeout`, `targetRef`.
+Not supported yet, each a precise diagnostic rather than ignored: `outputClaimToHeaders`, `targetRef`.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field
 
+from controlplane.api.common import parse_duration_ms
 from controlplane.api.meta import IstioModel, PolicyObject, Problem
 from controlplane.api.peerauthentication import SecurityApiVersion, WorkloadSelector
 
@@ -64,19 +68,64 @@ class RequestAuthentication(PolicyObject):
             if rule.issuer in issuers:
                 yield Problem((*path, "issuer"), f"duplicate issuer {rule.issuer!r} (Istio rejects it)")
             issuers.add(rule.issuer)
-            if rule.jwks_uri is not None:
-                yield Problem((*path, "jwksUri"), "unsupported field jwksUri: give the keys inline with "
-                              "`jwks` (fetching a JWKS is not implemented yet)")
-            elif rule.jwks is None:
-                yield Problem((*path, "jwks"), "jwks is required (inline JWKS; jwksUri is not supported yet)")
-            else:
+            if rule.jwks is not None:
+                # Istio: inline keys win over jwksUri when both are given.
                 message = jwks_problem(rule.jwks)
                 if message:
                     yield Problem((*path, "jwks"), message)
+            elif rule.jwks_uri is not None:
+                try:
+                    parse_jwks_uri(rule.jwks_uri)
+                except ValueError as exc:
+                    yield Problem((*path, "jwksUri"), str(exc))
+            else:
+                yield Problem((*path, "jwks"), "one of jwks (inline JWKS) or jwksUri is required")
             if rule.output_claim_to_headers:
                 yield Problem((*path, "outputClaimToHeaders"), "unsupported field outputClaimToHeaders")
             if rule.timeout is not None:
-                yield Problem((*path, "timeout"), "unsupported field timeout (only used with jwksUri)")
+                try:
+                    if parse_duration_ms(rule.timeout) <= 0:
+                        raise ValueError(f"timeout {rule.timeout!r} must be positive")
+                except ValueError as exc:
+                    yield Problem((*path, "timeout"), str(exc))
+
+
+@dataclass(frozen=True)
+class JwksUri:
+    """A parsed `jwksUri`: where Envoy fetches the keys (translate/jwks.py)."""
+
+    uri: str
+    host: str
+    port: int
+    tls: bool
+
+    @property
+    def is_ip(self) -> bool:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return False
+        return True
+
+
+def parse_jwks_uri(text: str) -> JwksUri:
+    """`https://host[:port]/path` → JwksUri; ValueError saying what is wrong (http/https only, a host)."""
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"jwksUri {text!r} is not a valid URL: {exc}") from exc
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"jwksUri {text!r} must be an http:// or https:// URL")
+    host = parts.hostname or ""
+    if not host:
+        raise ValueError(f"jwksUri {text!r} has no host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"jwksUri {text!r} must not carry credentials")
+    if port == 0:
+        raise ValueError(f"jwksUri {text!r} has port 0")
+    tls = parts.scheme == "https"
+    return JwksUri(text, host, port if port is not None else (443 if tls else 80), tls)
 
 
 def jwks_problem(text: str) -> str:

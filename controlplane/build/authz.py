@@ -25,10 +25,10 @@ from controlplane.api.authorizationpolicy import (
     Source,
     port_number,
 )
-from controlplane.api.common import labels_match
+from controlplane.api.common import labels_match, parse_duration_ms
 from controlplane.api.meshconfig import DEFAULT_ROOT_NAMESPACE
 from controlplane.api.policyset import PolicySet
-from controlplane.api.requestauthentication import JwtRule, RequestAuthentication
+from controlplane.api.requestauthentication import JwksUri, JwtRule, RequestAuthentication, parse_jwks_uri
 from controlplane.build.refs import PolicyRef, policy_ref
 
 _Scoped = TypeVar("_Scoped", AuthorizationPolicy, RequestAuthentication)
@@ -108,6 +108,7 @@ class JwtProvider:
 
     name: str
     issuer: str
+    # the inline JWKS, or "" when the keys are fetched from `remote`
     jwks: str
     audiences: tuple[str, ...] = ()
     # (header name, value prefix); empty: Envoy's default (Authorization: Bearer)
@@ -115,6 +116,9 @@ class JwtProvider:
     from_params: tuple[str, ...] = ()
     forward: bool = False
     payload_header: str = ""
+    # `jwksUri` (when no inline `jwks`): Envoy fetches the keys through a generated cluster
+    remote: JwksUri | None = None
+    fetch_timeout_ms: int = 5000
 
 
 @dataclass(frozen=True)
@@ -163,7 +167,7 @@ def build_authz(policy: PolicySet, namespace: str, labels: dict[str, str]) -> Au
     if not chosen and not authentications:
         return None
     jwt = tuple(_provider(ra, index, rule) for ra in authentications
-                for index, rule in enumerate(ra.spec.jwt_rules) if rule.jwks is not None)
+                for index, rule in enumerate(ra.spec.jwt_rules) if _usable(rule))
     policies = []
     for ap in sorted(chosen, key=lambda p: (p.metadata.namespace, p.metadata.name)):
         ref = policy_ref(policy, ap)
@@ -176,7 +180,18 @@ def build_authz(policy: PolicySet, namespace: str, labels: dict[str, str]) -> Au
     return Authz(tuple(policies), jwt, tuple(policy_ref(policy, ra) for ra in authentications))
 
 
+def _usable(rule: JwtRule) -> bool:
+    """Has keys to verify with (an invalid jwksUri is a diagnostic and gives no provider)."""
+    if rule.jwks is not None:
+        return True
+    try:
+        return rule.jwks_uri is not None and bool(parse_jwks_uri(rule.jwks_uri))
+    except ValueError:
+        return False
+
+
 def _provider(ra: RequestAuthentication, index: int, rule: JwtRule) -> JwtProvider:
+    remote = parse_jwks_uri(rule.jwks_uri) if rule.jwks is None and rule.jwks_uri is not None else None
     return JwtProvider(
         name=f"{ra.metadata.namespace}/{ra.metadata.name}/{index}",
         issuer=rule.issuer,
@@ -186,6 +201,8 @@ def _provider(ra: RequestAuthentication, index: int, rule: JwtRule) -> JwtProvid
         from_params=tuple(rule.from_params),
         forward=rule.forward_original_token,
         payload_header=rule.output_payload_to_header,
+        remote=remote,
+        fetch_timeout_ms=parse_duration_ms(rule.timeout) if rule.timeout else 5000,
     )
 
 

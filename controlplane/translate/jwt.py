@@ -1,10 +1,14 @@
 """RequestAuthentication → Envoy's jwt_authn HTTP filter, placed before the RBAC filters.
 
-One provider per `jwtRules` entry (inline JWKS). The requirement is Istio's: any provider, or no token at
-all (`requires_any: [providers..., allow_missing]`) — a token that no provider verifies is rejected with
-401, a request without a token passes, and an AuthorizationPolicy with `requestPrincipals` is what turns
-"no token" into 403. The verified payload goes to dynamic metadata (`envoy.filters.http.jwt_authn` →
-`payload`), where the RBAC rules of translate/rbac.py read `iss`, `sub`, `aud` and other claims.
+One provider per `jwtRules` entry: inline JWKS (`local_jwks`), or a `jwksUri` that Envoy fetches
+(`remote_jwks`) through the cluster translate/jwks.py generates, cached for JWKS_CACHE_SECONDS and fetched
+when the listener starts (so the first request does not wait for it).
+
+The requirement is Istio's: any provider, or no token at all (`requires_any: [providers..., allow_missing]`)
+— a token that no provider verifies is rejected with 401, a request without a token passes, and an
+AuthorizationPolicy with `requestPrincipals` is what turns "no token" into 403. The verified payload goes to
+dynamic metadata (`envoy.filters.http.jwt_authn` → `payload`), where the RBAC rules of translate/rbac.py
+read `iss`, `sub`, `aud` and other claims.
 """
 
 from __future__ import annotations
@@ -15,10 +19,13 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from google.protobuf import empty_pb2
 
 from controlplane.build.authz import JwtProvider
-from controlplane.translate.protos import pack
+from controlplane.translate.jwks import jwks_cluster_name
+from controlplane.translate.protos import duration_ms, pack
 
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 PAYLOAD_KEY = "payload"
+# How long Envoy keeps fetched keys (Istio's default JWKS refresh interval is 20 minutes).
+JWKS_CACHE_SECONDS = 20 * 60
 
 
 def jwt_filter(providers: tuple[JwtProvider, ...]) -> hcm.HttpFilter | None:
@@ -39,7 +46,15 @@ def _provider(provider: JwtProvider) -> jwt.JwtProvider:
     out = jwt.JwtProvider(issuer=provider.issuer, audiences=list(provider.audiences),
                           forward=provider.forward, payload_in_metadata=PAYLOAD_KEY,
                           from_params=list(provider.from_params))
-    out.local_jwks.inline_string = provider.jwks
+    if provider.remote is not None:
+        remote = out.remote_jwks
+        remote.http_uri.uri = provider.remote.uri
+        remote.http_uri.cluster = jwks_cluster_name(provider.remote)
+        remote.http_uri.timeout.CopyFrom(duration_ms(provider.fetch_timeout_ms))
+        remote.cache_duration.seconds = JWKS_CACHE_SECONDS
+        remote.async_fetch.fast_listener = False
+    else:
+        out.local_jwks.inline_string = provider.jwks
     for name, prefix in provider.from_headers:
         out.from_headers.append(jwt.JwtHeader(name=name, value_prefix=prefix))
     if provider.payload_header:

@@ -12,6 +12,9 @@ so they are defined here once and nowhere else. They follow Istio where Istio ha
     special         PassthroughCluster                  (ALLOW_ANY; a dynamic forward proxy here)
     tracing cluster telemetry|<port>||<host>            (a tracing provider's collector; Istio reuses the
                                                          collector service's outbound cluster)
+    JWKS cluster    jwks|<host>|<port>                  (a RequestAuthentication jwksUri's server; Istio
+                                                         names it outbound|<port>||<host> when it is a
+                                                         service, we keep it apart as for telemetry)
 
 Hosts are used as written in the ServiceEntry. Istio would qualify short Kubernetes names to FQDNs
 (`reviews` → `reviews.default.svc.cluster.local`); our hosts are not Kubernetes services, so cluster names
@@ -94,6 +97,11 @@ def telemetry_cluster(host: str, port: int) -> str:
     so that it never collides with a ServiceEntry's cluster for the same host and port (which may use
     another protocol or policy than the tracer needs)."""
     return f"telemetry|{port}||{host}"
+
+
+def jwks_cluster(host: str, port: int) -> str:
+    """`jwks|issuer.example.com|443`: the cluster Envoy fetches a `jwksUri` through (translate/jwks.py)."""
+    return f"jwks|{host}|{port}"
 
 
 # --- gateways (translate/gateway*.py): Istio's gateway names where Istio has them --------------------------

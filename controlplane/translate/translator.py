@@ -24,6 +24,7 @@ from controlplane.translate.clusters import translate_cluster
 from controlplane.translate.endpoints import load_assignment
 from controlplane.translate.gateway import gateway_resources
 from controlplane.translate.inbound import inbound_clusters, inbound_listener, inbound_route_configs
+from controlplane.translate.jwks import jwks_clusters
 from controlplane.translate.listeners import outbound_http_listener
 from controlplane.translate.observability import telemetry_clusters
 from controlplane.translate.passthrough import passthrough_cluster
@@ -76,6 +77,8 @@ def translate_proxy(model: ProxyModel) -> Resources:
         with _blame("inbound listener", tuple(sorted({*telemetry_origins, *peer_origins}))):
             for inbound_cluster in inbound_clusters(model.inbound):
                 resources.add(CLUSTER, inbound_cluster.name, inbound_cluster)
+            for jwks in jwks_clusters(authz, model.mesh_connect_timeout_ms):
+                resources.add(CLUSTER, jwks.name, jwks, peer_origins)
             in_listener = inbound_listener(model.inbound, model.telemetry)
             listener_origins = tuple(sorted({*telemetry_origins, *peer_origins}))
             resources.add(LISTENER, in_listener.name, in_listener, listener_origins)
@@ -87,6 +90,9 @@ def translate_proxy(model: ProxyModel) -> Resources:
         with _blame("gateway", suspects):
             for type_url, name, message in gateway_resources(model.gateway, model.telemetry):
                 resources.add(type_url, name, message, gateway_origins)
+            for jwks in jwks_clusters(model.gateway.authz, model.mesh_connect_timeout_ms):
+                resources.add(CLUSTER, jwks.name, jwks, _origins(model.gateway.authz.origins
+                                                                  if model.gateway.authz else ()))
     with _blame("tls credentials", ()):
         for credential in model.client_credentials:
             for secret in credential_secrets(credential):
