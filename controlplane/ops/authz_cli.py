@@ -18,13 +18,13 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from controlplane.api.policyset import PolicySet
-from controlplane.build import build_proxy
-from controlplane.build.authz import Authz
-from controlplane.build.proxy import ProxyIdentity
-from controlplane.ops.authz import Request, evaluate
+if TYPE_CHECKING:  # the CLI imports this module for its parser: the policy stack loads only when asked
+    from controlplane.api.policyset import PolicySet
+    from controlplane.build.authz import Authz
+    from controlplane.build.proxy import ProxyIdentity
+    from controlplane.ops.authz import Request
 
 
 def add_authz_parser(commands: Any) -> None:
@@ -76,6 +76,8 @@ def run_authz(args: argparse.Namespace) -> int:
 
 
 def request_from_query(query: Mapping[str, str], headers: Sequence[str], default_port: int) -> Request:
+    from controlplane.ops.authz import Request
+
     """The request a /debug/authz query describes; raises ValueError with a readable message."""
     peer: str | None = None
     if query.get("from"):
@@ -99,6 +101,8 @@ def request_from_query(query: Mapping[str, str], headers: Sequence[str], default
 
 
 def proxy_authz(policy: PolicySet, identity: ProxyIdentity) -> tuple[Authz | None, int]:
+    from controlplane.build import build_proxy
+
     """The policies a proxy enforces and its default destination port (inbound listener or 0)."""
     model = build_proxy(policy, identity)
     if model.inbound is not None:
@@ -110,6 +114,8 @@ def proxy_authz(policy: PolicySet, identity: ProxyIdentity) -> tuple[Authz | Non
 
 def authz_answer(policy: PolicySet, identity: ProxyIdentity, query: Mapping[str, str],
                  headers: Sequence[str]) -> dict[str, Any]:
+    from controlplane.ops.authz import evaluate
+
     authz, port = proxy_authz(policy, identity)
     request = request_from_query(query, headers, port)
     answer = evaluate(authz, request).as_dict()
