@@ -79,7 +79,8 @@ class RequestAuthentication(PolicyObject):
                 except ValueError as exc:
                     yield Problem((*path, "jwksUri"), str(exc))
             else:
-                yield Problem((*path, "jwks"), "one of jwks (inline JWKS) or jwksUri is required")
+                yield Problem((*path, "jwks"), "OpenID discovery of the issuer's keys is not supported: "
+                                               "give jwks (inline JWKS) or jwksUri")
             if rule.output_claim_to_headers:
                 yield Problem((*path, "outputClaimToHeaders"), "unsupported field outputClaimToHeaders")
             if rule.timeout is not None:

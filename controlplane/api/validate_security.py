@@ -3,7 +3,7 @@
 - Two PeerAuthentications without selector for the same scope (mesh-wide in the root namespace, or one
   namespace): Istio applies the oldest; we apply the first by name and report the other, which is dropped.
 - A PeerAuthentication whose selector matches no known workload (WorkloadEntry or ServiceEntry endpoint
-  labels) is reported; it is kept, since the workload may connect later with those labels.
+  labels) is a Warning; it applies, since the workload may connect later with those labels.
 - DestinationRule `tls.credentialName` (SIMPLE/MUTUAL) must name a credential directory
   (`credentials/<name>/`): MUTUAL needs its `tls.crt`/`tls.key`, SIMPLE uses its `ca.crt` when present.
   A rule naming a missing credential is reported and its TLS setting removed — never a half-secured
@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from controlplane.api.clienttls import ClientTLSSettings
 from controlplane.api.common import labels_match
 from controlplane.api.destinationrule import DestinationRule, TrafficPolicy
-from controlplane.api.diagnostics import FieldPath
+from controlplane.api.diagnostics import WARNING, FieldPath
 from controlplane.api.peerauthentication import PeerAuthentication
 from controlplane.api.validate import Context
 
@@ -36,9 +36,10 @@ def check_peer_authentications(ctx: Context, policies: list[PeerAuthentication])
                 continue
         elif not any(labels_match(pa.spec.selector.match_labels, known) for ns, known in labels
                      if ns == pa.metadata.namespace):
+            # a Warning, as istioctl analyze's: the workload may connect later with these labels
             ctx.report(pa, ("spec", "selector", "matchLabels"),
                        "selects no known workload of its namespace (no WorkloadEntry or ServiceEntry "
-                       "endpoint has these labels)")
+                       "endpoint has these labels)", severity=WARNING)
         kept.append(pa)
     return kept
 

@@ -90,7 +90,6 @@ def test_auto_mtls_only_toward_sidecars_and_never_toward_disable() -> None:
     ("  mtls: {mode: STRICTER}\n", "spec.mtls.mode: unsupported value 'STRICTER'"),
     ("  portLevelMtls: {9080: {mode: STRICT}}\n", "portLevelMtls requires a selector"),
     ("  selector: {matchLabels: {app: r}}\n  portLevelMtls: {http: {mode: STRICT}}\n", "portLevelMtls"),
-    ("  selector: {matchLabels: {app: nobody}}\n  mtls: {mode: STRICT}\n", "selects no known workload"),
     ("  mtls: {mode: STRICT}\n  jwtRules: []\n", "spec.jwtRules: unsupported field"),
 ])
 def test_bad_peer_authentication_is_a_diagnostic_with_file_and_line(body: str, message: str) -> None:
@@ -184,3 +183,11 @@ def test_redaction_removes_only_the_key() -> None:
     assert secret.tls_certificate.private_key.inline_bytes.startswith(b"-----BEGIN"), "original untouched"
     root = secret_pb2.Secret(name="ROOTCA")
     assert redacted(SECRET, root) is root
+
+
+def test_peer_authentication_selecting_nothing_is_a_warning_and_applies() -> None:
+    policy, problems = load(SE, pa("later", "default", "  selector: {matchLabels: {app: nobody}}\n"
+                                                       "  mtls: {mode: STRICT}\n"))
+    assert len(problems) == 1 and problems[0].startswith("Warning p.yaml:"), problems
+    assert "selects no known workload" in problems[0]
+    assert any(obj.metadata.name == "later" for obj in policy)  # type: ignore[attr-defined]
