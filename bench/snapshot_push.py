@@ -126,8 +126,8 @@ def write_policy(directory: Path, services: int) -> None:
 
 def time_stages(policy_dir: Path, services: int, repeat: int) -> dict[str, Any]:
     from controlplane.api.loader import load_policy_dir
-    from controlplane.build import build_proxy
-    from controlplane.build.proxy import ProxyIdentity
+    from controlplane.model import build_proxy
+    from controlplane.model.identity import ProxyIdentity
     from controlplane.translate.resources import PUSH_ORDER, SHORT_NAMES
     from controlplane.translate.translator import translate_proxy
     from controlplane.xds.snapshot import Interner, Snapshot
@@ -216,7 +216,7 @@ def _emit(event: str, **data: Any) -> None:
 async def worker(policy_dir: Path, prewarm: bool, profile: Path | None) -> None:
     from controlplane.api.loader import load_policy_dir
     from controlplane.app import make_factory
-    from controlplane.build.proxy import ProxyIdentity
+    from controlplane.model.identity import ProxyIdentity
     from controlplane.translate.resources import PUSH_ORDER, SHORT_NAMES
     from controlplane.xds.cache import SnapshotCache
     from controlplane.xds.server import XdsServer

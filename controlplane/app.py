@@ -25,10 +25,10 @@ from google.protobuf.message import Message
 
 from controlplane.api.diagnostics import Diagnostic
 from controlplane.api.policyset import PolicySet
-from controlplane.build import build_proxy
-from controlplane.build.mtls import trust_domain
-from controlplane.build.proxy import ProxyIdentity, SocketAddress
 from controlplane.isolation import BuildFailures, isolated
+from controlplane.model import build_proxy
+from controlplane.model.identity import ProxyIdentity, SocketAddress
+from controlplane.model.mtls import trust_domain
 from controlplane.ops import metrics
 from controlplane.ops.admin import AdminServer
 from controlplane.ops.console.history import ChangeLog

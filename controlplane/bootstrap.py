@@ -1,6 +1,6 @@
 """Envoy bootstrap generation: the static config that points a proxy at this control plane over ADS.
 
-The proxy's identity travels in `node.metadata` (keys in controlplane/build/proxy.py), so the bootstrap is
+The proxy's identity travels in `node.metadata` (keys in controlplane/model/identity.py), so the bootstrap is
 the only per-proxy file a user keeps; everything else arrives over xDS.
 """
 
@@ -27,7 +27,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import duration_pb2, json_format, struct_pb2
 
-from controlplane.build.proxy import (
+from controlplane.model.identity import (
     META_APP_PORTS,
     META_GATEWAY_BIND,
     META_HEALTH_ADDRESS,
@@ -71,7 +71,7 @@ class BootstrapSettings:
     prometheus_address: SocketAddress | None = None
     role: Role = Role.SIDECAR
     delta: bool = True
-    # `region/zone/subzone`: node.locality (locality load balancing, build/locality.py).
+    # `region/zone/subzone`: node.locality (locality load balancing, model/locality.py).
     locality: str = ""
 
 
@@ -174,7 +174,7 @@ def build_bootstrap(settings: BootstrapSettings) -> bootstrap_pb2.Bootstrap:
         node=base_pb2.Node(
             id=settings.node_id,
             # Istio's service cluster, <app>.<namespace>: Zipkin names spans by it, and the
-            # OpenTelemetry tracer's service.name uses the same (build/telemetry.py)
+            # OpenTelemetry tracer's service.name uses the same (model/telemetry.py)
             cluster=f"{labels.get('app', settings.node_id)}.{settings.namespace}",
             metadata=node_metadata,
         ),

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
-from controlplane.build.proxy import Role, SocketAddress, parse_ports
+from controlplane.model.identity import Role, SocketAddress, parse_ports
 from controlplane.ops.authz_cli import add_authz_parser, run_authz
 from controlplane.security.commands import add_token_parser, parse_duration, run_ca, run_token
 

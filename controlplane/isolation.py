@@ -21,8 +21,8 @@ from collections.abc import Callable
 from controlplane.api.diagnostics import UNKNOWN, Diagnostic
 from controlplane.api.meta import ObjectKey
 from controlplane.api.policyset import PolicySet
-from controlplane.build import build_proxy
-from controlplane.build.proxy import ProxyIdentity
+from controlplane.model import build_proxy
+from controlplane.model.identity import ProxyIdentity
 from controlplane.translate.resources import Resources
 from controlplane.translate.translator import TranslationFailure, translate_proxy
 

@@ -23,7 +23,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-from controlplane.build.proxy import SocketAddress
+from controlplane.model.identity import SocketAddress
 
 # Istio's names for the listener's cluster and stat prefix.
 PROMETHEUS_CLUSTER = "prometheus_stats"

@@ -4,7 +4,7 @@ Mirrors istio/api `security/v1/authorization_policy.proto`: `selector`, `action`
 CUSTOM needs an ext_authz provider, which we do not have: a precise diagnostic), `rules[]` of `from[].source`,
 `to[].operation` and `when[]`. Scopes as PeerAuthentication: no selector in the root namespace = mesh-wide,
 no selector elsewhere = the namespace, a selector = the matching workloads (and gateways) of the namespace
-(of every namespace, in the root namespace). Resolution: build/authz.py; Envoy filters: translate/rbac.py.
+(of every namespace, in the root namespace). Resolution: model/authz.py; Envoy filters: translate/rbac.py.
 
 Validation follows Istio's (pkg/config/validation, security.go): `from`/`to` entries must not be empty,
 ports are numbers, paths are exact, `prefix*`, `*suffix`, `*` or path templates whose `{*}`/`{**}` are whole

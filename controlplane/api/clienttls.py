@@ -3,7 +3,7 @@
 Modes: DISABLE (plaintext, even toward sidecars), SIMPLE (TLS, verify the server), MUTUAL (TLS with a client
 certificate from `credentialName` files, as gateways read them: `credentials/<name>/tls.crt|tls.key|ca.crt`),
 ISTIO_MUTUAL (the mesh's own certificates: the workload's `default` identity and `ROOTCA`). Without `tls`,
-auto mTLS decides per endpoint (build/mtls.py). Supported fields: `mode`, `credentialName`, `sni`,
+auto mTLS decides per endpoint (model/mtls.py). Supported fields: `mode`, `credentialName`, `sni`,
 `subjectAltNames`, `insecureSkipVerify`. The file-path fields (`clientCertificate`, `privateKey`,
 `caCertificates`, `caCrl`) are unsupported fields: `credentialName` does the same from the policy
 directory, with rotation.

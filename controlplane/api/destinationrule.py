@@ -7,7 +7,7 @@ httpCookie, useSourceIp, httpQueryParameterName with ringHash or maglev; warmupD
 maxRequestsPerConnection, maxRetries, idleTimeout), `outlierDetection` (consecutive5xxErrors,
 consecutiveGatewayErrors, interval, baseEjectionTime, maxEjectionPercent, minHealthPercent),
 `retryBudget` (percent, minRetryConcurrency), `tls` (api/clienttls.py), `loadBalancer.localityLbSetting`
-(enabled, distribute, failover; see build/locality.py) and `portLevelSettings`; `workloadSelector` (the rule
+(enabled, distribute, failover; see model/locality.py) and `portLevelSettings`; `workloadSelector` (the rule
 applies to those workloads of its namespace only) and wildcard hosts. `exportTo`, `failoverPriority` and the
 rest are "unsupported field".
 See https://istio.io/latest/docs/reference/config/networking/destination-rule/.
@@ -219,7 +219,7 @@ class DestinationRuleSpec(IstioModel):
     subsets: tuple[Subset, ...] = ()
     # Istio: the rule applies only to workloads of its namespace with these labels.
     workload_selector: RuleWorkloadSelector | None = None
-    # Which namespaces' proxies use it (build/exports.py).
+    # Which namespaces' proxies use it (model/exports.py).
     export_to: tuple[ExportTarget, ...] = ()
 
     @property

@@ -4,7 +4,7 @@ Mirrors istio/api `security/v1/peer_authentication.proto`: `selector.matchLabels
 `portLevelMtls` (port number → mode). Modes: UNSET (inherit from the enclosing scope), DISABLE (plaintext
 only), PERMISSIVE (both, Istio's default when nothing is set), STRICT (mTLS only).
 
-Scopes, as Istio resolves them (build/peerauth.py): the policy without selector in the root namespace
+Scopes, as Istio resolves them (model/peerauth.py): the policy without selector in the root namespace
 (MeshConfig `rootNamespace`, default istio-system) is mesh-wide; one without selector in a namespace applies
 to that namespace; one with a selector to the workloads whose labels match it, in its namespace.
 `portLevelMtls` is only allowed with a selector (Istio rejects it otherwise).

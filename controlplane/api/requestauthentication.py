@@ -5,7 +5,7 @@ Mirrors istio/api `security/v1/request_authentication.proto`: `selector` and `jw
 control plane generates, translate/jwks.py) with its fetch `timeout`, `fromHeaders` (`name`, `prefix`),
 `fromParams`, `forwardOriginalToken` and `outputPayloadToHeader`. Istio's semantics: a request with a token
 that fails verification is rejected (401); a request without one passes — an AuthorizationPolicy with
-`requestPrincipals` is what requires a token. Scopes as AuthorizationPolicy (build/authz.py).
+`requestPrincipals` is what requires a token. Scopes as AuthorizationPolicy (model/authz.py).
 
 Not supported yet, each a precise diagnostic rather than ignored: `outputClaimToHeaders`, `targetRef`.
 """

@@ -91,7 +91,7 @@ class ServiceEntrySpec(IstioModel):
     workload_selector: WorkloadSelector | None = None
     # Virtual IPs (no CIDRs): TCP and TLS ports get a sidecar listener on each (docs/compatibility.md).
     addresses: tuple[IPAddress, ...] = ()
-    # Which namespaces' proxies see the service (build/exports.py).
+    # Which namespaces' proxies see the service (model/exports.py).
     export_to: tuple[ExportTarget, ...] = ()
 
     @field_validator("resolution")

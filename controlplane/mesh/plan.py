@@ -28,7 +28,7 @@ from controlplane.api.gateway import Gateway, ServerKind
 from controlplane.api.policyset import PolicySet
 from controlplane.api.serviceentry import ServiceEntry, ServicePort
 from controlplane.api.workloadentry import WorkloadEntry, WorkloadEntrySpec
-from controlplane.build.proxy import Role, SocketAddress
+from controlplane.model.identity import Role, SocketAddress
 
 LOOPBACK = "127.0.0.1"
 GATEWAY_NAMESPACE = "istio-system"
@@ -302,7 +302,7 @@ def make_plan(policy: PolicySet, ports: Ports) -> MeshPlan:
     for index, instance in enumerate(instances):
         if instance.http and len(instance.listen) == 1:
             # the app binds the endpoint's own loopback address: the sidecar's inbound forwards to the
-            # inbound host (build/inbound.py), so a second instance on 127.0.0.2 is reached at 127.0.0.2
+            # inbound host (model/inbound.py), so a second instance on 127.0.0.2 is reached at 127.0.0.2
             app = SocketAddress(instance.listen[0].host, ports.take(f"app:{instance.instance_id}"))
             instances[index] = replace(instance, app_listen=(app,))
             sidecar = next(i for i, p in enumerate(proxies) if p.node_id == instance.instance_id)

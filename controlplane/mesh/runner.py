@@ -21,7 +21,6 @@ from typing import Any
 
 from controlplane.api.loader import load_policy_dir
 from controlplane.bootstrap import BootstrapSettings, bootstrap_yaml
-from controlplane.build.proxy import Role, SocketAddress
 from controlplane.mesh.live import PolicyFollower, envoy_live, listening
 from controlplane.mesh.plan import LOOPBACK, Instance, MeshPlan, Ports, Proxy, local_only, make_plan
 from controlplane.mesh.processes import (
@@ -34,6 +33,7 @@ from controlplane.mesh.processes import (
 )
 from controlplane.mesh.supervisor import Supervisor
 from controlplane.mesh.traces import where_traces_go
+from controlplane.model.identity import Role, SocketAddress
 from controlplane.ops import inspect
 from controlplane.security.tokens import TokenAuthority
 

@@ -1,6 +1,6 @@
 """Dry-run authorization: would a proxy allow a request, and which policy and rule (file:line) decided?
 
-A pure evaluator over the build model (build/authz.py), written from Istio's semantics rather than from the
+A pure evaluator over the build model (model/authz.py), written from Istio's semantics rather than from the
 Envoy configuration we generate, so that a test asking both it and a real Envoy checks the translation:
 DENY policies first (any matching rule denies), then ALLOW policies (when there is one, a request must
 match one of their rules), AUDIT only noted. Identity (`principals`, `namespaces`, `source.principal`,
@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from controlplane.build.authz import (
+from controlplane.model.authz import (
     Action,
     Authz,
     AuthzPolicy,

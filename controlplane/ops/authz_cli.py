@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the CLI imports this module for its parser: the policy stack loads only when asked
     from controlplane.api.policyset import PolicySet
-    from controlplane.build.authz import Authz
-    from controlplane.build.proxy import ProxyIdentity
+    from controlplane.model.authz import Authz
+    from controlplane.model.identity import ProxyIdentity
     from controlplane.ops.authz import Request
 
 
@@ -101,7 +101,7 @@ def request_from_query(query: Mapping[str, str], headers: Sequence[str], default
 
 
 def proxy_authz(policy: PolicySet, identity: ProxyIdentity) -> tuple[Authz | None, int]:
-    from controlplane.build import build_proxy
+    from controlplane.model import build_proxy
 
     """The policies a proxy enforces and its default destination port (inbound listener or 0)."""
     model = build_proxy(policy, identity)

@@ -4,7 +4,7 @@ Every proxy gets two secrets on its ADS stream, with Istio's names: `default` (i
 chain and key, SPIFFE id spiffe://<trustDomain>/ns/<namespace>/sa/<serviceAccount>) and `ROOTCA` (the trust
 bundle: every root that is trusted now, so a root rotation keeps old and new certificates valid during
 the overlap). Nothing else of the mesh CA is ever served: a sidecar gets only its own identity, a gateway
-additionally only the credentials of the Gateways that select it (build/gateway.py), and any other name a
+additionally only the credentials of the Gateways that select it (model/gateway.py), and any other name a
 proxy asks for is simply not in its snapshot.
 
 Certificates come from the CertStore (security/workload_certs.py): the same bytes while a certificate is
@@ -20,7 +20,7 @@ from typing import Any
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 
-from controlplane.build.proxy import ProxyIdentity
+from controlplane.model.identity import ProxyIdentity
 from controlplane.security.ca import CertificateAuthority, IssuedCert
 from controlplane.security.spiffe import spiffe_id
 from controlplane.security.workload_certs import CertStore

@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 from prometheus_client import Counter, Gauge
 
-from controlplane.build.proxy import SocketAddress
+from controlplane.model.identity import SocketAddress
 from controlplane.security.ca import CertificateAuthority, IssuedCert
 from controlplane.security.identity import MeshIdentity
 from controlplane.security.tokens import TokenAuthority

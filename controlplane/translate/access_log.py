@@ -18,7 +18,7 @@ from envoy.config.core.v3 import substitution_format_string_pb2 as sfs
 from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2
 
-from controlplane.build.telemetry import AccessLogConfig, LogEncoding
+from controlplane.model.telemetry import AccessLogConfig, LogEncoding
 from controlplane.translate import names
 from controlplane.translate.protos import pack
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2
 
-from controlplane.build.policy import ClusterPolicy
+from controlplane.model.cluster_policy import ClusterPolicy
 
 UNLIMITED = 2**32 - 1
 

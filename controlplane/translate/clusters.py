@@ -15,8 +15,8 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.clusters.dynamic_forward_proxy.v3 import cluster_pb2 as dfp_cluster_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
-from controlplane.build.model import Cluster, Discovery, UpstreamProtocol
-from controlplane.build.policy import ConnectionPool
+from controlplane.model.cluster_policy import ConnectionPool
+from controlplane.model.proxy_model import Cluster, Discovery, UpstreamProtocol
 from controlplane.translate import names
 from controlplane.translate.ads import ads_config_source
 from controlplane.translate.circuit_breakers import circuit_breakers

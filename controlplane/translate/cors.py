@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 
-from controlplane.build.routemodel import Cors
+from controlplane.model.routemodel import Cors
 from controlplane.translate.route_match import string_matcher
 
 

@@ -4,7 +4,7 @@ Used twice: as the EDS resource of a STATIC ServiceEntry's cluster, and inline (
 in a STRICT_DNS cluster, where the addresses are hostnames the proxy resolves itself.
 
 Endpoints are grouped by (priority, locality, locality weight) into LocalityLbEndpoints, in that order;
-endpoints without locality share one group without a name (build/locality.py sets the rest).
+endpoints without locality share one group without a name (model/locality.py sets the rest).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
-from controlplane.build.model import Cluster, Endpoint
+from controlplane.model.proxy_model import Cluster, Endpoint
 from controlplane.translate import names
 from controlplane.translate.mtls import mark_sidecar_endpoint
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 
-from controlplane.build.routemodel import Fault
+from controlplane.model.routemodel import Fault
 from controlplane.translate.protos import duration_ms, fractional_percent
 
 

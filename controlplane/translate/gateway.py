@@ -29,10 +29,10 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf.message import Message
 
-from controlplane.build.gatewaymodel import GatewayChain, GatewayConfig, GatewayListener
-from controlplane.build.proxy import SocketAddress
-from controlplane.build.routemodel import DirectResponse
-from controlplane.build.telemetry import ProxyTelemetry
+from controlplane.model.gatewaymodel import GatewayChain, GatewayConfig, GatewayListener
+from controlplane.model.identity import SocketAddress
+from controlplane.model.routemodel import DirectResponse
+from controlplane.model.telemetry import ProxyTelemetry
 from controlplane.translate import names
 from controlplane.translate.gateway_routes import gateway_route_config, route_table_name
 from controlplane.translate.listeners import http_connection_manager, socket_address

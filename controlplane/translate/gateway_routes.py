@@ -13,7 +13,7 @@ from __future__ import annotations
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 
-from controlplane.build.gatewaymodel import GatewayRouteTable, GatewayVirtualHost
+from controlplane.model.gatewaymodel import GatewayRouteTable, GatewayVirtualHost
 from controlplane.translate import names
 from controlplane.translate.ratelimit import apply_route_limits
 from controlplane.translate.routes import translate_route

@@ -9,7 +9,7 @@ from __future__ import annotations
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 
-from controlplane.build.routemodel import HeaderOps
+from controlplane.model.routemodel import HeaderOps
 
 
 def apply_headers(route: rc.Route, request: HeaderOps, response: HeaderOps) -> None:

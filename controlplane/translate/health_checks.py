@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from envoy.config.core.v3 import base_pb2, health_check_pb2
 
-from controlplane.build.policy import HealthCheck
+from controlplane.model.cluster_policy import HealthCheck
 from controlplane.translate.protos import duration_ms
 
 

@@ -16,9 +16,9 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 
-from controlplane.build.authz import Authz
-from controlplane.build.model import Inbound
-from controlplane.build.telemetry import ProxyTelemetry
+from controlplane.model.authz import Authz
+from controlplane.model.proxy_model import Inbound
+from controlplane.model.telemetry import ProxyTelemetry
 from controlplane.translate import names
 from controlplane.translate.listeners import http_connection_manager, socket_address
 from controlplane.translate.mtls import inbound_mtls_context, tls_transport_socket

@@ -14,7 +14,7 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 
 from controlplane.api.requestauthentication import JwksUri
-from controlplane.build.authz import Authz
+from controlplane.model.authz import Authz
 from controlplane.translate import names
 from controlplane.translate.mtls import SYSTEM_CA_BUNDLE, tls_transport_socket
 from controlplane.translate.protos import duration_ms

@@ -18,7 +18,7 @@ from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 from google.protobuf import empty_pb2
 
-from controlplane.build.authz import JwtProvider
+from controlplane.model.authz import JwtProvider
 from controlplane.translate.jwks import jwks_cluster_name
 from controlplane.translate.protos import duration_ms, pack
 

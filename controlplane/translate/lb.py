@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from envoy.config.cluster.v3 import cluster_pb2
 
-from controlplane.build.policy import LbPolicy, LoadBalancer
+from controlplane.model.cluster_policy import LbPolicy, LoadBalancer
 from controlplane.translate.protos import duration_ms
 
 _LB_POLICIES = {

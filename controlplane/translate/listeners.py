@@ -25,9 +25,9 @@ from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 
-from controlplane.build.model import OutboundHttp, OutboundPolicy
-from controlplane.build.proxy import SocketAddress
-from controlplane.build.telemetry import ProxyTelemetry
+from controlplane.model.identity import SocketAddress
+from controlplane.model.proxy_model import OutboundHttp, OutboundPolicy
+from controlplane.model.telemetry import ProxyTelemetry
 from controlplane.translate import names
 from controlplane.translate.ads import ads_config_source
 from controlplane.translate.observability import Direction, apply_observability, listener_traffic_direction

@@ -20,8 +20,8 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tl
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import struct_pb2
 
-from controlplane.build.model import Cluster
-from controlplane.build.tlsmodel import UpstreamTls, UpstreamTlsMode
+from controlplane.model.proxy_model import Cluster
+from controlplane.model.tlsmodel import UpstreamTls, UpstreamTlsMode
 from controlplane.translate import names
 from controlplane.translate.ads import ads_config_source
 from controlplane.translate.protos import pack

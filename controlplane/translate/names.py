@@ -23,7 +23,7 @@ keep the host as written (the FQDN forms are accepted as references and domains:
 
 from __future__ import annotations
 
-from controlplane.build.model import ClusterRef, HostPort, Route
+from controlplane.model.proxy_model import ClusterRef, HostPort, Route
 
 # The sidecar's single outbound HTTP listener and its route configuration. Istio names route configurations
 # by port ("80"); we have one listener for all ports (the app's HTTP proxy), so one name for both.

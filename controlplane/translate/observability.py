@@ -22,7 +22,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 
-from controlplane.build.telemetry import ProxyTelemetry
+from controlplane.model.telemetry import ProxyTelemetry
 from controlplane.translate.access_log import access_log
 from controlplane.translate.tracing import collector_cluster, tracing_config
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from envoy.config.cluster.v3 import cluster_pb2, outlier_detection_pb2
 
-from controlplane.build.policy import OutlierDetection
+from controlplane.model.cluster_policy import OutlierDetection
 from controlplane.translate.protos import duration_ms
 
 _ENFORCE = 100

@@ -19,7 +19,7 @@ from envoy.extensions.clusters.dynamic_forward_proxy.v3 import cluster_pb2 as df
 from envoy.extensions.common.dynamic_forward_proxy.v3 import dns_cache_pb2
 from envoy.extensions.filters.http.dynamic_forward_proxy.v3 import dynamic_forward_proxy_pb2 as dfp_filter_pb2
 
-from controlplane.build.routemodel import DirectResponse
+from controlplane.model.routemodel import DirectResponse
 from controlplane.translate import names
 from controlplane.translate.protos import duration_ms, pack
 from controlplane.translate.route_action import direct_response

@@ -28,7 +28,7 @@ from envoy.type.metadata.v3 import metadata_pb2
 from envoy.type.v3 import percent_pb2, token_bucket_pb2
 from google.protobuf import struct_pb2
 
-from controlplane.build.gatewaymodel import GatewayRoute, RateLimits, TokenBucket
+from controlplane.model.gatewaymodel import GatewayRoute, RateLimits, TokenBucket
 from controlplane.translate import names
 from controlplane.translate.protos import duration_ms
 

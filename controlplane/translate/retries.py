@@ -10,7 +10,7 @@ from __future__ import annotations
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 
-from controlplane.build.routemodel import RetryPolicy
+from controlplane.model.routemodel import RetryPolicy
 from controlplane.translate import names
 from controlplane.translate.protos import duration_ms, pack
 

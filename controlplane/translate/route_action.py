@@ -15,8 +15,8 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.type.matcher.v3 import regex_pb2
 
-from controlplane.build.policy import HashKey
-from controlplane.build.routemodel import DirectResponse, Forward, Redirect, Route
+from controlplane.model.cluster_policy import HashKey
+from controlplane.model.routemodel import DirectResponse, Forward, Redirect, Route
 from controlplane.translate import names
 from controlplane.translate.protos import duration_ms, fractional_percent
 from controlplane.translate.retries import retry_policy

@@ -10,7 +10,7 @@ from __future__ import annotations
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 
-from controlplane.build.routemodel import MatchKind, RouteMatch, StringMatch
+from controlplane.model.routemodel import MatchKind, RouteMatch, StringMatch
 
 
 def route_match(match: RouteMatch) -> rc.RouteMatch:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 
-from controlplane.build.model import OutboundHttp, OutboundPolicy, Route, VirtualHost
+from controlplane.model.proxy_model import OutboundHttp, OutboundPolicy, Route, VirtualHost
 from controlplane.translate import names
 from controlplane.translate.cors import cors_policy
 from controlplane.translate.faults import http_fault

@@ -14,7 +14,7 @@ from __future__ import annotations
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 
-from controlplane.build.gatewaymodel import TlsCredential
+from controlplane.model.gatewaymodel import TlsCredential
 from controlplane.translate import names
 
 

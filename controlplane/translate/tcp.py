@@ -11,7 +11,7 @@ from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
-from controlplane.build.model import TcpChain, TcpListener
+from controlplane.model.proxy_model import TcpChain, TcpListener
 from controlplane.translate import names
 from controlplane.translate.listeners import socket_address
 from controlplane.translate.protos import pack

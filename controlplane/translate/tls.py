@@ -11,7 +11,7 @@ from __future__ import annotations
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 
-from controlplane.build.gatewaymodel import TlsTermination
+from controlplane.model.gatewaymodel import TlsTermination
 from controlplane.translate import names
 from controlplane.translate.ads import ads_config_source
 from controlplane.translate.protos import pack

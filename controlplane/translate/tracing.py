@@ -31,7 +31,7 @@ from envoy.type.tracing.v3 import custom_tag_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf.message import Message
 
-from controlplane.build.telemetry import CustomTag, TagSource, TracerKind, TracingConfig, TracingProvider
+from controlplane.model.telemetry import CustomTag, TagSource, TracerKind, TracingConfig, TracingProvider
 from controlplane.translate import names
 from controlplane.translate.protos import duration_ms, pack
 

@@ -19,7 +19,7 @@ import contextlib
 import dataclasses
 from collections.abc import Iterable, Iterator
 
-from controlplane.build.model import Discovery, OutboundHttp, OutboundPolicy, PolicyRef, ProxyModel
+from controlplane.model.proxy_model import Discovery, OutboundHttp, OutboundPolicy, PolicyRef, ProxyModel
 from controlplane.translate.clusters import translate_cluster
 from controlplane.translate.endpoints import load_assignment
 from controlplane.translate.gateway import gateway_resources

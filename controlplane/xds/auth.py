@@ -20,7 +20,7 @@ from typing import Protocol
 
 import grpc
 
-from controlplane.build.proxy import ProxyIdentity
+from controlplane.model.identity import ProxyIdentity
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from envoy.admin.v3 import config_dump_shared_pb2 as dump_pb2
 from envoy.service.status.v3 import csds_pb2
 from envoy.type.matcher.v3 import node_pb2, string_pb2
 
-from controlplane.build.proxy import ProxyIdentity
+from controlplane.model.identity import ProxyIdentity
 from controlplane.xds.redact import redacted_any
 from controlplane.xds.snapshot import Snapshot
 from controlplane.xds.status import NACKED, SYNCED, StatusRegistry, StreamStatus

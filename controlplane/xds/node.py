@@ -1,6 +1,6 @@
 """Reads a ProxyIdentity out of the `node` an Envoy sends on its first xDS request.
 
-The metadata keys are documented in controlplane/build/proxy.py; `controlplane bootstrap` writes them.
+The metadata keys are documented in controlplane/model/identity.py; `controlplane bootstrap` writes them.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import re
 from envoy.config.core.v3 import base_pb2
 from google.protobuf import json_format
 
-from controlplane.build.proxy import (
+from controlplane.model.identity import (
     DEFAULT_GATEWAY_BIND,
     DEFAULT_NAMESPACE,
     DEFAULT_OUTBOUND_ADDRESS,

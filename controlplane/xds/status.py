@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from controlplane.build.proxy import ProxyIdentity
+from controlplane.model.identity import ProxyIdentity
 from controlplane.translate.resources import PUSH_ORDER, SHORT_NAMES
 from controlplane.xds import metrics
 from controlplane.xds.nackmemory import NackMemory, memory_key

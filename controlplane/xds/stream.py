@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from controlplane.build.proxy import ProxyIdentity
+from controlplane.model.identity import ProxyIdentity
 from controlplane.translate.resources import SHORT_NAMES
 from controlplane.xds import metrics
 from controlplane.xds.auth import Authenticator, Refusal

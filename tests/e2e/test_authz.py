@@ -28,8 +28,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from controlplane.api.loader import load_policy_dir
-from controlplane.build import build_proxy
-from controlplane.build.proxy import ProxyIdentity, SocketAddress
+from controlplane.model import build_proxy
+from controlplane.model.identity import ProxyIdentity, SocketAddress
 from controlplane.ops.authz import Request, evaluate
 from tests.e2e.live_support import atomic_write
 from tests.e2e.mesh import PYTHON, ControlPlane, get_json

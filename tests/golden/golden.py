@@ -25,8 +25,8 @@ from pathlib import Path
 from google.protobuf.json_format import MessageToDict
 
 from controlplane.api.loader import load_policy_dir
-from controlplane.build import build_proxy
-from controlplane.build.proxy import ProxyIdentity, Role, SocketAddress, parse_ports
+from controlplane.model import build_proxy
+from controlplane.model.identity import ProxyIdentity, Role, SocketAddress, parse_ports
 from controlplane.translate.resources import SHORT_NAMES, Resources
 from controlplane.translate.translator import translate_proxy
 

@@ -28,8 +28,8 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from controlplane.api.loader import load_policy_dir
-from controlplane.build import build_proxy
-from controlplane.build.proxy import ProxyIdentity
+from controlplane.model import build_proxy
+from controlplane.model.identity import ProxyIdentity
 from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, Resources
 from controlplane.translate.translator import translate_proxy
 from tests.harness import find_envoy

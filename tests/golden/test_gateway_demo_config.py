@@ -10,8 +10,8 @@ import pytest
 from test_envoy_accepts import _validate, static_bootstrap
 
 from controlplane.api.loader import load_policy_dir
-from controlplane.build import build_proxy
-from controlplane.build.proxy import ProxyIdentity, Role, SocketAddress
+from controlplane.model import build_proxy
+from controlplane.model.identity import ProxyIdentity, Role, SocketAddress
 from controlplane.translate.resources import LISTENER, ROUTE, SECRET
 from controlplane.translate.translator import translate_proxy
 from tests.harness import find_envoy

@@ -20,7 +20,7 @@ from envoy_config import resource_name, unpack
 from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 
-from controlplane.build.proxy import META_LABELS, META_NAMESPACE, META_OUTBOUND_ADDRESS, META_ROLE
+from controlplane.model.identity import META_LABELS, META_NAMESPACE, META_OUTBOUND_ADDRESS, META_ROLE
 
 ADS = "ads"
 CDS = "cds"

@@ -14,7 +14,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-from controlplane.build.proxy import ProxyIdentity
+from controlplane.model.identity import ProxyIdentity
 from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, Resources
 from controlplane.xds.cache import ResourceFactory
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from controlplane.api.credentials import credentials_dir, load_credentials
 from controlplane.api.loader import load_policy_texts, policy_files
 from controlplane.api.policyset import PolicySet
-from controlplane.build.proxy import ProxyIdentity, Role, SocketAddress
+from controlplane.model.identity import ProxyIdentity, Role, SocketAddress
 from controlplane.translate.resources import Resources
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"

@@ -20,7 +20,7 @@ import pytest
 from playwright.sync_api import Page
 
 from controlplane.app import ControlPlane, Settings
-from controlplane.build.proxy import ProxyIdentity, Role, SocketAddress
+from controlplane.model.identity import ProxyIdentity, Role, SocketAddress
 from controlplane.translate.resources import CLUSTER, ENDPOINT, PUSH_ORDER, SECRET
 from controlplane.xds.cache import Watch
 from controlplane.xds.status import StreamStatus

@@ -1,13 +1,13 @@
-"""AuthorizationPolicy scopes (build/authz.py), the dry-run evaluator (ops/authz.py), fail-closed reloads."""
+"""AuthorizationPolicy scopes (model/authz.py), the dry-run evaluator (ops/authz.py), fail-closed reloads."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from controlplane.api.loader import load_policy_texts
-from controlplane.build import build_proxy
-from controlplane.build.authz import Action, Authz, build_authz
-from controlplane.build.proxy import ProxyIdentity, Role, SocketAddress
+from controlplane.model import build_proxy
+from controlplane.model.authz import Action, Authz, build_authz
+from controlplane.model.identity import ProxyIdentity, Role, SocketAddress
 from controlplane.ops.authz import Request, evaluate
 from controlplane.policystore import PolicyStore
 

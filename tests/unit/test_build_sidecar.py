@@ -8,9 +8,9 @@ from controlplane.api.loader import load_policy_texts
 from controlplane.api.meta import ObjectMeta
 from controlplane.api.policyset import PolicySet
 from controlplane.api.serviceentry import ServiceEntry, ServiceEntrySpec, ServicePort
-from controlplane.build import build_proxy
-from controlplane.build.model import ClusterRef, Discovery, HostPort, ProxyModel, UpstreamProtocol
-from controlplane.build.proxy import ProxyIdentity, Role, SocketAddress
+from controlplane.model import build_proxy
+from controlplane.model.identity import ProxyIdentity, Role, SocketAddress
+from controlplane.model.proxy_model import ClusterRef, Discovery, HostPort, ProxyModel, UpstreamProtocol
 from controlplane.translate import names
 from controlplane.translate.resources import CLUSTER, LISTENER, ROUTE
 from controlplane.translate.translator import translate_proxy

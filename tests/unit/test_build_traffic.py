@@ -9,12 +9,12 @@ from google.protobuf import struct_pb2
 
 from controlplane.api.hosts import HostIndex, domains
 from controlplane.api.loader import load_policy_texts
-from controlplane.build import build_proxy
-from controlplane.build.model import OutboundPolicy, ProxyModel
-from controlplane.build.policy import LbPolicy
-from controlplane.build.proxy import ProxyIdentity, SocketAddress
-from controlplane.build.retries import parse_retry_on, policy
-from controlplane.build.routemodel import DirectResponse, Forward
+from controlplane.model import build_proxy
+from controlplane.model.cluster_policy import LbPolicy
+from controlplane.model.identity import ProxyIdentity, SocketAddress
+from controlplane.model.proxy_model import OutboundPolicy, ProxyModel
+from controlplane.model.retries import parse_retry_on, policy
+from controlplane.model.routemodel import DirectResponse, Forward
 from controlplane.translate import names
 from controlplane.translate.resources import CLUSTER, LISTENER, ROUTE
 from controlplane.translate.translator import translate_proxy

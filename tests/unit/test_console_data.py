@@ -16,7 +16,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from controlplane.api.diagnostics import Diagnostic
 from controlplane.api.loader import load_policy_texts
 from controlplane.api.policyset import PolicySet
-from controlplane.build.proxy import ProxyIdentity
+from controlplane.model.identity import ProxyIdentity
 from controlplane.ops.console.history import ChangeLog
 from controlplane.ops.console.redact import redact
 from controlplane.ops.console.views import _reverse, policy

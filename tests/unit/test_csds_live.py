@@ -12,7 +12,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 from prometheus_client import REGISTRY
 
-from controlplane.build.proxy import ProxyIdentity
+from controlplane.model.identity import ProxyIdentity
 from controlplane.translate.resources import CLUSTER, Resources
 from controlplane.xds.cache import SnapshotCache
 from controlplane.xds.server import XdsServer

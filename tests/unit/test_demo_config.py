@@ -10,8 +10,8 @@ import pytest
 from google.protobuf.json_format import MessageToDict
 
 from controlplane.api.loader import load_policy_dir
-from controlplane.build import build_proxy
-from controlplane.build.proxy import ProxyIdentity
+from controlplane.model import build_proxy
+from controlplane.model.identity import ProxyIdentity
 from controlplane.translate import names
 from controlplane.translate.resources import CLUSTER, LISTENER, ROUTE
 from controlplane.translate.translator import translate_proxy

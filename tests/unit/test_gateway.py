@@ -12,9 +12,9 @@ import watchfiles
 
 from controlplane.api.gateway import Server, ServerKind
 from controlplane.api.loader import load_policy_dir
-from controlplane.build import build_proxy
-from controlplane.build.gateway_bind import host_admitted
-from controlplane.build.proxy import ProxyIdentity, Role
+from controlplane.model import build_proxy
+from controlplane.model.gateway_bind import host_admitted
+from controlplane.model.identity import ProxyIdentity, Role
 from controlplane.policystore import PolicyStore
 from controlplane.translate.resources import LISTENER, SECRET
 from controlplane.translate.translator import translate_proxy

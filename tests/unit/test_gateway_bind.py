@@ -7,8 +7,8 @@ import pytest
 from envoy.config.core.v3 import base_pb2
 
 from controlplane.api.loader import load_policy_texts
-from controlplane.build import build_proxy
-from controlplane.build.proxy import ProxyIdentity, Role
+from controlplane.model import build_proxy
+from controlplane.model.identity import ProxyIdentity, Role
 from controlplane.xds.node import NodeError, identity_of
 
 POLICY = """\

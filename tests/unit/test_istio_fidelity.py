@@ -155,9 +155,9 @@ def test_sidecar_egress_hosts() -> None:
 
 
 def test_locality_patterns_and_priorities() -> None:
-    from controlplane.build.locality import apply_locality, matches
-    from controlplane.build.model import Endpoint
-    from controlplane.build.policy import LocalitySetting
+    from controlplane.model.cluster_policy import LocalitySetting
+    from controlplane.model.locality import apply_locality, matches
+    from controlplane.model.proxy_model import Endpoint
 
     assert matches("*", "a/b/c") and matches("us-west/*", "us-west/z1")
     assert matches("us-west", "us-west/z1/s1") and not matches("us-west", "us-westx/z1")

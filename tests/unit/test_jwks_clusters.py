@@ -8,7 +8,7 @@ from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
 from controlplane.api.requestauthentication import parse_jwks_uri
-from controlplane.build.authz import Authz, JwtProvider
+from controlplane.model.authz import Authz, JwtProvider
 from controlplane.translate.jwks import jwks_clusters
 from controlplane.translate.jwt import jwt_filter
 from controlplane.translate.mtls import SYSTEM_CA_BUNDLE

@@ -12,9 +12,9 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 from google.protobuf import struct_pb2
 
 from controlplane.api.loader import load_policy_texts
-from controlplane.build import build_proxy
-from controlplane.build.peerauth import MtlsMode, applicable, mtls_mode
-from controlplane.build.proxy import ProxyIdentity, Role
+from controlplane.model import build_proxy
+from controlplane.model.identity import ProxyIdentity, Role
+from controlplane.model.peerauth import MtlsMode, applicable, mtls_mode
 from controlplane.translate.resources import SECRET
 from controlplane.xds.auth import Refusal, TokenAuthenticator, bearer_token
 from controlplane.xds.node import NodeError, identity_of

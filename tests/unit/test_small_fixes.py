@@ -13,7 +13,7 @@ import pytest
 
 from controlplane.api.loader import load_policy_dir
 from controlplane.app import ControlPlane, Settings
-from controlplane.build.proxy import ProxyIdentity, Role, SocketAddress
+from controlplane.model.identity import ProxyIdentity, Role, SocketAddress
 
 
 def test_nack_and_bad_request_counters_exist_before_any_event() -> None:

@@ -15,8 +15,8 @@ from envoy.config.core.v3 import base_pb2
 
 from controlplane.api.diagnostics import Diagnostic
 from controlplane.api.policyset import PolicySet
-from controlplane.build.proxy import ProxyIdentity
 from controlplane.cli import main
+from controlplane.model.identity import ProxyIdentity
 from controlplane.ops.inspect import (
     admin_address,
     default_admin_address,

@@ -11,9 +11,9 @@ from google.protobuf.json_format import MessageToDict
 
 from controlplane.api.loader import load_policy_texts
 from controlplane.api.policyset import PolicySet
-from controlplane.build import build_proxy
-from controlplane.build.proxy import ProxyIdentity, SocketAddress
-from controlplane.build.telemetry import LogEncoding, TagSource, TracerKind, build_telemetry
+from controlplane.model import build_proxy
+from controlplane.model.identity import ProxyIdentity, SocketAddress
+from controlplane.model.telemetry import LogEncoding, TagSource, TracerKind, build_telemetry
 from controlplane.translate import names
 from controlplane.translate.resources import CLUSTER, LISTENER
 from controlplane.translate.translator import translate_proxy

@@ -14,10 +14,10 @@ import yaml
 
 from controlplane.api.loader import load_policy_dir, policy_files
 from controlplane.api.policyset import PolicySet
-from controlplane.build.proxy import ProxyIdentity, Role
-from controlplane.build.telemetry import LogEncoding, TagSource, build_telemetry
 from controlplane.mesh.observability import local_prometheus_config
 from controlplane.mesh.plan import Ports, local_only, make_plan
+from controlplane.model.identity import ProxyIdentity, Role
+from controlplane.model.telemetry import LogEncoding, TagSource, build_telemetry
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 

@@ -14,7 +14,7 @@ from google.protobuf import json_format
 
 from controlplane.api.diagnostics import Diagnostic
 from controlplane.api.policyset import PolicySet
-from controlplane.build.proxy import ProxyIdentity
+from controlplane.model.identity import ProxyIdentity
 from controlplane.ops.console.history import ChangeLog
 from controlplane.ops.console.redact import redact
 from controlplane.translate.resources import CLUSTER, LISTENER, PUSH_ORDER, ROUTE, SHORT_NAMES

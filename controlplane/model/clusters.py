@@ -19,10 +19,11 @@ from dataclasses import replace
 from controlplane.api.common import labels_match
 from controlplane.api.policyset import PolicySet
 from controlplane.api.serviceentry import HTTP2_PROTOCOLS, ServicePort
-from controlplane.build.destinationrules import HostRules, cluster_policy
-from controlplane.build.healthchecks import probe_for
-from controlplane.build.locality import apply_locality
-from controlplane.build.model import (
+from controlplane.model.destinationrules import HostRules, cluster_policy
+from controlplane.model.healthchecks import probe_for
+from controlplane.model.locality import apply_locality
+from controlplane.model.mtls import EndpointTls, client_tls_setting, upstream_tls
+from controlplane.model.proxy_model import (
     Cluster,
     ClusterRef,
     Discovery,
@@ -30,8 +31,7 @@ from controlplane.build.model import (
     HostPort,
     UpstreamProtocol,
 )
-from controlplane.build.mtls import EndpointTls, client_tls_setting, upstream_tls
-from controlplane.build.services import Registry, Service
+from controlplane.model.services import Registry, Service
 
 
 def build_clusters(

@@ -25,8 +25,8 @@ from controlplane.api.meshconfig import DEFAULT_ROOT_NAMESPACE, ENVOY_ACCESS_LOG
 from controlplane.api.policyset import PolicySet
 from controlplane.api.telemetry import CustomTag as ApiCustomTag
 from controlplane.api.telemetry import Telemetry
-from controlplane.build.proxy import ProxyIdentity
-from controlplane.build.refs import PolicyRef, policy_ref
+from controlplane.model.identity import ProxyIdentity
+from controlplane.model.refs import PolicyRef, policy_ref
 
 # Istio's sampling when nothing sets it (pilot falls back to 1.0%; meshConfig.defaultConfig.tracing.sampling).
 DEFAULT_SAMPLING_PERCENT = 1.0

@@ -11,10 +11,10 @@ from __future__ import annotations
 from controlplane.api.common import labels_match
 from controlplane.api.policyset import PolicySet
 from controlplane.api.ratelimit import Limit, RateLimitPolicy
-from controlplane.build.gatewaymodel import RateLimits, TokenBucket
-from controlplane.build.proxy import ProxyIdentity
-from controlplane.build.refs import PolicyRef, policy_ref
-from controlplane.build.services import Registry
+from controlplane.model.gatewaymodel import RateLimits, TokenBucket
+from controlplane.model.identity import ProxyIdentity
+from controlplane.model.refs import PolicyRef, policy_ref
+from controlplane.model.services import Registry
 
 
 def bucket(limit: Limit) -> TokenBucket:

@@ -33,12 +33,12 @@ from controlplane.api.gateway import (
     split_server_host,
 )
 from controlplane.api.policyset import PolicySet
-from controlplane.build.authz import build_authz
-from controlplane.build.clusters import build_clusters
-from controlplane.build.destinationrules import destination_rules
-from controlplane.build.gateway_bind import Binder
-from controlplane.build.gateway_ratelimit import build_rate_limits
-from controlplane.build.gatewaymodel import (
+from controlplane.model.authz import build_authz
+from controlplane.model.clusters import build_clusters
+from controlplane.model.destinationrules import destination_rules
+from controlplane.model.gateway_bind import Binder
+from controlplane.model.gateway_ratelimit import build_rate_limits
+from controlplane.model.gatewaymodel import (
     GatewayChain,
     GatewayConfig,
     GatewayListener,
@@ -49,9 +49,9 @@ from controlplane.build.gatewaymodel import (
     TlsTermination,
     TlsVersion,
 )
-from controlplane.build.model import DEFAULT_CONNECT_TIMEOUT_MS, ProxyModel
-from controlplane.build.proxy import ProxyIdentity, Role
-from controlplane.build.services import origin_of, service_registry
+from controlplane.model.identity import ProxyIdentity, Role
+from controlplane.model.proxy_model import DEFAULT_CONNECT_TIMEOUT_MS, ProxyModel
+from controlplane.model.services import origin_of, service_registry
 
 # What TLS-terminated HTTP offers in ALPN: HTTP/2 first, so gRPC works (Istio's gateway default).
 HTTP_ALPN = ("h2", "http/1.1")

@@ -16,12 +16,12 @@ from controlplane.api.common import labels_match
 from controlplane.api.destination import Destination
 from controlplane.api.httproute import GRPC_STATUS, HeaderOperations, HTTPMatchRequest, HTTPRoute
 from controlplane.api.virtualservice import MESH_GATEWAY
-from controlplane.build import retries
-from controlplane.build.destinationrules import HostRules, cluster_policy
-from controlplane.build.model import ClusterRef
-from controlplane.build.policy import HashKey
-from controlplane.build.proxy import ProxyIdentity
-from controlplane.build.routemodel import (
+from controlplane.model import retries
+from controlplane.model.cluster_policy import HashKey
+from controlplane.model.destinationrules import HostRules, cluster_policy
+from controlplane.model.identity import ProxyIdentity
+from controlplane.model.proxy_model import ClusterRef
+from controlplane.model.routemodel import (
     Cors,
     DirectResponse,
     Fault,
@@ -37,7 +37,7 @@ from controlplane.build.routemodel import (
     StringMatch,
     WeightedCluster,
 )
-from controlplane.build.services import Registry, resolve_port
+from controlplane.model.services import Registry, resolve_port
 
 # What a route to an undefined subset answers: Envoy's own answer for a missing cluster (NC) is 503.
 MISSING_SUBSET_STATUS = 503

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from controlplane.build.policy import HashKey
-from controlplane.build.refs import ClusterRef
+from controlplane.model.cluster_policy import HashKey
+from controlplane.model.refs import ClusterRef
 
 
 class MatchKind(StrEnum):

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from controlplane.build.model import Endpoint
-from controlplane.build.policy import LocalitySetting
+from controlplane.model.cluster_policy import LocalitySetting
+from controlplane.model.proxy_model import Endpoint
 
 
 def apply_locality(

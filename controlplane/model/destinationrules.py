@@ -18,8 +18,7 @@ from dataclasses import dataclass, field, replace
 from controlplane.api import destinationrule as dr
 from controlplane.api.common import labels_match
 from controlplane.api.policyset import PolicySet
-from controlplane.build.model import PolicyRef
-from controlplane.build.policy import (
+from controlplane.model.cluster_policy import (
     ClusterPolicy,
     ConnectionPool,
     HashKey,
@@ -29,8 +28,9 @@ from controlplane.build.policy import (
     OutlierDetection,
     RetryBudget,
 )
-from controlplane.build.proxy import ProxyIdentity
-from controlplane.build.services import Registry, origin_of
+from controlplane.model.identity import ProxyIdentity
+from controlplane.model.proxy_model import PolicyRef
+from controlplane.model.services import Registry, origin_of
 
 _SIMPLE = {
     None: LbPolicy.LEAST_REQUEST,

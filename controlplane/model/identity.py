@@ -13,7 +13,7 @@ with equal metadata get the same configuration (and share one snapshot):
     outbound_address "HOST:PORT" the sidecar's outbound HTTP listener binds (its apps' HTTP proxy)
     inbound_address  "HOST:PORT" the sidecar's inbound HTTP listener binds (absent: no inbound listener)
     app_ports        the local app's ports, "9101" or "9101,9102" (or a list of numbers); the inbound
-                     listener forwards to them (first port by default, see build/inbound.py)
+                     listener forwards to them (first port by default, see model/inbound.py)
     health_address   gateways: "HOST:PORT" of the readiness listener (GET /healthz/ready; Istio uses
                      0.0.0.0:15021); pushed over xDS, so it answers only once config arrived. Absent:
                      no readiness listener (two gateways on one host would fight over a default)

@@ -27,11 +27,11 @@ from controlplane.api.virtualservice import (
     TLSMatchAttributes,
     VirtualService,
 )
-from controlplane.build.model import ClusterRef, HostPort, PolicyRef, TcpChain, TcpListener
-from controlplane.build.proxy import ProxyIdentity
-from controlplane.build.routemodel import WeightedCluster
-from controlplane.build.routing import mesh_routing
-from controlplane.build.services import Registry, Service, origin_of, resolve_port
+from controlplane.model.identity import ProxyIdentity
+from controlplane.model.proxy_model import ClusterRef, HostPort, PolicyRef, TcpChain, TcpListener
+from controlplane.model.routemodel import WeightedCluster
+from controlplane.model.routing import mesh_routing
+from controlplane.model.services import Registry, Service, origin_of, resolve_port
 
 
 def build_tcp_listeners(

@@ -36,7 +36,7 @@ class HashKey:
 
 @dataclass(frozen=True)
 class LocalitySetting:
-    """DestinationRule `localityLbSetting` (see build/locality.py)."""
+    """DestinationRule `localityLbSetting` (see model/locality.py)."""
 
     enabled: bool = True
     # (from pattern, ((to pattern, weight), ...)), in order.

@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING
 from controlplane.api.clienttls import ClientTLSSettings
 from controlplane.api.policyset import PolicySet
 from controlplane.api.workloadentry import WorkloadEntrySpec
-from controlplane.build.destinationrules import HostRules
-from controlplane.build.gatewaymodel import TlsCredential
-from controlplane.build.peerauth import MtlsMode, applicable, mtls_mode
-from controlplane.build.tlsmodel import UpstreamTls, UpstreamTlsMode
+from controlplane.model.destinationrules import HostRules
+from controlplane.model.gatewaymodel import TlsCredential
+from controlplane.model.peerauth import MtlsMode, applicable, mtls_mode
+from controlplane.model.tlsmodel import UpstreamTls, UpstreamTlsMode
 
 if TYPE_CHECKING:
-    from controlplane.build.model import Cluster
+    from controlplane.model.proxy_model import Cluster
 
 TLS_MODE_LABEL = "security.istio.io/tlsMode"
 TLS_MODE_ISTIO = "istio"

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from controlplane.api.httproute import HTTPRetry
-from controlplane.build.routemodel import RetryPolicy
+from controlplane.model.routemodel import RetryPolicy
 
 DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 DEFAULT_NUM_RETRIES = 2

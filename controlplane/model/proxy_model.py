@@ -18,21 +18,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from controlplane.build.authz import Authz
-from controlplane.build.gatewaymodel import GatewayConfig, TlsCredential
-from controlplane.build.peerauth import MtlsMode
-from controlplane.build.policy import (
+from controlplane.model.authz import Authz
+from controlplane.model.cluster_policy import (
     DEFAULT_CONNECT_TIMEOUT_MS,
     DEFAULT_DNS_REFRESH_RATE_MS,
     ClusterPolicy,
     HealthCheck,
     LbPolicy,
 )
-from controlplane.build.proxy import Role, SocketAddress
-from controlplane.build.refs import ClusterRef, HostPort, PolicyRef
-from controlplane.build.routemodel import MatchKind, Route, RouteMatch, StringMatch, WeightedCluster
-from controlplane.build.telemetry import ProxyTelemetry
-from controlplane.build.tlsmodel import UpstreamTls
+from controlplane.model.gatewaymodel import GatewayConfig, TlsCredential
+from controlplane.model.identity import Role, SocketAddress
+from controlplane.model.peerauth import MtlsMode
+from controlplane.model.refs import ClusterRef, HostPort, PolicyRef
+from controlplane.model.routemodel import MatchKind, Route, RouteMatch, StringMatch, WeightedCluster
+from controlplane.model.telemetry import ProxyTelemetry
+from controlplane.model.tlsmodel import UpstreamTls
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_MS",
@@ -98,9 +98,9 @@ class Endpoint:
     labels: tuple[tuple[str, str], ...] = ()
     # Where active health checks go when not to `port` (a WorkloadGroup probe on another port).
     health_check_port: int | None = None
-    # The endpoint runs a sidecar that accepts mTLS: auto mTLS calls it with ISTIO_MUTUAL (build/mtls.py).
+    # The endpoint runs a sidecar that accepts mTLS: auto mTLS calls it with ISTIO_MUTUAL (model/mtls.py).
     tls_mode: bool = False
-    # `region/zone/subzone` ("" unknown), and what locality load balancing made of it (build/locality.py):
+    # `region/zone/subzone` ("" unknown), and what locality load balancing made of it (model/locality.py):
     # the Envoy priority, and the locality's weight under `distribute` (None: not weighted).
     locality: str = ""
     priority: int = 0
@@ -120,7 +120,7 @@ class Cluster:
     respect_dns_ttl: bool = True
     health_check: HealthCheck | None = None
     origins: tuple[PolicyRef, ...] = ()
-    # None: plaintext (build/mtls.py)
+    # None: plaintext (model/mtls.py)
     tls: UpstreamTls | None = None
     # Endpoints carry locality weights (DestinationRule `distribute`): Envoy's locality-weighted LB.
     locality_weighted: bool = False
@@ -186,11 +186,11 @@ class Inbound:
     address: SocketAddress
     app_host: str
     app_ports: tuple[int, ...]
-    # PeerAuthentication mode of each app port (build/peerauth.py); empty: PERMISSIVE everywhere
+    # PeerAuthentication mode of each app port (model/peerauth.py); empty: PERMISSIVE everywhere
     mtls: tuple[tuple[int, MtlsMode], ...] = ()
     # the PeerAuthentications behind `mtls`
     origins: tuple[PolicyRef, ...] = ()
-    # AuthorizationPolicies the inbound side enforces (build/authz.py); None: none apply
+    # AuthorizationPolicies the inbound side enforces (model/authz.py); None: none apply
     authz: Authz | None = None
 
     def mode(self, port: int) -> MtlsMode:
@@ -220,9 +220,9 @@ class ProxyModel:
     mesh_connect_timeout_ms: int = DEFAULT_CONNECT_TIMEOUT_MS
     # the MeshConfig behind mesh-wide defaults (outbound traffic policy, connect timeout), if any
     mesh_origins: tuple[PolicyRef, ...] = ()
-    # Gateways only: listeners from Gateway servers, readiness, rate limits (build/gateway.py).
+    # Gateways only: listeners from Gateway servers, readiness, rate limits (model/gateway.py).
     gateway: GatewayConfig | None = None
-    # Tracing and access logging for every HTTP connection manager of the proxy (build/telemetry.py).
+    # Tracing and access logging for every HTTP connection manager of the proxy (model/telemetry.py).
     telemetry: ProxyTelemetry = field(default_factory=ProxyTelemetry)
-    # Credential files the clusters' DestinationRule `tls` uses (build/mtls.py), served as SDS secrets.
+    # Credential files the clusters' DestinationRule `tls` uses (model/mtls.py), served as SDS secrets.
     client_credentials: tuple[TlsCredential, ...] = ()

@@ -29,7 +29,7 @@ from controlplane.api.common import labels_match, parse_duration_ms
 from controlplane.api.meshconfig import DEFAULT_ROOT_NAMESPACE
 from controlplane.api.policyset import PolicySet
 from controlplane.api.requestauthentication import JwksUri, JwtRule, RequestAuthentication, parse_jwks_uri
-from controlplane.build.refs import PolicyRef, policy_ref
+from controlplane.model.refs import PolicyRef, policy_ref
 
 _Scoped = TypeVar("_Scoped", AuthorizationPolicy, RequestAuthentication)
 

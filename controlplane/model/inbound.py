@@ -5,7 +5,7 @@ the ServiceEntry point at the sidecar's `inbound_address` (node metadata) and th
 app's ports (`app_ports`) on the loopback, or on the inbound host when the inbound listener binds a
 specific non-wildcard address.
 
-Each app port has the mTLS mode its PeerAuthentication gives (build/peerauth.py); translate/inbound.py
+Each app port has the mTLS mode its PeerAuthentication gives (model/peerauth.py); translate/inbound.py
 turns the modes into filter chains (mTLS, plaintext or both).
 """
 
@@ -14,10 +14,10 @@ from __future__ import annotations
 import ipaddress
 
 from controlplane.api.policyset import PolicySet
-from controlplane.build.authz import build_authz
-from controlplane.build.model import Inbound
-from controlplane.build.peerauth import workload_modes
-from controlplane.build.proxy import ProxyIdentity
+from controlplane.model.authz import build_authz
+from controlplane.model.identity import ProxyIdentity
+from controlplane.model.peerauth import workload_modes
+from controlplane.model.proxy_model import Inbound
 
 
 def build_inbound(policy: PolicySet, proxy: ProxyIdentity) -> Inbound | None:

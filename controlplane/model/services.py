@@ -25,7 +25,7 @@ from controlplane.api.policyset import PolicySet
 from controlplane.api.serviceentry import ServiceEntry, ServiceEntrySpec, ServicePort
 from controlplane.api.sidecar import Sidecar
 from controlplane.api.workloadentry import WorkloadEntrySpec
-from controlplane.build.model import Endpoint, HostPort, PolicyRef
+from controlplane.model.proxy_model import Endpoint, HostPort, PolicyRef
 
 
 @dataclass(frozen=True)

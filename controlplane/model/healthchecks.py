@@ -13,8 +13,8 @@ from __future__ import annotations
 from controlplane.api.common import labels_match
 from controlplane.api.policyset import PolicySet
 from controlplane.api.workloadentry import ReadinessProbe
-from controlplane.build.policy import HealthCheck
-from controlplane.build.services import Service
+from controlplane.model.cluster_policy import HealthCheck
+from controlplane.model.services import Service
 
 _SECOND_MS = 1000
 

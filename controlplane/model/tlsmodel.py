@@ -1,4 +1,4 @@
-"""The model of a cluster's upstream TLS (decided in build/mtls.py, translated in translate/mtls.py)."""
+"""The model of a cluster's upstream TLS (decided in model/mtls.py, translated in translate/mtls.py)."""
 
 from __future__ import annotations
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from controlplane.build.authz import Authz
-from controlplane.build.proxy import SocketAddress
-from controlplane.build.refs import PolicyRef
-from controlplane.build.routemodel import Route, WeightedCluster
+from controlplane.model.authz import Authz
+from controlplane.model.identity import SocketAddress
+from controlplane.model.refs import PolicyRef
+from controlplane.model.routemodel import Route, WeightedCluster
 
 
 class TlsVersion(StrEnum):
@@ -147,5 +147,5 @@ class GatewayConfig:
     rate_limits: RateLimits = RateLimits()
     # Every credential a chain terminates TLS with, sorted by name.
     credentials: tuple[TlsCredential, ...] = ()
-    # AuthorizationPolicies selecting the gateway (build/authz.py); None: none apply
+    # AuthorizationPolicies selecting the gateway (model/authz.py); None: none apply
     authz: Authz | None = None

@@ -26,13 +26,13 @@ from controlplane.api.gateway import Gateway, Server, split_server_host
 from controlplane.api.httproute import HTTPMatchRequest, HTTPRoute
 from controlplane.api.policyset import PolicySet
 from controlplane.api.virtualservice import L4MatchAttributes, TLSMatchAttributes, VirtualService
-from controlplane.build.destinationrules import HostRules
-from controlplane.build.gatewaymodel import GatewayChain, GatewayRoute, GatewayVirtualHost, RateLimits
-from controlplane.build.httproutes import RouteContext, http_routes
-from controlplane.build.model import ClusterRef, PolicyRef
-from controlplane.build.proxy import ProxyIdentity
-from controlplane.build.routemodel import Forward, Route, WeightedCluster
-from controlplane.build.services import Registry, origin_of
+from controlplane.model.destinationrules import HostRules
+from controlplane.model.gatewaymodel import GatewayChain, GatewayRoute, GatewayVirtualHost, RateLimits
+from controlplane.model.httproutes import RouteContext, http_routes
+from controlplane.model.identity import ProxyIdentity
+from controlplane.model.proxy_model import ClusterRef, PolicyRef
+from controlplane.model.routemodel import Forward, Route, WeightedCluster
+from controlplane.model.services import Registry, origin_of
 
 
 def gateway_refs(refs: Sequence[str] | None, namespace: str) -> set[str]:

@@ -22,11 +22,11 @@ from collections.abc import Iterator, Mapping
 from controlplane.api.hosts import domains
 from controlplane.api.policyset import PolicySet
 from controlplane.api.virtualservice import VirtualService
-from controlplane.build.destinationrules import HostRules
-from controlplane.build.httproutes import RouteContext, default_route, http_routes
-from controlplane.build.model import ClusterRef, HostPort, PolicyRef, Route, VirtualHost
-from controlplane.build.proxy import ProxyIdentity
-from controlplane.build.services import Registry, origin_of
+from controlplane.model.destinationrules import HostRules
+from controlplane.model.httproutes import RouteContext, default_route, http_routes
+from controlplane.model.identity import ProxyIdentity
+from controlplane.model.proxy_model import ClusterRef, HostPort, PolicyRef, Route, VirtualHost
+from controlplane.model.services import Registry, origin_of
 
 # The port clients leave out of the authority for plain HTTP.
 HTTP_DEFAULT_PORT = 80

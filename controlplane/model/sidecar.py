@@ -18,25 +18,25 @@ from dataclasses import replace
 from controlplane.api.meshconfig import DEFAULT_ROOT_NAMESPACE
 from controlplane.api.policyset import PolicySet
 from controlplane.api.sidecar import Sidecar, select_sidecar
-from controlplane.build.clusters import build_clusters
-from controlplane.build.destinationrules import destination_rules
-from controlplane.build.exports import exported_policy
-from controlplane.build.gateway import build_gateway
-from controlplane.build.inbound import build_inbound
-from controlplane.build.model import (
+from controlplane.model.clusters import build_clusters
+from controlplane.model.destinationrules import destination_rules
+from controlplane.model.exports import exported_policy
+from controlplane.model.gateway import build_gateway
+from controlplane.model.identity import ProxyIdentity, Role
+from controlplane.model.inbound import build_inbound
+from controlplane.model.mtls import client_credentials
+from controlplane.model.proxy_model import (
     DEFAULT_CONNECT_TIMEOUT_MS,
     Discovery,
     OutboundHttp,
     OutboundPolicy,
     ProxyModel,
 )
-from controlplane.build.mtls import client_credentials
-from controlplane.build.proxy import ProxyIdentity, Role
-from controlplane.build.refs import policy_ref
-from controlplane.build.routing import build_virtual_hosts
-from controlplane.build.services import service_registry, visible_services
-from controlplane.build.tcp import build_tcp_listeners
-from controlplane.build.telemetry import build_telemetry
+from controlplane.model.refs import policy_ref
+from controlplane.model.routing import build_virtual_hosts
+from controlplane.model.services import service_registry, visible_services
+from controlplane.model.tcp import build_tcp_listeners
+from controlplane.model.telemetry import build_telemetry
 
 
 def build_proxy(policy: PolicySet, proxy: ProxyIdentity) -> ProxyModel:

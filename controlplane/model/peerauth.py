@@ -15,7 +15,7 @@ from controlplane.api.common import labels_match
 from controlplane.api.meshconfig import DEFAULT_ROOT_NAMESPACE
 from controlplane.api.peerauthentication import PeerAuthentication
 from controlplane.api.policyset import PolicySet
-from controlplane.build.refs import PolicyRef, policy_ref
+from controlplane.model.refs import PolicyRef, policy_ref
 
 
 class MtlsMode(StrEnum):
