@@ -25,18 +25,11 @@ Field paths in diagnostics refer to the object as written (indexes before anythi
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
 
 from controlplane.api.common import labels_match
 from controlplane.api.destinationrule import DestinationRule
 from controlplane.api.diagnostics import (
-    ERROR,
-    REFERENCED_RESOURCE_NOT_FOUND,
-    UNKNOWN,
-    WARNING,
     Diagnostic,
-    FieldPath,
-    format_path,
 )
 from controlplane.api.gateway import Gateway
 from controlplane.api.hosts import HostIndex, service_key, shared_short_hosts
@@ -46,73 +39,19 @@ from controlplane.api.meta import PolicyObject
 from controlplane.api.peerauthentication import PeerAuthentication
 from controlplane.api.policyset import PolicySet
 from controlplane.api.ratelimit import RateLimitPolicy
-from controlplane.api.serviceentry import ServiceEntry, ServiceEntrySpec
+from controlplane.api.serviceentry import ServiceEntry
 from controlplane.api.sidecar import Sidecar
 from controlplane.api.telemetry import Telemetry, check_telemetries
+from controlplane.api.validate_context import Context
+from controlplane.api.validate_gateways import check_gateway_refs, check_gateways, check_rate_limits
+from controlplane.api.validate_routes import check_virtual_service
+from controlplane.api.validate_security import check_client_tls, check_peer_authentications
 from controlplane.api.virtualservice import VirtualService
 from controlplane.api.workloadentry import WorkloadEntry
-
-Selector = tuple[tuple[str, str], ...]
-
-
-@dataclass
-class Context:
-    """What the checks share: the policy, the diagnostics so far, and the services found valid."""
-
-    policy: PolicySet
-    diagnostics: list[Diagnostic] = field(default_factory=list)
-    # host → (owning ServiceEntry, its spec); the first ServiceEntry in sorted order wins.
-    services: dict[str, tuple[ServiceEntry, ServiceEntrySpec]] = field(default_factory=dict)
-    # host → VirtualService that routes it for sidecars.
-    routed: dict[str, VirtualService] = field(default_factory=dict)
-    # host → {subset name: DestinationRule defining it}.
-    subsets: dict[str, dict[str, DestinationRule]] = field(default_factory=dict)
-    # (host, workloadSelector) → the first DestinationRule with a trafficPolicy for it / its subsets.
-    policy_owners: dict[tuple[str, Selector], DestinationRule] = field(default_factory=dict)
-    subset_owners: dict[tuple[str, Selector], dict[str, DestinationRule]] = field(default_factory=dict)
-    index: HostIndex = field(default_factory=lambda: HostIndex(()))
-    # Dot-less hosts declared in several namespaces: keyed per namespace (hosts.service_key).
-    shared: frozenset[str] = frozenset()
-
-    def report(
-        self, obj: PolicyObject, path: FieldPath, message: str, severity: str = ERROR, code: str = ""
-    ) -> None:
-        source = self.policy.source(obj.key)
-        self.diagnostics.append(
-            Diagnostic(
-                file=source.file if source else UNKNOWN,
-                line=source.line_of(path) if source else 0,
-                kind=obj.kind,
-                name=obj.metadata.name,
-                field=format_path(path),
-                message=message,
-                severity=severity,
-                code=code,
-            )
-        )
-
-    def missing(self, obj: PolicyObject, path: FieldPath, message: str) -> None:
-        """A reference to something no object defines: applied anyway, as in Istio (`istioctl analyze`
-        reports it as IST0101 ReferencedResourceNotFound)."""
-        self.report(obj, path, message, WARNING, REFERENCED_RESOURCE_NOT_FOUND)
-
-    def where(self, obj: PolicyObject) -> str:
-        """`ServiceEntry default/a (p.yaml:3)`: the other side of a conflict, with its location."""
-        source = self.policy.source(obj.key)
-        at = f" ({source.file}:{source.line})" if source else ""
-        return f"{obj.kind} {obj.ref}{at}"
-
-    def resolve(self, host: str, namespace: str) -> str | None:
-        return self.index.resolve(host, namespace)
 
 
 def validate_policy(policy: PolicySet) -> tuple[PolicySet, list[Diagnostic]]:
     """The policy with cross-object errors pruned (see the module docstring), and what was pruned."""
-    # Imported here: validate_routes needs Context from this module.
-    from controlplane.api.validate_gateways import check_gateway_refs, check_gateways, check_rate_limits
-    from controlplane.api.validate_routes import check_virtual_service
-    from controlplane.api.validate_security import check_client_tls, check_peer_authentications
-
     ctx = Context(policy)
     kept: list[PolicyObject] = []
     # Kubernetes Services are services like ServiceEntries (api/kubernetes.py); first in key order wins.

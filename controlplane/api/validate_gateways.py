@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from controlplane.api.gateway import Gateway, Server, ServerKind, split_server_host
 from controlplane.api.meta import PolicyObject
 from controlplane.api.ratelimit import RateLimitPolicy
-from controlplane.api.validate import Context
+from controlplane.api.validate_context import Context
 from controlplane.api.virtualservice import MESH_GATEWAY, VirtualService
 
 # Servers that can share a listener: plain HTTP servers merge into one route table; TLS servers (terminated

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from controlplane.api.destination import Destination, HTTPRouteDestination, RouteDestination
 from controlplane.api.diagnostics import FieldPath
 from controlplane.api.httproute import HTTPRoute
-from controlplane.api.validate import Context
+from controlplane.api.validate_context import Context
 from controlplane.api.virtualservice import TCPRoute, TLSRoute, VirtualService
 
 

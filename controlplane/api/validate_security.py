@@ -20,7 +20,7 @@ from controlplane.api.common import labels_match
 from controlplane.api.destinationrule import DestinationRule, TrafficPolicy
 from controlplane.api.diagnostics import WARNING, FieldPath
 from controlplane.api.peerauthentication import PeerAuthentication
-from controlplane.api.validate import Context
+from controlplane.api.validate_context import Context
 
 
 def check_peer_authentications(ctx: Context, policies: list[PeerAuthentication]) -> list[PeerAuthentication]:
