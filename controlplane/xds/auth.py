@@ -9,6 +9,9 @@ of the claim too, so a sidecar's token cannot open a gateway's stream.
 
 A refused stream gets UNAUTHENTICATED (no, forged or expired credential) or PERMISSION_DENIED (a valid
 credential for another identity) before any response, and a log line that names the node.
+
+CSDS on the same port (xds/csds.py) reports configuration, so it takes the same credential: a caller sees
+only the proxies of the identity its token proves (`scope`); the mesh-wide view is the admin server's.
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ class Authenticator(Protocol):
         """The proven principal (a SPIFFE id); raises Refusal."""
         ...
 
+    def scope(self, metadata: Sequence[tuple[str, str | bytes]]) -> Callable[[ProxyIdentity], bool]:
+        """Which proxies' status the caller may read (CSDS); raises Refusal."""
+        ...
+
 
 class Claims(Protocol):
     @property
@@ -56,6 +63,21 @@ class TokenAuthenticator:
 
     def authenticate(self, metadata: Sequence[tuple[str, str | bytes]], node_id: str,
                      identity: ProxyIdentity) -> str:
+        claims = self._claims(metadata)
+        claimed = (identity.namespace, identity.service_account, identity.role.value)
+        proven = (claims.namespace, claims.service_account, claims.role)
+        if claimed != proven:
+            raise Refusal(grpc.StatusCode.PERMISSION_DENIED,
+                          f"node claims namespace/serviceAccount/role {'/'.join(claimed)}, "
+                          f"its credential is for {'/'.join(proven)}")
+        return f"spiffe://{self._trust_domain()}/ns/{claims.namespace}/sa/{claims.service_account}"
+
+    def scope(self, metadata: Sequence[tuple[str, str | bytes]]) -> Callable[[ProxyIdentity], bool]:
+        claims = self._claims(metadata)
+        proven = (claims.namespace, claims.service_account, claims.role)
+        return lambda identity: (identity.namespace, identity.service_account, identity.role.value) == proven
+
+    def _claims(self, metadata: Sequence[tuple[str, str | bytes]]) -> Claims:
         token = bearer_token(metadata)
         if token is None:
             raise Refusal(grpc.StatusCode.UNAUTHENTICATED,
@@ -65,13 +87,7 @@ class TokenAuthenticator:
         except Exception as exc:  # TokenError and anything a hostile token provokes in the decoder
             reason = getattr(exc, "reason", type(exc).__name__)
             raise Refusal(grpc.StatusCode.UNAUTHENTICATED, f"credential refused: {reason}") from None
-        claimed = (identity.namespace, identity.service_account, identity.role.value)
-        proven = (claims.namespace, claims.service_account, claims.role)
-        if claimed != proven:
-            raise Refusal(grpc.StatusCode.PERMISSION_DENIED,
-                          f"node claims namespace/serviceAccount/role {'/'.join(claimed)}, "
-                          f"its credential is for {'/'.join(proven)}")
-        return f"spiffe://{self._trust_domain()}/ns/{claims.namespace}/sa/{claims.service_account}"
+        return claims
 
 
 def bearer_token(metadata: Sequence[tuple[str, str | bytes]]) -> str | None:

@@ -4,19 +4,25 @@ tools (e.g. `istioctl x proxy-status`-style clients, grpcurl) on the xDS port.
 For each connected proxy it reports, per resource of its snapshot, the version, the resource itself
 (unless `exclude_resource_contents`), and the sync state of its type: SYNCED when the proxy ACKed the
 current config, STALE when a newer one has not reached it yet, ERROR with Envoy's message after a NACK.
+
+With an authenticator (every server not started with --insecure-xds) a call needs the same credential as
+an xDS stream and reports only the proxies of the identity it proves (xds/auth.py): configuration is not
+for strangers even with private keys redacted.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+import grpc
 from envoy.admin.v3 import config_dump_shared_pb2 as dump_pb2
 from envoy.service.status.v3 import csds_pb2
 from envoy.type.matcher.v3 import node_pb2, string_pb2
 
 from controlplane.model.identity import ProxyIdentity
+from controlplane.xds.auth import Authenticator, Refusal
 from controlplane.xds.redact import redacted_any
 from controlplane.xds.snapshot import Snapshot
 from controlplane.xds.status import NACKED, SYNCED, StatusRegistry, StreamStatus
@@ -68,26 +74,46 @@ def client_config(status: StreamStatus, snapshot: Snapshot, with_contents: bool)
     return config
 
 
+def _everyone(_: ProxyIdentity) -> bool:
+    return True
+
+
 class Csds:
-    def __init__(self, registry: StatusRegistry, snapshot_of: Callable[[ProxyIdentity], Snapshot]) -> None:
+    def __init__(self, registry: StatusRegistry, snapshot_of: Callable[[ProxyIdentity], Snapshot],
+                 authenticator: Authenticator | None = None) -> None:
         self.registry = registry
         self.snapshot_of = snapshot_of
+        self.authenticator = authenticator
 
-    def respond(self, request: csds_pb2.ClientStatusRequest) -> csds_pb2.ClientStatusResponse:
+    def respond(self, request: csds_pb2.ClientStatusRequest,
+                visible: Callable[[ProxyIdentity], bool] = _everyone) -> csds_pb2.ClientStatusResponse:
         response = csds_pb2.ClientStatusResponse()
         matchers = list(request.node_matchers)
         for status in sorted(self.registry.streams.values(), key=lambda s: (s.node_id, s.stream_id)):
-            if _selected(status, matchers):
+            if visible(status.identity) and _selected(status, matchers):
                 snapshot = self.snapshot_of(status.identity)
                 response.config.append(
                     client_config(status, snapshot, not request.exclude_resource_contents))
         return response
 
-    async def fetch(self, request: csds_pb2.ClientStatusRequest, _: Any) -> bytes:
-        return self.respond(request).SerializeToString()
+    async def _scope(self, context: Any) -> Callable[[ProxyIdentity], bool]:
+        if self.authenticator is None:
+            return _everyone
+        metadata: Sequence[tuple[str, str | bytes]] = tuple(context.invocation_metadata() or ())
+        try:
+            return self.authenticator.scope(metadata)
+        except Refusal as refusal:
+            log.warning("refused a CSDS call from %s: %s", context.peer(), refusal.message)
+            await context.abort(refusal.code, refusal.message)
+            raise  # abort raises; this keeps the type checker and a fake context honest
 
-    async def stream(
-        self, requests: AsyncIterator[csds_pb2.ClientStatusRequest], _: Any
-    ) -> AsyncIterator[bytes]:
+    async def fetch(self, request: csds_pb2.ClientStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
+                    ) -> bytes:
+        visible = await self._scope(context)
+        return self.respond(request, visible).SerializeToString()
+
+    async def stream(self, requests: AsyncIterator[csds_pb2.ClientStatusRequest],
+                     context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[bytes]:
+        visible = await self._scope(context)
         async for request in requests:
-            yield self.respond(request).SerializeToString()
+            yield self.respond(request, visible).SerializeToString()

@@ -94,7 +94,7 @@ class XdsServer:
                 ),
             }
             handlers.append(grpc.method_handlers_generic_handler(service, methods))
-        csds = Csds(self.registry, self.cache.snapshot)
+        csds = Csds(self.registry, self.cache.snapshot, self.authenticator)
         handlers.append(grpc.method_handlers_generic_handler(CSDS_SERVICE, {
             "FetchClientStatus": grpc.unary_unary_rpc_method_handler(
                 csds.fetch, request_deserializer=csds_pb2.ClientStatusRequest.FromString,
