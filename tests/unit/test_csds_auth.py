@@ -1,5 +1,6 @@
 """CSDS on the xDS port takes the proxies' credential: no token → UNAUTHENTICATED, and a token sees only
-the proxies of the identity it proves (a stranger must not read the mesh's configuration)."""
+the proxies of the identity it proves (a stranger must not read the mesh's configuration); and it never
+shows a private key, though the proxy's own stream carries it."""
 
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ from datetime import UTC, datetime
 import grpc
 import pytest
 from envoy.config.core.v3 import base_pb2
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 from google.protobuf import struct_pb2
 
 from controlplane.model.identity import ProxyIdentity
-from controlplane.translate.resources import CLUSTER, Resources
+from controlplane.translate.resources import CLUSTER, SECRET, Resources
 from controlplane.xds.auth import TokenAuthenticator
 from controlplane.xds.cache import SnapshotCache
+from controlplane.xds.redact import REDACTED
 from controlplane.xds.server import XdsServer
 from controlplane.xds.status import StatusRegistry
 
@@ -85,3 +88,38 @@ def test_scope_matches_namespace_service_account_and_role() -> None:
     assert visible(ProxyIdentity(service_account="a"))
     assert not visible(ProxyIdentity(service_account="b"))
     assert not visible(ProxyIdentity(service_account="a", namespace="prod"))
+
+
+@pytest.mark.asyncio
+async def test_csds_never_shows_a_private_key() -> None:
+    key = "-----BEGIN PRIVATE KEY-----\nTOP-SECRET-KEY-BYTES\n-----END PRIVATE KEY-----\n"
+
+    def with_secret(_: ProxyIdentity) -> Resources:
+        resources = Resources()
+        secret = secret_pb2.Secret(name="default")
+        secret.tls_certificate.private_key.inline_string = key
+        secret.tls_certificate.certificate_chain.inline_string = "CERT"
+        resources.add(SECRET, "default", secret)
+        return resources
+
+    registry = StatusRegistry()
+    server = XdsServer(SnapshotCache(with_secret), registry, "127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
+            request = discovery_pb2.DiscoveryRequest(node=_node("p", "a"), type_url=SECRET,
+                                                     resource_names=["default"])
+            await call.write(request)
+            response = await asyncio.wait_for(call.read(), 5)
+            assert b"TOP-SECRET-KEY-BYTES" in response.SerializeToString()  # the proxy itself gets it
+            csds = csds_pb2_grpc.ClientStatusDiscoveryServiceStub(channel)
+            dumped = await csds.FetchClientStatus(csds_pb2.ClientStatusRequest())
+            assert b"TOP-SECRET-KEY-BYTES" not in dumped.SerializeToString()
+            (generic,) = dumped.config[0].generic_xds_configs
+            shown = secret_pb2.Secret.FromString(generic.xds_config.value)
+            assert shown.tls_certificate.private_key.inline_string == REDACTED
+            assert shown.tls_certificate.certificate_chain.inline_string == "CERT"
+            call.cancel()
+    finally:
+        await server.close(0)
