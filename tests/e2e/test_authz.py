@@ -350,6 +350,35 @@ def test_dry_run_cli_explains_the_decision(amesh: AuthzMesh) -> None:
     assert denied.stdout.startswith("DENY"), denied.stdout
 
 
+def test_a_new_invalid_policy_fails_closed(amesh: AuthzMesh) -> None:
+    """A DENY policy that never was valid is enforced as deny-all for what it selects, an invalid ALLOW
+    policy as allow-nothing: requests are denied, never let through because the policy was dropped."""
+    amesh.apply(policy("bad-deny", """
+action: DENY
+rules: [{to: [{operation: {paths: ["/a{*}b"]}}]}]
+"""))
+    for client in ("frontend", "other", None):
+        reply = send(amesh.clients[client].outbound_port if client else amesh.inbound, "GET", "/api/books")
+        assert (reply.status, reply.body) == (403, b"RBAC: access denied"), (client, reply)
+    # the dry run says the same, naming the stand-in; the server's diagnostics say what it enforces
+    loaded, diagnostics = load_policy_dir(amesh.config_dir)
+    assert any("must be a whole path segment" in d.message for d in diagnostics), diagnostics
+    model = build_proxy(loaded, amesh.identity())
+    assert model.inbound is not None
+    decision = evaluate(model.inbound.authz, Request(peer=SPIFFE + "frontend", path="/api/books"))
+    assert not decision.allowed and "enforced as deny-all" in decision.reason, decision
+    state = get_json(amesh.control_plane.admin_port, "/debug/config")
+    assert "enforced as deny-all (fail closed)" in json.dumps(state), state
+    # an invalid ALLOW policy next to a valid one: only what the valid one allows passes. (A file with an
+    # invalid object deletes nothing it served, policystore.py: a valid version of it removes bad-deny.)
+    amesh.apply(FRONTEND_GET_API)
+    amesh.apply(FRONTEND_GET_API, policy("bad-allow", """
+rules: [{to: [{operation: {ports: [http]}}]}]
+"""))
+    assert send(amesh.clients["frontend"].outbound_port, "GET", "/api/books").status == 200
+    assert send(amesh.clients["other"].outbound_port, "GET", "/api/books").status == 403
+
+
 ISSUER = "https://issuer.test"
 
 
