@@ -39,6 +39,8 @@ from tests.harness import LOOPBACK, ProcessGroup, free_port, wait_until
 pytestmark = pytest.mark.e2e
 
 SPIFFE = "spiffe://cluster.local/ns/default/sa/"
+# the SNI a client sidecar sends to reviews over auto mTLS (Istio's, model/mtls.py `istio_sni`)
+CLIENT_SNI = "outbound_.80_._.reviews.test"
 
 
 class _AnyMethod(BaseHTTPRequestHandler):
@@ -174,7 +176,8 @@ class AuthzMesh:
                              app_ports=(self.app.port,), service_account="reviews")
 
     def call(self, client: str | None, method: str = "GET", path: str = "/api/books",
-             headers: dict[str, str] | None = None, claims: dict[str, Any] | None = None) -> int:
+             headers: dict[str, str] | None = None, claims: dict[str, Any] | None = None,
+             sni: str | None = None) -> int:
         """Status of one real request (from a client sidecar over mTLS, or plaintext from the test when
         `client` is None), after checking that the evaluator predicts the same outcome."""
         if client is None:
@@ -192,7 +195,8 @@ class AuthzMesh:
         assert model.inbound is not None
         request = Request(method=method, path=path, host="reviews.test", port=self.inbound,
                           headers=tuple((headers or {}).items()),
-                          peer=SPIFFE + client if client else None, source_ip=LOOPBACK, claims=claims)
+                          peer=SPIFFE + client if client else None, source_ip=LOOPBACK, claims=claims,
+                          sni=(CLIENT_SNI if client else "") if sni is None else sni)
         decision = evaluate(model.inbound.authz, request)
         assert decision.allowed == (reply.status == 200), (client, method, path, decision, reply.status)
         return reply.status
@@ -266,6 +270,8 @@ rules: [{to: [{operation: {paths: ["/api/secret*"]}}]}]
     stats = amesh.reviews.stats()
     denied = {k: v for k, v in stats.items() if "policy[deny-secret]" in k and k.endswith(".denied")}
     assert denied and max(denied.values()) >= 1, sorted(k for k in stats if "rbac" in k)
+    # and per filter, under the prefixes docs/authz.md names (Envoy takes them from the filter's config)
+    assert stats.get("http.inbound_http.rbac.deny_.denied", 0) >= 1, sorted(k for k in stats if "rbac" in k)
 
 
 def test_allow_nothing_denies_all(amesh: AuthzMesh) -> None:
@@ -377,6 +383,38 @@ rules: [{to: [{operation: {ports: [http]}}]}]
 """))
     assert send(amesh.clients["frontend"].outbound_port, "GET", "/api/books").status == 200
     assert send(amesh.clients["other"].outbound_port, "GET", "/api/books").status == 403
+
+
+def test_audit_passes_and_is_counted(amesh: AuthzMesh) -> None:
+    """AUDIT: Envoy shadow rules — the request is served, the shadow denial is counted (per rule too)."""
+    amesh.apply(policy("audit-admin", """
+action: AUDIT
+rules: [{to: [{operation: {paths: ["/admin*"]}}]}]
+"""))
+    before = amesh.reviews.stats()
+    prefix = "http.inbound_http.rbac.istio_audit_."
+    rule = prefix + "policy.ns[default]-policy[audit-admin]-rule[0].shadow_denied"
+    assert amesh.call("frontend", "GET", "/admin/users") == 200
+    assert amesh.call("frontend", "GET", "/api/books") == 200
+    after = amesh.reviews.stats()
+    assert after.get(prefix + "shadow_denied", 0) - before.get(prefix + "shadow_denied", 0) == 1, \
+        sorted((k, v) for k, v in after.items() if "rbac" in k)
+    assert after.get(rule, 0) - before.get(rule, 0) == 1, sorted(k for k in after if "istio_audit" in k)
+    assert after.get(prefix + "shadow_allowed", 0) - before.get(prefix + "shadow_allowed", 0) == 1
+
+
+def test_connection_sni_condition_decides(amesh: AuthzMesh) -> None:
+    """`connection.sni` is the TLS SNI of the downstream connection: the client sidecars send Istio's
+    outbound SNI over mTLS; a plaintext request has none."""
+    amesh.apply(policy("sni", """
+rules: [{when: [{key: connection.sni, values: ["outbound_.80_.*"]}]}]
+"""))
+    assert amesh.call("frontend") == 200
+    assert amesh.call(None) == 403
+    amesh.apply(policy("sni", """
+rules: [{when: [{key: connection.sni, values: [outbound_.80_._.ratings.test]}]}]
+"""))
+    assert amesh.call("frontend") == 403
 
 
 ISSUER = "https://issuer.test"
