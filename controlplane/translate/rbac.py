@@ -124,6 +124,11 @@ def rule_name(policy: AuthzPolicy, rule: AuthzRule) -> str:
     return f"{policy.name}-rule[{rule.index}]"
 
 
+def rbac_rules(policies: tuple[AuthzPolicy, ...], *, deny: bool) -> rbac_pb2.RBAC:
+    """The Envoy RBAC rules of these policies (translate/rbac_tcp.py shares them)."""
+    return _rbac(policies, rbac_pb2.RBAC.DENY if deny else rbac_pb2.RBAC.ALLOW)
+
+
 def _rbac(policies: tuple[AuthzPolicy, ...], action: rbac_pb2.RBAC.Action.ValueType) -> rbac_pb2.RBAC:
     rbac = rbac_pb2.RBAC(action=action)
     for policy in policies:

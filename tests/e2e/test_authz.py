@@ -104,7 +104,7 @@ spec:
 """
 
 
-def gateway(port: int) -> str:
+def gateway(port: int, tcp_port: int) -> str:
     return f"""\
 apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -113,6 +113,8 @@ spec:
   selector: {{istio: ingressgateway}}
   servers:
   - port: {{number: {port}, name: http, protocol: HTTP}}
+    hosts: ["*"]
+  - port: {{number: {tcp_port}, name: tcp, protocol: TCP}}
     hosts: ["*"]
 ---
 apiVersion: networking.istio.io/v1
@@ -123,6 +125,10 @@ spec:
   gateways: [istio-system/ingress]
   http:
   - route:
+    - destination: {{host: reviews.test, port: {{number: 80}}}}
+  tcp:
+  - match: [{{port: {tcp_port}}}]
+    route:
     - destination: {{host: reviews.test, port: {{number: 80}}}}
 """
 
@@ -160,6 +166,7 @@ class AuthzMesh:
     gateway_port: int
     app: App
     config_dir: Path
+    gateway_tcp_port: int
 
     def apply(self, *policies: str) -> None:
         atomic_write(self.config_dir / "authz.yaml", "---\n".join(policies) or "# none\n")
@@ -212,8 +219,8 @@ def amesh(envoy_binary: str, module_processes: ProcessGroup,
     inbound = free_port()
     (config_dir / "services.yaml").write_text(services(inbound))
     (config_dir / "authz.yaml").write_text("# none yet\n")
-    gateway_port = free_port()
-    (config_dir / "gateway.yaml").write_text(gateway(gateway_port))
+    gateway_port, gateway_tcp_port = free_port(), free_port()
+    (config_dir / "gateway.yaml").write_text(gateway(gateway_port, gateway_tcp_port))
     cp = ControlPlane(module_processes, config_dir, secure=True, serve_args=("--xds-tls",))
     cp.start()
     sidecars: dict[str, MeshSidecar] = {}
@@ -232,7 +239,7 @@ def amesh(envoy_binary: str, module_processes: ProcessGroup,
         sidecar.start()
         sidecars[name] = sidecar
     mesh = AuthzMesh(cp, {n: sidecars[n] for n in ("frontend", "other")}, sidecars["reviews"], inbound,
-                     gateway_port, app, config_dir)
+                     gateway_port, app, config_dir, gateway_tcp_port)
     try:
         mesh.apply()
         wait_until(lambda: send(sidecars["frontend"].outbound_port, "GET", "/").status == 200, timeout=30,
@@ -482,6 +489,41 @@ spec:
     assert (refused.status, refused.body) == (403, b"RBAC: access denied")
     # the sidecars are not selected: frontend reaches /admin on reviews directly
     assert amesh.call("frontend", "GET", "/admin/users") == 200
+
+
+def _tcp_status(port: int) -> int | None:
+    """Status of an HTTP request sent through the gateway's TCP server; None: the connection was closed."""
+    try:
+        return send(port, "GET", "/api/books").status
+    except (ConnectionError, http.client.HTTPException):
+        return None
+
+
+def test_gateway_tcp_server_closes_denied_connections(amesh: AuthzMesh) -> None:
+    """On a TCP server (tcp_proxy) network RBAC decides; HTTP-only fields follow Istio's TCP rules: a DENY
+    rule is evaluated without them (here: deny-all), an ALLOW rule using them matches nothing."""
+    def ingress(name: str, spec: str) -> str:
+        return (f"apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"
+                f"metadata: {{name: {name}, namespace: istio-system}}\nspec:\n"
+                f"  selector: {{matchLabels: {{istio: ingressgateway}}}}\n"
+                + "".join(f"  {line}\n" for line in spec.strip("\n").splitlines()))
+    amesh.apply()
+    wait_until(lambda: _tcp_status(amesh.gateway_tcp_port) == 200, timeout=15, what="TCP through the gateway")
+    amesh.apply(ingress("no-admin", """
+action: DENY
+rules: [{to: [{operation: {paths: ["/admin*"]}}]}]
+"""))
+    assert _tcp_status(amesh.gateway_tcp_port) is None
+    assert send(amesh.gateway_port, "GET", "/api/books").status == 200
+    amesh.apply(ingress("http-only", """
+rules: [{to: [{operation: {methods: [GET]}}]}]
+"""))
+    assert _tcp_status(amesh.gateway_tcp_port) is None
+    assert send(amesh.gateway_port, "GET", "/api/books").status == 200
+    amesh.apply(ingress("loopback", """
+rules: [{from: [{source: {ipBlocks: [127.0.0.1/32]}}]}]
+"""))
+    assert _tcp_status(amesh.gateway_tcp_port) == 200
 
 
 class _JwksServer(ThreadingHTTPServer):

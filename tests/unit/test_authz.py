@@ -178,3 +178,25 @@ def test_policystore_enforces_the_stand_in_until_a_valid_version(tmp_path: Path)
     kept = store.load()
     assert kept.kept == ["AuthorizationPolicy/default/deny-admin"]
     assert evaluate(build_authz(kept.policy, "default", {}), Request(path="/public")).allowed
+
+
+def test_tcp_rules_follow_istio_semantics() -> None:
+    """translate/rbac_tcp.py: HTTP-only fields make an ALLOW rule match nothing on TCP and are dropped
+    from a DENY rule (broader); rules without them are unchanged."""
+    from controlplane.translate.rbac_tcp import tcp_rule
+
+    model = authz(ap("p", '{rules: [{from: [{source: {requestPrincipals: ["*"], ipBlocks: [10.0.0.0/8]}}],'
+                          ' to: [{operation: {methods: [GET], ports: ["80"]}}],'
+                          ' when: [{key: "request.headers[x]", values: [y]},'
+                          ' {key: source.ip, values: [10.1.1.1]}]},'
+                          ' {from: [{source: {ipBlocks: [10.0.0.0/8]}}]}]}'))
+    assert model is not None
+    http_rule, tcp_only = model.policies[0].rules
+    assert tcp_rule(http_rule, Action.ALLOW) is None and tcp_rule(http_rule, Action.AUDIT) is None
+    assert tcp_rule(tcp_only, Action.ALLOW) == tcp_only
+    denied = tcp_rule(http_rule, Action.DENY)
+    assert denied is not None
+    assert [s.ip_blocks for s in denied.sources] == [("10.0.0.0/8",)]
+    assert [s.request_principals for s in denied.sources] == [()]
+    assert [(o.methods, o.ports) for o in denied.operations] == [((), (80,))]
+    assert [c.key for c in denied.conditions] == ["source.ip"]
