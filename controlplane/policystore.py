@@ -49,7 +49,8 @@ class LoadResult:
     diagnostics: list[Diagnostic]
     # objects ("Kind/namespace/name") whose last valid version is served instead of what is on disk
     kept: list[str] = field(default_factory=list)
-    # objects on disk that are invalid and were never valid: not applied
+    # objects on disk that are invalid and were never valid: not applied (an AuthorizationPolicy's
+    # fail-closed stand-in is, in its place)
     excluded: list[str] = field(default_factory=list)
 
 
