@@ -2,7 +2,9 @@
 
 Each policy object (kind/namespace/name) is valid or invalid on its own, as Kubernetes' admission makes it
 for Istio: a valid object applies even when its neighbour in the same file is invalid; an invalid object
-keeps its last valid version in effect, or is absent if it never had one, and its diagnostics say which.
+keeps its last valid version in effect, or is absent if it never had one (an AuthorizationPolicy is
+enforced as its fail-closed stand-in instead, api/authorizationpolicy.py `fail_closed`: absent could mean
+allow-all), and its diagnostics say which.
 A file that cannot be used as a whole (unreadable, not a regular file, too large, not UTF-8, a YAML syntax
 error as a half-written file has) keeps every object it served before; so does a file with any invalid
 object for the objects it no longer defines (a half-written file may end on a document boundary): an
@@ -28,6 +30,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from controlplane.api.authorizationpolicy import FAIL_CLOSED_ANNOTATION
 from controlplane.api.credentials import CREDENTIALS_DIR, Credential, load_credentials
 from controlplane.api.diagnostics import INFO, UNKNOWN, Diagnostic
 from controlplane.api.documents import Source
@@ -46,7 +49,8 @@ class LoadResult:
     diagnostics: list[Diagnostic]
     # objects ("Kind/namespace/name") whose last valid version is served instead of what is on disk
     kept: list[str] = field(default_factory=list)
-    # objects on disk that are invalid and were never valid: not applied
+    # objects on disk that are invalid and were never valid: not applied (an AuthorizationPolicy's
+    # fail-closed stand-in is, in its place)
     excluded: list[str] = field(default_factory=list)
 
 
@@ -61,6 +65,8 @@ class _Entry:
     source: Source
     obj: PolicyObject | None
     kept: bool = False
+    # an invalid object's fail-closed stand-in (loader.Decoded.fallback)
+    fallback: PolicyObject | None = None
 
 
 class PolicyStore:
@@ -68,6 +74,8 @@ class PolicyStore:
         self.root = root
         # the last valid version of every object in effect, with where it came from
         self._good: dict[ObjectKey, tuple[PolicyObject, Source]] = {}
+        # keys of `_good` that hold a fail-closed stand-in, not a valid version (a newer stand-in replaces it)
+        self._stand_ins: set[ObjectKey] = set()
         self._good_credentials: dict[str, Credential] = {}
         # the last text read of each file (to recognise a truncated copy of it)
         self._texts: dict[str, str] = {}
@@ -128,7 +136,7 @@ class PolicyStore:
                 continue
             if item.obj is not None:
                 defined.add(item.key)
-            entries.setdefault(item.key, []).append(_Entry(item.source, item.obj))
+            entries.setdefault(item.key, []).append(_Entry(item.source, item.obj, fallback=item.fallback))
         if syntax is not None or any(item.obj is None and item.diagnostics for item in decoded):
             self._keep_from(file, defined, entries)
         return diagnostics
@@ -151,6 +159,7 @@ class PolicyStore:
         kept: list[str] = []
         excluded: list[str] = []
         good: dict[ObjectKey, tuple[PolicyObject, Source]] = {}
+        stand_ins: set[ObjectKey] = set()
         for key in sorted(entries):
             found = entries[key]
             winner = self._winner(key, found)
@@ -160,6 +169,14 @@ class PolicyStore:
                                                             winner.source))
             if winner.obj is not None:
                 obj, source = winner.obj, winner.source
+                if winner.kept and key in self._stand_ins:
+                    stand_ins.add(key)
+            elif winner.fallback is not None and (key not in self._good or key in self._stand_ins):
+                obj, source = winner.fallback, winner.source
+                stand_ins.add(key)
+                diagnostics.append(_note(winner.source, key, "invalid and never valid; enforced as "
+                                         f"{_fail_closed(obj)} (fail closed)"))
+                excluded.append(str(key))
             elif key in self._good:
                 obj, source = self._good[key]
                 diagnostics.append(_note(winner.source, key, f"invalid; its last valid version "
@@ -168,12 +185,13 @@ class PolicyStore:
                 diagnostics.append(_note(winner.source, key, "invalid and never valid; not applied"))
                 excluded.append(str(key))
                 continue
-            if winner.kept or winner.obj is None:
+            if (winner.kept or winner.obj is None) and key not in stand_ins:
                 kept.append(str(key))
             objects.append(obj)
             sources[key] = source
             good[key] = (obj, source)
         self._good = good
+        self._stand_ins = stand_ins
         return objects, sources, kept, excluded
 
     def _winner(self, key: ObjectKey, found: list[_Entry]) -> _Entry:
@@ -197,6 +215,10 @@ class PolicyStore:
                 found[name] = previous
         self._good_credentials = dict(found)
         return dict(sorted(found.items())), diagnostics
+
+
+def _fail_closed(obj: PolicyObject) -> str:
+    return obj.metadata.annotations.get(FAIL_CLOSED_ANNOTATION, "a fail-closed stand-in")
 
 
 def _note(source: Source, key: ObjectKey, what: str) -> Diagnostic:

@@ -12,6 +12,14 @@ segments (`/a{*}b` is rejected) with `{**}` last, principals carry a trust domai
 not `spiffe://…` nor `ns/x/sa/y`), and `when` keys are the ones Istio knows (those we cannot translate yet
 are a diagnostic naming the key, never ignored).
 See https://istio.io/latest/docs/reference/config/security/authorization-policy/.
+
+Fail closed (`fail_closed`): an AuthorizationPolicy that is invalid and never had a valid version is not
+simply left out — that could turn its workloads allow-all. It is replaced by a stand-in for the scope its
+metadata and selector name: an ALLOW policy allows nothing (as Istio skips every rule it cannot
+translate), a DENY policy denies everything (`rules: [{}]`), a CUSTOM policy too (Istio denies all when
+it cannot use the CUSTOM provider) and so does an unknown action (its intent is unknown); an AUDIT policy
+enforces nothing, so it is left out. A selector that cannot be read widens the scope to the namespace
+(the root namespace: the mesh). docs/authz.md, "Bad input: fail closed".
 """
 
 from __future__ import annotations
@@ -110,8 +118,10 @@ class AuthorizationPolicy(PolicyObject):
     def check(self) -> Iterator[Problem]:
         spec = self.spec
         if spec.action == "CUSTOM":
-            yield Problem(("spec", "action"), "unsupported action CUSTOM: it needs an ext_authz extension "
-                          "provider (MeshConfig extensionProviders), which this control plane does not have")
+            yield Problem(("spec", "action"), "CUSTOM action (ext_authz) is not supported: it needs an "
+                          "ext_authz extension provider (MeshConfig extensionProviders), which this control "
+                          "plane does not have; enforced as deny-all for the selected workloads "
+                          "(fail closed)")
         elif spec.provider is not None:
             yield Problem(("spec", "provider"), "provider is only allowed with action CUSTOM")
         for r, rule in enumerate(spec.rules):
@@ -122,6 +132,44 @@ class AuthorizationPolicy(PolicyObject):
                 yield from _check_operation(target.operation, (*base, "to", t, "operation"))
             for w, condition in enumerate(rule.when):
                 yield from _check_condition(condition, (*base, "when", w))
+
+
+# Marks a fail-closed stand-in (model/authz.py carries it to the dry run's answer); the value says why.
+FAIL_CLOSED_ANNOTATION = "controlplane.fail-closed"
+
+
+def fail_closed(data: object) -> AuthorizationPolicy | None:
+    """The stand-in enforced for an invalid AuthorizationPolicy document that never had a valid version
+    (module docstring), or None when it enforces nothing (AUDIT) or has no readable name."""
+    if not isinstance(data, dict):
+        return None
+    metadata, spec = data.get("metadata"), data.get("spec")
+    spec = spec if isinstance(spec, dict) else {}
+    action = spec.get("action", "ALLOW")
+    action = action.upper() if isinstance(action, str) else action
+    if action == "AUDIT":
+        return None
+    allow = action == "ALLOW"
+    selector = spec.get("selector")
+    labels = selector.get("matchLabels") if isinstance(selector, dict) else None
+    usable = (isinstance(labels, dict) and bool(labels)
+              and all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()))
+    what = "allow-nothing" if allow else "deny-all"
+    if selector is not None and not usable:
+        what += ", for the whole namespace (its selector cannot be read)"
+    meta = dict(metadata) if isinstance(metadata, dict) else {}
+    stand_in: dict[str, object] = {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {key: meta[key] for key in ("name", "namespace") if key in meta}
+        | {"annotations": {FAIL_CLOSED_ANNOTATION: what}},
+        "spec": {"action": "ALLOW" if allow else "DENY", "rules": [] if allow else [{}]}
+        | ({"selector": {"matchLabels": labels}} if usable else {}),
+    }
+    try:
+        return AuthorizationPolicy.model_validate(stand_in)
+    except ValueError:  # pydantic's ValidationError: the name or namespace itself is invalid
+        return None
 
 
 def _check_source(source: Source, path: tuple[str | int, ...]) -> Iterator[Problem]:

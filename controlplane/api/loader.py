@@ -6,8 +6,9 @@ depends on the file system's listing order), every document in each file, and ne
 
 - a file that cannot be read (not a regular file, too large, not UTF-8: api/files.py), or a YAML syntax
   error → one diagnostic for the file (documents before a syntax error are kept);
-- an object that fails validation → diagnostics, and the object is left out; valid objects in the same
-  file and in other files are kept;
+- an object that fails validation → diagnostics, and the object is left out (an AuthorizationPolicy is
+  replaced by its fail-closed stand-in, api/authorizationpolicy.py `fail_closed`); valid objects in the
+  same file and in other files are kept;
 - two objects with the same kind/namespace/name → the second (in file order) is left out;
 - then cross-object validation (`controlplane.api.validate`) prunes what refers to missing things.
 
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from controlplane.api.authorizationpolicy import AuthorizationPolicy
+from controlplane.api.authorizationpolicy import AuthorizationPolicy, fail_closed
 from controlplane.api.credentials import Credential, credentials_dir, load_credentials
 from controlplane.api.deprecated import rewrite
 from controlplane.api.destinationrule import DestinationRule
@@ -131,6 +132,8 @@ def load_policy_texts(
     diagnostics: list[Diagnostic] = []
     objects: dict[ObjectKey, PolicyObject] = {}
     sources: dict[ObjectKey, Source] = {}
+    # fail-closed stand-ins of invalid objects, used where no valid definition of the key exists
+    fallbacks: dict[ObjectKey, tuple[PolicyObject, Source]] = {}
     for file, text in texts:
         decoded, syntax = decode_file(file, text)
         if syntax is not None:
@@ -139,6 +142,8 @@ def load_policy_texts(
             diagnostics.extend(item.diagnostics)
             obj = item.obj
             if obj is None:
+                if item.fallback is not None and item.fallback.key not in fallbacks:
+                    fallbacks[item.fallback.key] = (item.fallback, item.source)
                 continue
             first = sources.get(obj.key)
             if first is not None:
@@ -146,6 +151,9 @@ def load_policy_texts(
                 continue
             objects[obj.key] = obj
             sources[obj.key] = item.source
+    for key, (stand_in, source) in fallbacks.items():
+        if key not in objects:
+            objects[key], sources[key] = stand_in, source
     policy, semantic = validate_policy(PolicySet(objects.values(), sources=sources, credentials=credentials))
     return policy, sorted(diagnostics + semantic)
 
@@ -159,6 +167,8 @@ class Decoded:
     key: ObjectKey | None
     obj: PolicyObject | None
     diagnostics: tuple[Diagnostic, ...]
+    # what an invalid object is enforced as when it has no last valid version (fail closed; None: nothing)
+    fallback: PolicyObject | None = None
 
 
 def decode_file(file: str, text: str) -> tuple[list[Decoded], Diagnostic | None]:
@@ -167,8 +177,11 @@ def decode_file(file: str, text: str) -> tuple[list[Decoded], Diagnostic | None]
     decoded = []
     for document in documents:
         obj, problems = decode_object(document)
-        decoded.append(Decoded(document.source, obj.key if obj else _key_of(document.data), obj,
-                               tuple(problems)))
+        key = obj.key if obj else _key_of(document.data)
+        fallback = None
+        if obj is None and key is not None and key.kind == AuthorizationPolicy.KIND:
+            fallback = fail_closed(document.data)
+        decoded.append(Decoded(document.source, key, obj, tuple(problems), fallback))
     if syntax is None:
         return decoded, None
     return decoded, Diagnostic(file, syntax.line, UNKNOWN, UNKNOWN, UNKNOWN, syntax.message)

@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import TypeVar
 
 from controlplane.api.authorizationpolicy import (
+    FAIL_CLOSED_ANNOTATION,
     AuthorizationPolicy,
     Condition,
     Operation,
@@ -95,6 +96,8 @@ class AuthzPolicy:
     ref: PolicyRef
     action: Action
     rules: tuple[AuthzRule, ...]
+    # non-empty: the fail-closed stand-in of an invalid policy, saying what it enforces (api `fail_closed`)
+    fail_closed: str = ""
 
     @property
     def name(self) -> str:
@@ -176,7 +179,8 @@ def build_authz(policy: PolicySet, namespace: str, labels: dict[str, str]) -> Au
             _rule(index, rule, source.line_of(("spec", "rules", index)) if source else 0)
             for index, rule in enumerate(ap.spec.rules)
         )
-        policies.append(AuthzPolicy(ref, Action(ap.spec.action), rules))
+        policies.append(AuthzPolicy(ref, Action(ap.spec.action), rules,
+                                    ap.metadata.annotations.get(FAIL_CLOSED_ANNOTATION, "")))
     return Authz(tuple(policies), jwt, tuple(policy_ref(policy, ra) for ra in authentications))
 
 

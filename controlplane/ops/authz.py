@@ -92,7 +92,7 @@ def evaluate(authz: Authz | None, request: Request) -> Decision:
         for rule in policy.rules:
             if rule_matches(rule, request):
                 return Decision(False, f"DENY policy {policy.ref.namespace}/{policy.ref.name} rule "
-                                f"{rule.index} matches", policy, rule, audited)
+                                f"{rule.index} matches{_stand_in(policy)}", policy, rule, audited)
     allow = authz.of(Action.ALLOW)
     if not allow:
         return Decision(True, "no DENY rule matches and no ALLOW policy applies", audited=audited)
@@ -101,8 +101,14 @@ def evaluate(authz: Authz | None, request: Request) -> Decision:
             if rule_matches(rule, request):
                 return Decision(True, f"ALLOW policy {policy.ref.namespace}/{policy.ref.name} rule "
                                 f"{rule.index} matches", policy, rule, audited)
-    names = ", ".join(f"{p.ref.namespace}/{p.ref.name}" for p in allow)
+    names = ", ".join(f"{p.ref.namespace}/{p.ref.name}{_stand_in(p)}" for p in allow)
     return Decision(False, f"no rule of the ALLOW policies ({names}) matches", audited=audited)
+
+
+def _stand_in(policy: AuthzPolicy) -> str:
+    if not policy.fail_closed:
+        return ""
+    return f" (the policy is invalid: enforced as {policy.fail_closed}, fail closed)"
 
 
 def rule_matches(rule: AuthzRule, request: Request) -> bool:

@@ -40,6 +40,7 @@ from controlplane.translate.observability import Direction, apply_observability,
 from controlplane.translate.protos import pack
 from controlplane.translate.ratelimit import local_rate_limit
 from controlplane.translate.rbac import authz_filters
+from controlplane.translate.rbac_tcp import tcp_filters
 from controlplane.translate.resources import LISTENER, ROUTE, SECRET
 from controlplane.translate.route_action import direct_response
 from controlplane.translate.secrets import credential_secrets
@@ -100,7 +101,9 @@ def _chain(
         network_filter = listener_components_pb2.Filter(
             name=names.TCP_PROXY, typed_config=pack(_tcp_proxy(chain))
         )
-    out = listener_components_pb2.FilterChain(filters=[network_filter])
+    # on TCP chains the HTTP RBAC filters never run: network RBAC closes denied connections instead
+    before = tcp_filters(gateway.authz, listener) if chain.routes is None else []
+    out = listener_components_pb2.FilterChain(filters=[*before, network_filter])
     if chain.server_names:
         out.filter_chain_match.server_names.extend(chain.server_names)
     if chain.tls is not None:

@@ -58,6 +58,7 @@ PEER_KEYS = ("source.ip", "remote.ip", "source.namespace", "source.principal", "
 RBAC_AUDIT = "envoy.filters.http.rbac.audit"
 RBAC_DENY = "envoy.filters.http.rbac.deny"
 RBAC_ALLOW = "envoy.filters.http.rbac.allow"
+AUDIT_STAT_PREFIX, DENY_STAT_PREFIX, ALLOW_STAT_PREFIX = "istio_audit_", "deny_", "allow_"
 
 
 def inbound_filters(authz: Authz | None) -> list[hcm.HttpFilter]:
@@ -69,8 +70,13 @@ def inbound_filters(authz: Authz | None) -> list[hcm.HttpFilter]:
     authn = jwt_filter(authz.jwt) if authz is not None else None
     if authn is not None:
         filters.append(authn)
+    # Envoy names the stats after the filter's own config, not the per-route one (a real Envoy 1.40
+    # counted `rbac.shadow_denied`, unprefixed, with the prefixes only per route): the prefixes go here.
+    prefixes = {RBAC_AUDIT: rbac_filter_pb2.RBAC(shadow_rules_stat_prefix=AUDIT_STAT_PREFIX),
+                RBAC_DENY: rbac_filter_pb2.RBAC(rules_stat_prefix=DENY_STAT_PREFIX),
+                RBAC_ALLOW: rbac_filter_pb2.RBAC(rules_stat_prefix=ALLOW_STAT_PREFIX)}
     for name in (RBAC_AUDIT, RBAC_DENY, RBAC_ALLOW):
-        filters.append(hcm.HttpFilter(name=name, typed_config=pack(rbac_filter_pb2.RBAC())))
+        filters.append(hcm.HttpFilter(name=name, typed_config=pack(prefixes[name])))
     return filters
 
 
@@ -98,22 +104,29 @@ def _configs(authz: Authz | None) -> list[tuple[str, rbac_filter_pb2.RBAC]]:
     audit = authz.of(Action.AUDIT)
     if audit:
         configs.append((RBAC_AUDIT, rbac_filter_pb2.RBAC(
-            shadow_rules=_rbac(audit, rbac_pb2.RBAC.DENY), shadow_rules_stat_prefix="istio_audit_",
+            shadow_rules=_rbac(audit, rbac_pb2.RBAC.DENY), shadow_rules_stat_prefix=AUDIT_STAT_PREFIX,
             track_per_rule_stats=True)))
     deny = authz.of(Action.DENY)
     if deny:
         configs.append((RBAC_DENY, rbac_filter_pb2.RBAC(
-            rules=_rbac(deny, rbac_pb2.RBAC.DENY), rules_stat_prefix="deny_", track_per_rule_stats=True)))
+            rules=_rbac(deny, rbac_pb2.RBAC.DENY), rules_stat_prefix=DENY_STAT_PREFIX,
+            track_per_rule_stats=True)))
     allow = authz.of(Action.ALLOW)
     if allow:
         # ALLOW policies but none with a rule (allow-nothing): an ALLOW filter without policies denies all
         configs.append((RBAC_ALLOW, rbac_filter_pb2.RBAC(
-            rules=_rbac(allow, rbac_pb2.RBAC.ALLOW), rules_stat_prefix="allow_", track_per_rule_stats=True)))
+            rules=_rbac(allow, rbac_pb2.RBAC.ALLOW), rules_stat_prefix=ALLOW_STAT_PREFIX,
+            track_per_rule_stats=True)))
     return configs
 
 
 def rule_name(policy: AuthzPolicy, rule: AuthzRule) -> str:
     return f"{policy.name}-rule[{rule.index}]"
+
+
+def rbac_rules(policies: tuple[AuthzPolicy, ...], *, deny: bool) -> rbac_pb2.RBAC:
+    """The Envoy RBAC rules of these policies (translate/rbac_tcp.py shares them)."""
+    return _rbac(policies, rbac_pb2.RBAC.DENY if deny else rbac_pb2.RBAC.ALLOW)
 
 
 def _rbac(policies: tuple[AuthzPolicy, ...], action: rbac_pb2.RBAC.Action.ValueType) -> rbac_pb2.RBAC:

@@ -39,6 +39,8 @@ from tests.harness import LOOPBACK, ProcessGroup, free_port, wait_until
 pytestmark = pytest.mark.e2e
 
 SPIFFE = "spiffe://cluster.local/ns/default/sa/"
+# the SNI a client sidecar sends to reviews over auto mTLS (Istio's, model/mtls.py `istio_sni`)
+CLIENT_SNI = "outbound_.80_._.reviews.test"
 
 
 class _AnyMethod(BaseHTTPRequestHandler):
@@ -102,7 +104,7 @@ spec:
 """
 
 
-def gateway(port: int) -> str:
+def gateway(port: int, tcp_port: int) -> str:
     return f"""\
 apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -111,6 +113,8 @@ spec:
   selector: {{istio: ingressgateway}}
   servers:
   - port: {{number: {port}, name: http, protocol: HTTP}}
+    hosts: ["*"]
+  - port: {{number: {tcp_port}, name: tcp, protocol: TCP}}
     hosts: ["*"]
 ---
 apiVersion: networking.istio.io/v1
@@ -121,6 +125,10 @@ spec:
   gateways: [istio-system/ingress]
   http:
   - route:
+    - destination: {{host: reviews.test, port: {{number: 80}}}}
+  tcp:
+  - match: [{{port: {tcp_port}}}]
+    route:
     - destination: {{host: reviews.test, port: {{number: 80}}}}
 """
 
@@ -158,6 +166,7 @@ class AuthzMesh:
     gateway_port: int
     app: App
     config_dir: Path
+    gateway_tcp_port: int
 
     def apply(self, *policies: str) -> None:
         atomic_write(self.config_dir / "authz.yaml", "---\n".join(policies) or "# none\n")
@@ -174,7 +183,8 @@ class AuthzMesh:
                              app_ports=(self.app.port,), service_account="reviews")
 
     def call(self, client: str | None, method: str = "GET", path: str = "/api/books",
-             headers: dict[str, str] | None = None, claims: dict[str, Any] | None = None) -> int:
+             headers: dict[str, str] | None = None, claims: dict[str, Any] | None = None,
+             sni: str | None = None) -> int:
         """Status of one real request (from a client sidecar over mTLS, or plaintext from the test when
         `client` is None), after checking that the evaluator predicts the same outcome."""
         if client is None:
@@ -192,7 +202,8 @@ class AuthzMesh:
         assert model.inbound is not None
         request = Request(method=method, path=path, host="reviews.test", port=self.inbound,
                           headers=tuple((headers or {}).items()),
-                          peer=SPIFFE + client if client else None, source_ip=LOOPBACK, claims=claims)
+                          peer=SPIFFE + client if client else None, source_ip=LOOPBACK, claims=claims,
+                          sni=(CLIENT_SNI if client else "") if sni is None else sni)
         decision = evaluate(model.inbound.authz, request)
         assert decision.allowed == (reply.status == 200), (client, method, path, decision, reply.status)
         return reply.status
@@ -208,8 +219,8 @@ def amesh(envoy_binary: str, module_processes: ProcessGroup,
     inbound = free_port()
     (config_dir / "services.yaml").write_text(services(inbound))
     (config_dir / "authz.yaml").write_text("# none yet\n")
-    gateway_port = free_port()
-    (config_dir / "gateway.yaml").write_text(gateway(gateway_port))
+    gateway_port, gateway_tcp_port = free_port(), free_port()
+    (config_dir / "gateway.yaml").write_text(gateway(gateway_port, gateway_tcp_port))
     cp = ControlPlane(module_processes, config_dir, secure=True, serve_args=("--xds-tls",))
     cp.start()
     sidecars: dict[str, MeshSidecar] = {}
@@ -228,7 +239,7 @@ def amesh(envoy_binary: str, module_processes: ProcessGroup,
         sidecar.start()
         sidecars[name] = sidecar
     mesh = AuthzMesh(cp, {n: sidecars[n] for n in ("frontend", "other")}, sidecars["reviews"], inbound,
-                     gateway_port, app, config_dir)
+                     gateway_port, app, config_dir, gateway_tcp_port)
     try:
         mesh.apply()
         wait_until(lambda: send(sidecars["frontend"].outbound_port, "GET", "/").status == 200, timeout=30,
@@ -266,6 +277,8 @@ rules: [{to: [{operation: {paths: ["/api/secret*"]}}]}]
     stats = amesh.reviews.stats()
     denied = {k: v for k, v in stats.items() if "policy[deny-secret]" in k and k.endswith(".denied")}
     assert denied and max(denied.values()) >= 1, sorted(k for k in stats if "rbac" in k)
+    # and per filter, under the prefixes docs/authz.md names (Envoy takes them from the filter's config)
+    assert stats.get("http.inbound_http.rbac.deny_.denied", 0) >= 1, sorted(k for k in stats if "rbac" in k)
 
 
 def test_allow_nothing_denies_all(amesh: AuthzMesh) -> None:
@@ -350,6 +363,67 @@ def test_dry_run_cli_explains_the_decision(amesh: AuthzMesh) -> None:
     assert denied.stdout.startswith("DENY"), denied.stdout
 
 
+def test_a_new_invalid_policy_fails_closed(amesh: AuthzMesh) -> None:
+    """A DENY policy that never was valid is enforced as deny-all for what it selects, an invalid ALLOW
+    policy as allow-nothing: requests are denied, never let through because the policy was dropped."""
+    amesh.apply(policy("bad-deny", """
+action: DENY
+rules: [{to: [{operation: {paths: ["/a{*}b"]}}]}]
+"""))
+    for client in ("frontend", "other", None):
+        reply = send(amesh.clients[client].outbound_port if client else amesh.inbound, "GET", "/api/books")
+        assert (reply.status, reply.body) == (403, b"RBAC: access denied"), (client, reply)
+    # the dry run says the same, naming the stand-in; the server's diagnostics say what it enforces
+    loaded, diagnostics = load_policy_dir(amesh.config_dir)
+    assert any("must be a whole path segment" in d.message for d in diagnostics), diagnostics
+    model = build_proxy(loaded, amesh.identity())
+    assert model.inbound is not None
+    decision = evaluate(model.inbound.authz, Request(peer=SPIFFE + "frontend", path="/api/books"))
+    assert not decision.allowed and "enforced as deny-all" in decision.reason, decision
+    state = get_json(amesh.control_plane.admin_port, "/debug/config")
+    assert "enforced as deny-all (fail closed)" in json.dumps(state), state
+    # an invalid ALLOW policy next to a valid one: only what the valid one allows passes. (A file with an
+    # invalid object deletes nothing it served, policystore.py: a valid version of it removes bad-deny.)
+    amesh.apply(FRONTEND_GET_API)
+    amesh.apply(FRONTEND_GET_API, policy("bad-allow", """
+rules: [{to: [{operation: {ports: [http]}}]}]
+"""))
+    assert send(amesh.clients["frontend"].outbound_port, "GET", "/api/books").status == 200
+    assert send(amesh.clients["other"].outbound_port, "GET", "/api/books").status == 403
+
+
+def test_audit_passes_and_is_counted(amesh: AuthzMesh) -> None:
+    """AUDIT: Envoy shadow rules — the request is served, the shadow denial is counted (per rule too)."""
+    amesh.apply(policy("audit-admin", """
+action: AUDIT
+rules: [{to: [{operation: {paths: ["/admin*"]}}]}]
+"""))
+    before = amesh.reviews.stats()
+    prefix = "http.inbound_http.rbac.istio_audit_."
+    rule = prefix + "policy.ns[default]-policy[audit-admin]-rule[0].shadow_denied"
+    assert amesh.call("frontend", "GET", "/admin/users") == 200
+    assert amesh.call("frontend", "GET", "/api/books") == 200
+    after = amesh.reviews.stats()
+    assert after.get(prefix + "shadow_denied", 0) - before.get(prefix + "shadow_denied", 0) == 1, \
+        sorted((k, v) for k, v in after.items() if "rbac" in k)
+    assert after.get(rule, 0) - before.get(rule, 0) == 1, sorted(k for k in after if "istio_audit" in k)
+    assert after.get(prefix + "shadow_allowed", 0) - before.get(prefix + "shadow_allowed", 0) == 1
+
+
+def test_connection_sni_condition_decides(amesh: AuthzMesh) -> None:
+    """`connection.sni` is the TLS SNI of the downstream connection: the client sidecars send Istio's
+    outbound SNI over mTLS; a plaintext request has none."""
+    amesh.apply(policy("sni", """
+rules: [{when: [{key: connection.sni, values: ["outbound_.80_.*"]}]}]
+"""))
+    assert amesh.call("frontend") == 200
+    assert amesh.call(None) == 403
+    amesh.apply(policy("sni", """
+rules: [{when: [{key: connection.sni, values: [outbound_.80_._.ratings.test]}]}]
+"""))
+    assert amesh.call("frontend") == 403
+
+
 ISSUER = "https://issuer.test"
 
 
@@ -415,6 +489,41 @@ spec:
     assert (refused.status, refused.body) == (403, b"RBAC: access denied")
     # the sidecars are not selected: frontend reaches /admin on reviews directly
     assert amesh.call("frontend", "GET", "/admin/users") == 200
+
+
+def _tcp_status(port: int) -> int | None:
+    """Status of an HTTP request sent through the gateway's TCP server; None: the connection was closed."""
+    try:
+        return send(port, "GET", "/api/books").status
+    except (ConnectionError, http.client.HTTPException):
+        return None
+
+
+def test_gateway_tcp_server_closes_denied_connections(amesh: AuthzMesh) -> None:
+    """On a TCP server (tcp_proxy) network RBAC decides; HTTP-only fields follow Istio's TCP rules: a DENY
+    rule is evaluated without them (here: deny-all), an ALLOW rule using them matches nothing."""
+    def ingress(name: str, spec: str) -> str:
+        return (f"apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"
+                f"metadata: {{name: {name}, namespace: istio-system}}\nspec:\n"
+                f"  selector: {{matchLabels: {{istio: ingressgateway}}}}\n"
+                + "".join(f"  {line}\n" for line in spec.strip("\n").splitlines()))
+    amesh.apply()
+    wait_until(lambda: _tcp_status(amesh.gateway_tcp_port) == 200, timeout=15, what="TCP through the gateway")
+    amesh.apply(ingress("no-admin", """
+action: DENY
+rules: [{to: [{operation: {paths: ["/admin*"]}}]}]
+"""))
+    assert _tcp_status(amesh.gateway_tcp_port) is None
+    assert send(amesh.gateway_port, "GET", "/api/books").status == 200
+    amesh.apply(ingress("http-only", """
+rules: [{to: [{operation: {methods: [GET]}}]}]
+"""))
+    assert _tcp_status(amesh.gateway_tcp_port) is None
+    assert send(amesh.gateway_port, "GET", "/api/books").status == 200
+    amesh.apply(ingress("loopback", """
+rules: [{from: [{source: {ipBlocks: [127.0.0.1/32]}}]}]
+"""))
+    assert _tcp_status(amesh.gateway_tcp_port) == 200
 
 
 class _JwksServer(ThreadingHTTPServer):
