@@ -21,7 +21,7 @@ run: $(STAMP)
 dev-up:
 	@scripts/check_docker.sh
 	docker compose -f compose/docker-compose.yml up --build --detach
-	@echo "ingress :8080, control plane http://127.0.0.1:18001/debug/syncz, prometheus :9090, grafana :3000, jaeger :16686"
+	@echo "ingress :8080, control plane http://127.0.0.1:18001/debug/syncz, UIs through the ingress: curl -H host:grafana.maximus.local (or jaeger., prometheus.) 127.0.0.1:8080"
 
 dev-down:
 	@scripts/check_docker.sh

@@ -164,13 +164,14 @@ def _app(instance: Instance) -> dict[str, Any]:
 _NET = {"networks": ["mesh"]}
 # Services the stack runs for real (the observability stack, and the data services of the seed mesh): a
 # policy service of that name and port is this container, without a sidecar, instead of a demo instance.
+# None publishes a port: the UIs are reached through the ingress gateway (config/gateways.yaml routes
+# grafana., jaeger. and prometheus.maximus.local), the seed's intent.
 REAL: dict[str, tuple[int, dict[str, Any]]] = {
     "jaeger": (
         16686,
         {
             "image": "jaegertracing/all-in-one:1.62.0",
             "environment": ["COLLECTOR_OTLP_ENABLED=true"],
-            "ports": ["16686:16686"],
             **_NET,
         },
     ),
@@ -190,7 +191,6 @@ REAL: dict[str, tuple[int, dict[str, Any]]] = {
             "image": "prom/prometheus:v2.55.1",
             "command": ["--config.file=/etc/prometheus/prometheus.yml"],
             "volumes": ["./prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro"],
-            "ports": ["9090:9090"],
             **_NET,
         },
     ),
@@ -203,7 +203,6 @@ REAL: dict[str, tuple[int, dict[str, Any]]] = {
                 "./grafana/provisioning:/etc/grafana/provisioning:ro",
                 "./grafana/dashboards:/var/lib/grafana/dashboards:ro",
             ],
-            "ports": ["3000:3000"],
             "depends_on": ["prometheus", "jaeger"],
             **_NET,
         },

@@ -23,6 +23,8 @@ from controlplane.api.serviceentry import ServiceEntry
 from controlplane.api.virtualservice import VirtualService
 from controlplane.mesh import compose, compose_init
 from controlplane.mesh.plan import Ports, make_plan
+from controlplane.model import build_proxy
+from controlplane.model.identity import ProxyIdentity, Role
 from controlplane.security.tokens import TokenAuthority
 from tests.harness import find_envoy
 
@@ -218,3 +220,26 @@ def test_the_stack_is_secured_as_the_local_mesh(services: dict[str, dict[str, An
         text = path.read_text()
         assert "authorization" not in text, f"{path.name}: checked-in bootstraps carry no credential"
         assert f"{compose.CA_MOUNT}/root-cert.pem" in text, path.name
+
+
+def test_observability_uis_are_reached_only_through_the_ingress(services: dict[str, dict[str, Any]]) -> None:
+    """The seed's intent: Grafana, Jaeger and Prometheus publish no port; the ingress routes each by host."""
+    uis = {"grafana": 3000, "jaeger": 16686, "prometheus": 9090}
+    for name in uis:
+        assert "ports" not in services[name], f"{name} publishes {services[name]['ports']}"
+    policy, diagnostics = load_policy_dir(COMPOSE / "config")
+    assert not [d for d in diagnostics if d.is_error]
+    ingress = ProxyIdentity(role=Role.GATEWAY, namespace="istio-system",
+                            labels=(("istio", "ingressgateway"),))
+    gateway = build_proxy(policy, ingress).gateway
+    assert gateway is not None
+    routed: dict[str, set[tuple[str, int]]] = {}
+    tables = [chain.routes for listener in gateway.listeners for chain in listener.chains if chain.routes]
+    for table in tables:
+        for vhost in table.virtual_hosts:
+            for gateway_route in vhost.routes:
+                for weighted in getattr(gateway_route.route.action, "clusters", ()):
+                    service = weighted.cluster.service
+                    routed.setdefault(vhost.host, set()).add((service.host, service.port))
+    for name, port in uis.items():
+        assert (name, port) in routed.get(f"{name}.maximus.local", set()), routed
