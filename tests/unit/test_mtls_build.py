@@ -191,3 +191,28 @@ def test_peer_authentication_selecting_nothing_is_a_warning_and_applies() -> Non
     assert len(problems) == 1 and problems[0].startswith("Warning p.yaml:"), problems
     assert "selects no known workload" in problems[0]
     assert any(obj.metadata.name == "later" for obj in policy)  # type: ignore[attr-defined]
+
+
+def test_missing_destination_rule_credential_is_a_warning_and_never_falls_back() -> None:
+    """Istio admits the rule before the secret exists; the cluster waits for SDS secrets that are never
+    served (its connections fail) rather than talking plaintext or trusting the system CAs."""
+    from controlplane.translate.resources import CLUSTER
+    from controlplane.translate.translator import translate_proxy
+
+    dr = """\
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: r}
+spec:
+  host: reviews
+  trafficPolicy:
+    tls: {mode: SIMPLE, credentialName: later}
+"""
+    policy, problems = load(SE, dr)
+    assert [p.split(": ", 1)[0] for p in problems] == ["Warning [IST0101] p.yaml:21"], problems
+    assert "no credential 'later'" in problems[0]
+    resources = translate_proxy(build_proxy(policy, ProxyIdentity()))  # type: ignore[arg-type]
+    text = str(resources.by_type[CLUSTER]["outbound|9080||reviews"])
+    assert "later-cacert" in text and "ca-certificates.crt" not in text
+    assert "later" not in resources.by_type[SECRET] and "later-cacert" not in resources.by_type[SECRET]
