@@ -110,7 +110,7 @@ class AuthorizationPolicy(PolicyObject):
     def check(self) -> Iterator[Problem]:
         spec = self.spec
         if spec.action == "CUSTOM":
-            yield Problem(("spec", "action"), "unsupported action CUSTOM: it needs an ext_authz extension "
+            yield Problem(("spec", "action"), "unsupported value 'CUSTOM': it needs an ext_authz extension "
                           "provider (MeshConfig extensionProviders), which this control plane does not have")
         elif spec.provider is not None:
             yield Problem(("spec", "provider"), "provider is only allowed with action CUSTOM")
