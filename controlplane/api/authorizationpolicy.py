@@ -118,10 +118,10 @@ class AuthorizationPolicy(PolicyObject):
     def check(self) -> Iterator[Problem]:
         spec = self.spec
         if spec.action == "CUSTOM":
-            yield Problem(("spec", "action"), "CUSTOM action (ext_authz) is not supported: it needs an "
-                          "ext_authz extension provider (MeshConfig extensionProviders), which this control "
-                          "plane does not have; enforced as deny-all for the selected workloads "
-                          "(fail closed)")
+            yield Problem(("spec", "action"), "unsupported value 'CUSTOM': the CUSTOM action (ext_authz) is "
+                          "not supported: it needs an ext_authz extension provider (MeshConfig "
+                          "extensionProviders), which this control plane does not have; enforced as deny-all "
+                          "for the selected workloads (fail closed)")
         elif spec.provider is not None:
             yield Problem(("spec", "provider"), "provider is only allowed with action CUSTOM")
         for r, rule in enumerate(spec.rules):

@@ -193,3 +193,6 @@ class HTTPRoute(IstioModel):
     mirror_percentage: Percent | None = None
     cors_policy: CorsPolicy | None = None
     headers: Headers | None = None
+    # Deprecated in Istio ("websocket upgrades are done automatically"): a route that sets it allows the
+    # upgrade (model/routemodel.py `Route.websocket`); the loader reports the deprecation.
+    websocket_upgrade: bool = False

@@ -18,7 +18,8 @@
 
 Field names follow istio/api telemetry/v1alpha1/telemetry.proto. Supported: `selector`, `tracing` (one
 entry, without `match`), `accessLogging` (one entry, without `match`; `filter.expression` is CEL, evaluated
-by Envoy). `metrics`, `targetRef(s)` and everything else are unsupported fields. Which objects apply to a
+by Envoy), `metrics` overrides that disable Istio's standard metrics (api/telemetry_metrics.py says why
+only those). `targetRef(s)` and everything else are unsupported fields. Which objects apply to a
 proxy and how they merge is the build stage's business (model/telemetry.py); this module checks each
 object, and `check_telemetries` checks what needs the MeshConfig (provider names) and reports conflicting
 objects.
@@ -27,13 +28,14 @@ objects.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
 from controlplane.api.diagnostics import FieldPath
 from controlplane.api.meshconfig import ENVOY_ACCESS_LOG_PROVIDER, MeshConfig
 from controlplane.api.meta import IstioModel, PolicyObject, Problem
+from controlplane.api.telemetry_metrics import Metrics, check_metrics
 
 TelemetryApiVersion = Literal["telemetry.istio.io/v1", "telemetry.istio.io/v1alpha1"]
 _TAG_SOURCES = "literal, environment, header"
@@ -100,8 +102,8 @@ class TelemetrySpec(IstioModel):
     selector: TelemetrySelector | None = None
     tracing: tuple[Tracing, ...] = ()
     access_logging: tuple[AccessLogging, ...] = ()
-    # Read only to say precisely why it is not supported (`Telemetry.check`).
-    metrics: tuple[dict[str, Any], ...] = ()
+    # Only what holds without Istio's stats filter is accepted (api/telemetry_metrics.py).
+    metrics: tuple[Metrics, ...] = ()
 
 
 class Telemetry(PolicyObject):
@@ -120,13 +122,7 @@ class Telemetry(PolicyObject):
         return self.spec.access_logging[0] if self.spec.access_logging else None
 
     def check(self) -> Iterator[Problem]:
-        if self.spec.metrics:
-            yield Problem(
-                ("spec", "metrics"),
-                "unsupported field: Istio's standard metrics (istio_requests_total, ...) and their "
-                "overrides come from Istio's stats filter, which upstream Envoy does not have; Envoy's own "
-                "statistics are always served (docs/telemetry.md)",
-            )
+        yield from check_metrics(self.spec.metrics)
         # Istio allows several entries told apart by `match` (client / server mode); we have no `match`,
         # so a second entry could only contradict the first.
         if len(self.spec.tracing) > 1:

@@ -4,11 +4,12 @@
   namespace): Istio applies the oldest; we apply the first by name and report the other, which is dropped.
 - A PeerAuthentication whose selector matches no known workload (WorkloadEntry or ServiceEntry endpoint
   labels) is a Warning; it applies, since the workload may connect later with those labels.
-- DestinationRule `tls.credentialName` (SIMPLE/MUTUAL) must name a credential directory
+- DestinationRule `tls.credentialName` (SIMPLE/MUTUAL) names a credential directory
   (`credentials/<name>/`): MUTUAL needs its `tls.crt`/`tls.key`, SIMPLE uses its `ca.crt` when present.
-  A rule naming a missing credential is reported and its TLS setting removed — never a half-secured
-  cluster that silently talks plaintext: the rule's other settings still apply and the file keeps its
-  last valid version (see policystore.py).
+  A missing credential is a Warning (IST0101) and the rule applies, as in Istio, where the secret may be
+  created later: the cluster keeps waiting for the SDS secrets, which are never served, so its
+  connections fail — never a cluster that silently talks plaintext or trusts other CAs
+  (model/clusters.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from controlplane.api.clienttls import ClientTLSSettings
 from controlplane.api.common import labels_match
 from controlplane.api.destinationrule import DestinationRule, TrafficPolicy
-from controlplane.api.diagnostics import WARNING, FieldPath
+from controlplane.api.diagnostics import REFERENCED_RESOURCE_NOT_FOUND, WARNING, FieldPath
 from controlplane.api.peerauthentication import PeerAuthentication
 from controlplane.api.validate_context import Context
 
@@ -61,7 +62,9 @@ def check_client_tls(ctx: Context, dr: DestinationRule) -> None:
             credential = ctx.policy.credentials.get(name)
             if credential is None:
                 ctx.report(dr, (*sub_path, "credentialName"),
-                           f"no credential {name!r} (expected credentials/{name}/tls.crt, tls.key, ca.crt)")
+                           f"no credential {name!r} (expected credentials/{name}/tls.crt, tls.key, ca.crt); "
+                           "its clusters wait for it and their connections fail until it exists",
+                           severity=WARNING, code=REFERENCED_RESOURCE_NOT_FOUND)
             elif tls.mode == "SIMPLE" and credential.ca_cert is None and not tls.insecure_skip_verify:
                 ctx.report(dr, (*sub_path, "credentialName"),
                            f"credential {name!r} has no ca.crt to verify the server with")

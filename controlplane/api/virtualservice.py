@@ -14,7 +14,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from controlplane.api.destination import HTTPRouteDestination, RouteDestination
-from controlplane.api.diagnostics import FieldPath
+from controlplane.api.diagnostics import WARNING, FieldPath
 from controlplane.api.httproute import HTTPMatchRequest, HTTPRoute
 from controlplane.api.meta import (
     ExportTarget,
@@ -127,6 +127,11 @@ def _check_http(path: FieldPath, http: HTTPRoute) -> Iterator[Problem]:
                 yield Problem((*path, name), f"{name} needs route (not redirect/directResponse)")
     if http.mirror_percentage is not None and http.mirror is None:
         yield Problem((*path, "mirrorPercentage"), "mirrorPercentage needs mirror")
+    if "websocket_upgrade" in http.model_fields_set:
+        # Istio ignores it (upgrades are always allowed there); here the route allows the upgrade when true.
+        message = ("deprecated: Istio allows WebSocket upgrades on every route; here only routes with "
+                   "websocketUpgrade: true allow them")
+        yield Problem((*path, "websocketUpgrade"), message, severity=WARNING)
     yield from _check_weights((*path, "route"), http.route)
     for index, match in enumerate(http.match):
         yield from _check_match((*path, "match", index), match)

@@ -127,7 +127,10 @@ def _cluster(
         subset=subset,
         identities=tls.identities(service.namespace, service.workloads),
         any_sidecar=any(e.tls_mode for e in endpoints),
-        credential_has_ca=credential is not None and credential.ca_cert is not None,
+        # A missing credential (a Warning) keeps its SDS CA secret, which is never served: the cluster's
+        # connections fail, as Istio's do, instead of trusting the system CAs.
+        credential_has_ca=(setting.ca_certificates is not None if setting is not None and setting.files
+                           else credential is None or credential.ca_cert is not None),
         http2=protocol is UpstreamProtocol.HTTP2,
     )
     return Cluster(

@@ -136,7 +136,8 @@ class TlsCredential:
     ca_cert: bytes | None = None
     # Gateway `serverCertificate`, `privateKey`, `caCertificates` (paths on the gateway's file system):
     # the secrets name the files instead of carrying their content.
-    files: tuple[str, str, str | None] | None = None
+    # DestinationRule files may be a CA alone (SIMPLE): no certificate, no key.
+    files: tuple[str | None, str | None, str | None] | None = None
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,7 @@ def http_routes(ctx: RouteContext, http: HTTPRoute, port: int) -> Iterator[Route
             response_headers=_header_ops(http.headers.response if http.headers else None),
             mirror=_mirror(ctx, http),
             hash_key=key,
+            websocket=http.websocket_upgrade,
         )
 
 

@@ -129,8 +129,9 @@ def upstream_tls(
         mode,
         setting.sni or host,
         sans,
-        credential=setting.credential_name,
+        credential=setting.credential_name or setting.file_credential,
         credential_has_ca=credential_has_ca,
+        files=setting.files,
         insecure_skip_verify=bool(setting.insecure_skip_verify),
         http2=http2,
     )
@@ -142,13 +143,22 @@ def client_credentials(
     """The credential files a proxy's clusters use (DestinationRule SIMPLE/MUTUAL `credentialName`),
     except those already `served` (a gateway's own). SIMPLE needs only the CA: the key is not sent."""
     needs_key: dict[str, bool] = {}
+    files: dict[str, tuple[str | None, str | None, str | None]] = {}
     for cluster in clusters:
         tls = cluster.tls
         if tls is None or tls.credential is None or tls.credential in served:
             continue
         needs_key[tls.credential] = needs_key.get(tls.credential, False) or tls.mode is UpstreamTlsMode.MUTUAL
+        if tls.files is not None:
+            files[tls.credential] = tls.files
     out = []
     for name, key in sorted(needs_key.items()):
+        if name in files:
+            # Paths on the proxy's file system: secrets naming the files (SIMPLE sends no certificate).
+            cert, private_key, ca = files[name]
+            out.append(TlsCredential(name, b"", b"", None,
+                                     files=(cert, private_key, ca) if key else (None, None, ca)))
+            continue
         found = policy.credentials.get(name)
         if found is None:
             continue

@@ -157,6 +157,8 @@ class Route:
     response_headers: HeaderOps = field(default_factory=HeaderOps)
     mirror: Mirror | None = None
     hash_key: HashKey | None = None
+    # VirtualService `websocketUpgrade`: the route allows the WebSocket upgrade (RouteAction.upgrade_configs).
+    websocket: bool = False
 
     @property
     def destination(self) -> ClusterRef | None:

@@ -23,6 +23,8 @@ class UpstreamTls:
     # SIMPLE/MUTUAL: the credential whose files hold the client certificate (MUTUAL) and the CA (ca.crt)
     credential: str | None = None
     credential_has_ca: bool = False
+    # DestinationRule certificate file paths (client cert, key, CA) behind a `file-...` credential name
+    files: tuple[str | None, str | None, str | None] | None = None
     insecure_skip_verify: bool = False
     only_sidecars: bool = False
     http2: bool = False

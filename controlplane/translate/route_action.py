@@ -64,6 +64,10 @@ def _forward(action: Forward, route: Route) -> rc.RouteAction:
     if route.mirror is not None:
         mirror = out.request_mirror_policies.add(cluster=names.outbound_cluster(route.mirror.cluster))
         mirror.runtime_fraction.default_value.CopyFrom(fractional_percent(route.mirror.percent))
+    if route.websocket:
+        # A route-level upgrade config enables the upgrade even though the connection manager lists none.
+        upgrade = out.upgrade_configs.add(upgrade_type="websocket")
+        upgrade.enabled.value = True
     return out
 
 

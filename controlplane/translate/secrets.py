@@ -43,10 +43,10 @@ def credential_secrets(credential: TlsCredential) -> list[secret_pb2.Secret]:
     return out
 
 
-def _file_secrets(name: str, cert: str, key: str, ca: str | None) -> list[secret_pb2.Secret]:
+def _file_secrets(name: str, cert: str | None, key: str | None, ca: str | None) -> list[secret_pb2.Secret]:
     # Envoy reads file data sources of an SDS secret itself and watches their directories: a rotated
     # certificate is used for new handshakes without a push (Istio's gateways do the same with files).
-    out = [
+    out = [] if cert is None or key is None else [
         secret_pb2.Secret(
             name=names.secret(name),
             tls_certificate=common_pb2.TlsCertificate(

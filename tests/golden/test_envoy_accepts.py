@@ -50,8 +50,10 @@ def _mesh_secrets() -> list[Message]:
     return _MESH_SECRETS
 
 
-def _static_tls(socket: Any) -> None:
-    """SDS references lose their ADS config source (static secrets of the same name stand in)."""
+def _static_tls(socket: Any, served: set[str]) -> None:
+    """SDS references lose their ADS config source (static secrets of the same name stand in), except
+    for secrets the snapshot does not serve (a DestinationRule credential that does not exist yet): those
+    keep asking ADS, as on the running server, where they are never answered."""
     for context in (tls_pb2.DownstreamTlsContext(), tls_pb2.UpstreamTlsContext()):
         if not socket.typed_config.Is(context.DESCRIPTOR):
             continue
@@ -61,7 +63,8 @@ def _static_tls(socket: Any) -> None:
         if common.HasField("combined_validation_context"):
             configs.append(common.combined_validation_context.validation_context_sds_secret_config)
         for sds in configs:
-            sds.ClearField("sds_config")
+            if sds.name in served:
+                sds.ClearField("sds_config")
         if not common.validation_context_sds_secret_config.name:
             common.ClearField("validation_context_sds_secret_config")
         socket.typed_config.Pack(context)
@@ -71,19 +74,39 @@ def static_bootstrap(resources: Resources) -> dict[str, object]:
     """A bootstrap with the resources inlined as static_resources (see the module docstring)."""
     assignments = resources.by_type[ENDPOINT]
     routes = resources.by_type[ROUTE]
-    clusters = [_static_cluster(c, assignments) for c in resources.by_type[CLUSTER].values()]
-    listeners = [_static_listener(listener, routes) for listener in resources.by_type[LISTENER].values()]
-    return {
+    secrets = [*resources.by_type[SECRET].values(),
+               *(s for s in _mesh_secrets() if s.name not in resources.by_type[SECRET])]
+    served = {s.name for s in secrets}
+    clusters = [_static_cluster(c, assignments, served) for c in resources.by_type[CLUSTER].values()]
+    listeners = [_static_listener(li, routes, served) for li in resources.by_type[LISTENER].values()]
+    bootstrap: dict[str, object] = {
         "static_resources": {
             "clusters": [_to_dict(c) for c in clusters],
             "listeners": [_to_dict(listener) for listener in listeners],
-            "secrets": [_to_dict(secret) for secret in resources.by_type[SECRET].values()]
-            + [_to_dict(s) for s in _mesh_secrets() if s.name not in resources.by_type[SECRET]],
+            "secrets": [_to_dict(secret) for secret in secrets],
         }
     }
+    if '"ads"' in json.dumps(bootstrap["static_resources"]):
+        # An unserved secret still names ADS: give Envoy an ADS source (validate mode never dials it).
+        xds = {"name": "xds_cluster", "type": "STATIC", "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}}},
+            "load_assignment": {"cluster_name": "xds_cluster", "endpoints": [{"lb_endpoints": [{"endpoint": {
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 1}}}}]}]}}
+        static = bootstrap["static_resources"]
+        assert isinstance(static, dict)
+        static["clusters"].append(xds)
+        bootstrap["node"] = {"id": "golden", "cluster": "golden"}
+        bootstrap["dynamic_resources"] = {"ads_config": {
+            "api_type": "GRPC", "transport_api_version": "V3",
+            "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}]}}
+    return bootstrap
 
 
-def _static_cluster(message: Message, assignments: dict[str, Message]) -> cluster_pb2.Cluster:
+def _static_cluster(
+    message: Message, assignments: dict[str, Message], served: set[str]
+) -> cluster_pb2.Cluster:
     cluster = cluster_pb2.Cluster()
     cluster.CopyFrom(message)
     if cluster.type == cluster_pb2.Cluster.EDS:
@@ -93,18 +116,20 @@ def _static_cluster(message: Message, assignments: dict[str, Message]) -> cluste
         cluster.type = cluster_pb2.Cluster.STATIC
         cluster.load_assignment.CopyFrom(assignment)
     if cluster.HasField("transport_socket"):
-        _static_tls(cluster.transport_socket)
+        _static_tls(cluster.transport_socket, served)
     for match in cluster.transport_socket_matches:
-        _static_tls(match.transport_socket)
+        _static_tls(match.transport_socket, served)
     return cluster
 
 
-def _static_listener(message: Message, routes: dict[str, Message]) -> listener_pb2.Listener:
+def _static_listener(
+    message: Message, routes: dict[str, Message], served: set[str]
+) -> listener_pb2.Listener:
     listener = listener_pb2.Listener()
     listener.CopyFrom(message)
     for chain in listener.filter_chains:
         if chain.HasField("transport_socket"):
-            _static_tls(chain.transport_socket)
+            _static_tls(chain.transport_socket, served)
         for network_filter in chain.filters:
             manager = hcm.HttpConnectionManager()
             if not network_filter.typed_config.Unpack(manager) or not manager.HasField("rds"):

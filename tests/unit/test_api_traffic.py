@@ -130,8 +130,9 @@ def test_weights_required_for_several_destinations() -> None:
             "prime",
         ),
         ("    tls: {mode: MUTUAL}", "spec.trafficPolicy.tls", "mode MUTUAL needs credentialName"),
-        ("    tls: {mode: SIMPLE, privateKey: /k.pem}", "spec.trafficPolicy.tls.privateKey",
-         "unsupported field"),
+        ("    tls: {mode: SIMPLE, privateKey: /k.pem}", "spec.trafficPolicy.tls",
+         "clientCertificate and privateKey go together"),
+        ("    tls: {mode: SIMPLE, caCrl: /crl.pem}", "spec.trafficPolicy.tls.caCrl", "unsupported field"),
         (
             "    outlierDetection: {maxEjectionPercent: 101}",
             "spec.trafficPolicy.outlierDetection.maxEjectionPercent",

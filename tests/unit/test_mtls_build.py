@@ -109,7 +109,7 @@ def test_second_namespace_wide_policy_is_reported() -> None:
     ("{mode: MUTUAL, credentialName: nope}", "no credential 'nope'"),
     ("{mode: ISTIO_MUTUAL, credentialName: x}", "credentialName has no meaning"),
     ("{mode: SIMPLE, insecureSkipVerify: true, subjectAltNames: [a]}", "contradict"),
-    ("{mode: SIMPLE, caCertificates: /etc/ca.pem}", "caCertificates: unsupported field"),
+    ("{mode: SIMPLE, caCrl: /etc/crl.pem}", "caCrl: unsupported field"),
 ])
 def test_bad_destination_rule_tls(tls: str, message: str) -> None:
     dr = f"""\
@@ -191,3 +191,74 @@ def test_peer_authentication_selecting_nothing_is_a_warning_and_applies() -> Non
     assert len(problems) == 1 and problems[0].startswith("Warning p.yaml:"), problems
     assert "selects no known workload" in problems[0]
     assert any(obj.metadata.name == "later" for obj in policy)  # type: ignore[attr-defined]
+
+
+def test_missing_destination_rule_credential_is_a_warning_and_never_falls_back() -> None:
+    """Istio admits the rule before the secret exists; the cluster waits for SDS secrets that are never
+    served (its connections fail) rather than talking plaintext or trusting the system CAs."""
+    from controlplane.translate.resources import CLUSTER
+    from controlplane.translate.translator import translate_proxy
+
+    dr = """\
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: r}
+spec:
+  host: reviews
+  trafficPolicy:
+    tls: {mode: SIMPLE, credentialName: later}
+"""
+    policy, problems = load(SE, dr)
+    assert [p.split(": ", 1)[0] for p in problems] == ["Warning [IST0101] p.yaml:21"], problems
+    assert "no credential 'later'" in problems[0]
+    resources = translate_proxy(build_proxy(policy, ProxyIdentity()))  # type: ignore[arg-type]
+    text = str(resources.by_type[CLUSTER]["outbound|9080||reviews"])
+    assert "later-cacert" in text and "ca-certificates.crt" not in text
+    assert "later" not in resources.by_type[SECRET] and "later-cacert" not in resources.by_type[SECRET]
+
+
+def test_destination_rule_certificate_files_become_secrets_naming_the_files() -> None:
+    from controlplane.translate.translator import translate_proxy
+
+    dr = """\
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: r}
+spec:
+  host: reviews
+  trafficPolicy:
+    tls: {mode: MUTUAL, clientCertificate: /c/cert.pem, privateKey: /c/key.pem, caCertificates: /c/ca.pem}
+"""
+    policy, problems = load(SE, dr)
+    assert problems == []
+    secrets = translate_proxy(build_proxy(policy, ProxyIdentity())).by_type[SECRET]  # type: ignore[arg-type]
+    name = "file-cert:/c/cert.pem~/c/key.pem~/c/ca.pem"
+    cert = secrets[name]
+    ca = secrets[f"{name}-cacert"]
+    assert isinstance(cert, secret_pb2.Secret) and isinstance(ca, secret_pb2.Secret)
+    assert cert.tls_certificate.certificate_chain.filename == "/c/cert.pem"
+    assert cert.tls_certificate.private_key.filename == "/c/key.pem"
+    assert ca.validation_context.trusted_ca.filename == "/c/ca.pem"
+
+
+@pytest.mark.parametrize(("tls", "message"), [
+    ("{mode: MUTUAL, clientCertificate: /c.pem}", "clientCertificate and privateKey go together"),
+    ("{mode: MUTUAL, credentialName: x, caCertificates: /ca.pem}", "either credentialName or the"),
+    ("{mode: ISTIO_MUTUAL, caCertificates: /ca.pem}", "no meaning with mode ISTIO_MUTUAL"),
+    ("{mode: SIMPLE, caCertificates: /a~b.pem}", "caCertificates: unsupported value '/a~b.pem'"),
+])
+def test_bad_destination_rule_certificate_files(tls: str, message: str) -> None:
+    dr = f"""\
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: r}}
+spec:
+  host: reviews
+  trafficPolicy:
+    tls: {tls}
+"""
+    _, problems = load(SE, dr)
+    assert len(problems) == 1 and message in problems[0], problems

@@ -135,10 +135,60 @@ def test_unsupported_fields_and_second_scope_object() -> None:
         telemetry("c", "  tracing: [{randomSamplingPercentage: 6}]\n"),
     )
     assert diagnostics == [
-        "t.yaml:18: Telemetry/a: spec.metrics: unsupported field: Istio's standard metrics "
-        "(istio_requests_total, ...) and their overrides come from Istio's stats filter, which upstream "
-        "Envoy does not have; Envoy's own statistics are always served (docs/telemetry.md)",
+        "t.yaml:18: Telemetry/a: spec.metrics[0]: a metrics entry without overrides (it enables metrics) "
+        f"is not supported: {NOT_PRODUCED}",
         "t.yaml:26: Telemetry/c: Telemetry default/b already applies to the whole namespace; ignored",
+    ]
+
+
+NOT_PRODUCED = (
+    "Istio's standard metrics (istio_requests_total, ...) come from Istio's stats filter, which upstream "
+    "Envoy does not have, so they are never produced here"
+)
+
+
+def test_metrics_disabled_holds_as_written_and_applies() -> None:
+    # istio.io disable_metrics: a standard metric that is never produced is disabled as asked.
+    policy, diagnostics = load(MESH, telemetry("quiet", """\
+  metrics:
+  - providers: [{name: prometheus}]
+    overrides:
+    - match: {metric: ALL_METRICS, mode: CLIENT_AND_SERVER}
+      disabled: true
+    - match: {metric: REQUEST_COUNT, mode: SERVER}
+      disabled: true
+"""))
+    assert [obj.metadata.name for obj in policy if obj.KIND == "Telemetry"] == ["quiet"]
+    assert diagnostics == [
+        f"Info t.yaml:18: Telemetry/quiet: spec.metrics: {NOT_PRODUCED}; disabling them holds as written and "
+        "needs no configuration (Envoy's own statistics stay, as in Istio)"
+    ]
+
+
+def test_metrics_that_need_istio_stats_are_errors_with_the_reason() -> None:
+    policy, diagnostics = load(MESH, telemetry("tags", """\
+  metrics:
+  - providers: [{name: stackdriver}]
+    reportingInterval: 5s
+    overrides:
+    - match: {metric: REQUEST_COUNT}
+      tagOverrides: {response_code: {operation: REMOVE}}
+    - match: {metric: REQUEST_SIZE}
+      disabled: false
+"""), telemetry("typo", "  metrics: [{overrides: [{match: {metric: REQUEST_TOTAL}, disabled: true}]}]\n"))
+    assert [obj for obj in policy if obj.KIND == "Telemetry"] == []
+    assert diagnostics == [
+        "t.yaml:19: Telemetry/tags: spec.metrics[0].providers[0].name: unsupported value 'stackdriver': "
+        "the only metrics provider is 'prometheus'",
+        f"t.yaml:20: Telemetry/tags: spec.metrics[0].reportingInterval: unsupported field: {NOT_PRODUCED}",
+        "t.yaml:23: Telemetry/tags: spec.metrics[0].overrides[0].tagOverrides: unsupported field: it "
+        f"changes the tags of metrics that exist; {NOT_PRODUCED}",
+        "t.yaml:25: Telemetry/tags: spec.metrics[0].overrides[1].disabled: an override other than "
+        f"`disabled: true` is not supported: {NOT_PRODUCED}",
+        "t.yaml:31: Telemetry/typo: spec.metrics[0].overrides[0].match.metric: unsupported value "
+        "'REQUEST_TOTAL'; expected 'ALL_METRICS', 'REQUEST_COUNT', 'REQUEST_DURATION', 'REQUEST_SIZE', "
+        "'RESPONSE_SIZE', 'TCP_OPENED_CONNECTIONS', 'TCP_CLOSED_CONNECTIONS', 'TCP_SENT_BYTES', "
+        "'TCP_RECEIVED_BYTES', 'GRPC_REQUEST_MESSAGES' or 'GRPC_RESPONSE_MESSAGES'",
     ]
 
 
