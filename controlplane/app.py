@@ -29,6 +29,7 @@ from controlplane.isolation import BuildFailures, isolated
 from controlplane.model import build_proxy
 from controlplane.model.identity import ProxyIdentity, SocketAddress
 from controlplane.model.mtls import trust_domain
+from controlplane.model.policywide import PolicyWide
 from controlplane.ops import metrics
 from controlplane.ops.admin import AdminServer
 from controlplane.ops.console.history import ChangeLog
@@ -39,6 +40,7 @@ from controlplane.security.runtime import load_mesh_identity
 from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, Resources
 from controlplane.translate.translator import translate_proxy
 from controlplane.watch import PolicyWatcher
+from controlplane.xds.assembly import Assembly, SharedTranslation, assemble
 from controlplane.xds.cache import ResourceFactory, SnapshotCache
 from controlplane.xds.server import XdsServer
 from controlplane.xds.status import StatusRegistry
@@ -96,11 +98,18 @@ def load_extra_resources(path: Path) -> list[tuple[str, str, Message]]:
 def make_factory(policy: PolicySet, extra: list[tuple[str, str, Message]],
                  failures: BuildFailures | None = None,
                  mesh_identity: MeshIdentity | None = None) -> ResourceFactory:
-    """The pure pipeline for one proxy shape: build, then translate (plus the test hook's resources), plus
-    the proxy's own certificate and the trust bundle from the mesh CA. An object that cannot be built is left
-    out of the shape and recorded in `failures` (isolation.py)."""
+    """The pure pipeline for one proxy shape under `policy`, plus the proxy's own certificate and the
+    trust bundle from the mesh CA (and the test hook's resources).
+
+    The policy-wide part is computed once for this policy and shared by every shape (model/policywide.py,
+    xds/assembly.py); a shape assembles its snapshot from those pieces plus its own few resources. When
+    that fast path raises (an object that cannot be translated), the shape is built by the full-rebuild
+    reference path under failure isolation (isolation.py): the object is left out of the shape and
+    recorded in `failures`."""
     domain = trust_domain(policy)
     failed = failures if failures is not None else BuildFailures()
+    wide = PolicyWide(policy)
+    shared = SharedTranslation()
 
     def timed(current: PolicySet, identity: ProxyIdentity) -> Resources:
         started = time.perf_counter()
@@ -111,13 +120,32 @@ def make_factory(policy: PolicySet, extra: list[tuple[str, str, Message]],
         metrics.TRANSLATE_SECONDS.observe(time.perf_counter() - built)
         return resources
 
-    def resources_for(identity: ProxyIdentity) -> Resources:
-        resources = isolated(policy, identity, failed, timed)
+    def own_extras(resources: Resources, identity: ProxyIdentity) -> None:
         if mesh_identity is not None:
             for type_url, name, message in mesh_identity.secrets(identity, domain):
                 resources.add(type_url, name, message)
         for type_url, name, message in extra:
             resources.add(type_url, name, message)
+
+    def assembled(identity: ProxyIdentity) -> Assembly | None:
+        started = time.perf_counter()
+        try:
+            made = assemble(wide, shared, identity)
+            if made is not None:
+                own_extras(made.own, identity)
+        except Exception:  # the reference path below finds (and leaves out) the object responsible
+            return None
+        if made is None or made.collisions():
+            return None
+        metrics.BUILD_SECONDS.observe(time.perf_counter() - started)
+        return made
+
+    def resources_for(identity: ProxyIdentity) -> Resources | Assembly:
+        made = assembled(identity)
+        if made is not None:
+            return made
+        resources = isolated(policy, identity, failed, timed)
+        own_extras(resources, identity)
         return resources
 
     return resources_for
