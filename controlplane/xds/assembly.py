@@ -17,6 +17,7 @@ makes a new one, and the old one goes with the last snapshot that referenced its
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -35,6 +36,9 @@ from controlplane.translate.translator import (
 )
 from controlplane.xds.layers import Layer, Layered, Merged
 from controlplane.xds.snapshot import Interner, Resource, Snapshot, content_hash, eds_name, rds_names
+
+# Small shared parts kept per generation (see SharedTranslation.part).
+MAX_SMALL_PARTS = 256
 
 
 class SharedPart:
@@ -59,6 +63,10 @@ class SharedPart:
             self._references = None
         return self._interned[1]
 
+    def interned(self, interner: Interner) -> dict[str, dict[str, Resource]]:
+        """Its resources, interned: for a small part that joins a snapshot's own overlay."""
+        return {type_url: layer.resources for type_url, layer in self.layers(interner).items()}
+
     def references(self, interner: Interner) -> tuple[dict[str, str], dict[str, frozenset[str]], bool]:
         """The EDS names of its clusters, the RDS names of its listeners, and whether they resolve within
         the part (then snapshot.consistency_errors need not check them again for every shape)."""
@@ -80,31 +88,57 @@ class SharedTranslation:
 
     def __init__(self) -> None:
         self._parts: dict[object, SharedPart] = {}
+        self._small: dict[object, SharedPart] = {}
+        self._origins: dict[tuple[int, ...], tuple[tuple[SharedPart, ...], dict[tuple[str, str],
+                                                                              tuple[Origin, ...]]]] = {}
 
-    def part(self, key: object, make: Callable[[Resources], None]) -> SharedPart:
-        found = self._parts.get(key)
+    def origins(self, parts: tuple[SharedPart, ...]) -> dict[tuple[str, str], tuple[Origin, ...]]:
+        """The origins of a combination of layer parts, merged once (shapes reference the one dict)."""
+        key = tuple(id(part) for part in parts)
+        found = self._origins.get(key)
+        if found is None or found[0] != parts:
+            merged: dict[tuple[str, str], tuple[Origin, ...]] = {}
+            for part in parts:
+                merged.update(part.resources.origins)
+            if len(self._origins) >= MAX_ENTRIES:
+                self._origins.clear()
+            found = self._origins[key] = (parts, merged)
+        return found[1]
+
+    def part(self, key: object, make: Callable[[Resources], None], small: bool = False) -> SharedPart:
+        """The part for `key`, made once. Small parts (cheap to remake, and distinct for proxies whose
+        labels reach their telemetry) are kept fewer: unique labels on every reconnect stay bounded."""
+        parts, limit = (self._small, MAX_SMALL_PARTS) if small else (self._parts, MAX_ENTRIES)
+        found = parts.get(key)
         if found is None:
             resources = Resources()
             make(resources)
-            if len(self._parts) >= MAX_ENTRIES:
-                self._parts.clear()
-            found = self._parts[key] = SharedPart(resources)
+            if len(parts) >= limit:
+                parts.clear()
+            found = parts[key] = SharedPart(resources)
         return found
 
 
 @dataclass
 class Assembly:
-    """What a proxy's snapshot is made of: shared parts (no two hold the same type) and its own resources."""
+    """What a proxy's snapshot is made of: shared parts that become layers (no two hold the same type),
+    small shared parts that join the overlay (e.g. the outbound listener: equal for every sidecar on the
+    same outbound address), and its own resources."""
 
     shared: tuple[SharedPart, ...]
     own: Resources
+    small: tuple[SharedPart, ...] = ()
+    translation: SharedTranslation | None = None
 
     def collisions(self) -> list[str]:
         """Names the own resources share with a shared part (the reference raises on those)."""
         clashes = []
         for type_url in PUSH_ORDER:
             owners = [part.names(type_url) for part in self.shared if part.names(type_url)]
-            own = self.own.by_type.get(type_url, {})
+            own = list(self.own.by_type.get(type_url, {}))
+            for part in self.small:
+                own += part.names(type_url)
+            clashes += [name for name, count in Counter(own).items() if count > 1]
             if len(owners) > 1:
                 raise AssertionError(f"two shared parts hold {type_url}")  # by construction, never
             if owners:
@@ -117,7 +151,7 @@ class Assembly:
         merged: dict[str, dict[str, Message]] = {}
         for type_url in PUSH_ORDER:
             messages = dict(self.own.by_type.get(type_url, {}))
-            for part in self.shared:
+            for part in (*self.shared, *self.small):
                 messages.update(part.resources.by_type.get(type_url, {}))
             merged[type_url] = dict(sorted(messages.items()))
         return merged
@@ -125,20 +159,28 @@ class Assembly:
     @property
     def origins(self) -> dict[tuple[str, str], tuple[Origin, ...]]:
         merged = dict(self.own.origins)
-        for part in self.shared:
+        for part in (*self.shared, *self.small):
             merged.update(part.resources.origins)
         return merged
 
     def snapshot(self, interner: Interner, changed_at: float = 0.0) -> Snapshot:
         layers: dict[str, Layer] = {}
-        origins: dict[tuple[str, str], tuple[Origin, ...]] = {}
         for part in self.shared:
             layers.update(part.layers(interner))
-            origins.update(part.resources.origins)
+        if self.translation is not None:
+            origins = self.translation.origins(self.shared)
+        else:
+            origins = {key: value for part in self.shared for key, value in part.resources.origins.items()}
+        own_origins = dict(self.own.origins)
+        small = [part.interned(interner) for part in self.small]
+        for part in self.small:
+            own_origins.update(part.resources.origins)
         by_type: dict[str, Layered] = {}
         for type_url in PUSH_ORDER:
             messages = self.own.by_type.get(type_url, {})
-            own = {name: interner.resource(type_url, name, messages[name]) for name in sorted(messages)}
+            own = {name: interner.resource(type_url, name, message) for name, message in messages.items()}
+            for interned in small:
+                own.update(interned.get(type_url, {}))
             by_type[type_url] = Layered(layers.get(type_url), own)
         version = content_hash(*(f"{t}={by_type[t].type_version()}".encode() for t in PUSH_ORDER))
         shared_eds: dict[str, str] = {}
@@ -154,7 +196,7 @@ class Assembly:
             by_type, version,
             eds_names=Merged(shared_eds, own_eds, verified),
             rds_names=Merged(shared_rds, own_rds, verified),
-            origins=Merged(origins, dict(self.own.origins)),
+            origins=Merged(origins, own_origins),
             changed_at=changed_at,
         )
 
@@ -175,10 +217,13 @@ def assemble(wide: PolicyWide, shared: SharedTranslation, proxy: ProxyIdentity) 
                     lambda r: add_outbound_routes(r, outbound)),
         shared.part(("tcp", Ref(model.tcp_listeners)), lambda r: add_tcp_listeners(r, model.tcp_listeners)),
     )
+    # the passthrough cluster and outbound listener read only these parts of the model
+    listener_key = ("outbound", outbound.address, outbound.outbound_policy, outbound.forwards_by_authority,
+                    Ref(model.telemetry), model.mesh_connect_timeout_ms, model.mesh_origins)
+    small = (shared.part(listener_key, lambda r: add_outbound(r, model), small=True),)
     own = Resources()
-    add_outbound(own, model)
     add_own(own, model)
-    return Assembly(parts, own)
+    return Assembly(parts, own, small, shared)
 
 
 __all__ = ["Assembly", "Resource", "SharedTranslation", "assemble"]
