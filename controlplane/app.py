@@ -97,7 +97,8 @@ def load_extra_resources(path: Path) -> list[tuple[str, str, Message]]:
 
 def make_factory(policy: PolicySet, extra: list[tuple[str, str, Message]],
                  failures: BuildFailures | None = None,
-                 mesh_identity: MeshIdentity | None = None) -> ResourceFactory:
+                 mesh_identity: MeshIdentity | None = None,
+                 stage: tuple[PolicyWide, SharedTranslation] | None = None) -> ResourceFactory:
     """The pure pipeline for one proxy shape under `policy`, plus the proxy's own certificate and the
     trust bundle from the mesh CA (and the test hook's resources).
 
@@ -108,8 +109,7 @@ def make_factory(policy: PolicySet, extra: list[tuple[str, str, Message]],
     recorded in `failures`."""
     domain = trust_domain(policy)
     failed = failures if failures is not None else BuildFailures()
-    wide = PolicyWide(policy)
-    shared = SharedTranslation()
+    wide, shared = stage if stage is not None else (PolicyWide(policy), SharedTranslation())
 
     def timed(current: PolicySet, identity: ProxyIdentity) -> Resources:
         started = time.perf_counter()
@@ -151,6 +151,15 @@ def make_factory(policy: PolicySet, extra: list[tuple[str, str, Message]],
     return resources_for
 
 
+def _warm(stage: tuple[PolicyWide, SharedTranslation], identity: ProxyIdentity) -> None:
+    """Compute the policy-wide part for one shape ahead of `publish` (any failure: the factory's
+    reference path handles it)."""
+    try:
+        assemble(*stage, identity)
+    except Exception:
+        log.debug("warming the policy-wide stage for %s failed", identity.describe(), exc_info=True)
+
+
 class ControlPlane:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -183,6 +192,7 @@ class ControlPlane:
         self._background: set[asyncio.Future[Any]] = set()
         self.watcher: PolicyWatcher | None = None
         self._extra: list[tuple[str, str, Message]] = []
+        self._stage: tuple[PolicyWide, SharedTranslation] | None = None
 
     @property
     def ready(self) -> bool:
@@ -219,7 +229,15 @@ class ControlPlane:
         rebuilding = time.perf_counter()
         self._extra = extra
         before = self.changes.before(self.cache)
-        factory = make_factory(policy, extra, failures, self.mesh.identity)
+        stage = (PolicyWide(policy), SharedTranslation())
+        live = next(iter(self.cache.shapes()), None)
+        if live is not None:
+            # The first shape of a new policy computes the policy-wide part (about a second at 1,000
+            # services): in a thread (the pure stages only, no secrets), so the event loop keeps serving
+            # ACKs and health checks meanwhile; `publish` then assembles every shape in milliseconds.
+            await asyncio.to_thread(_warm, stage, live)
+        self._stage = stage  # certificate renewals reuse it (same policy)
+        factory = make_factory(policy, extra, failures, self.mesh.identity, stage)
         changed = await self.cache.publish(factory, changed_at)
         self.changes.after(self.cache, self.registry, before, self.store.loaded_fingerprint, loaded)
         diagnostics = self.all_diagnostics()
@@ -297,7 +315,7 @@ class ControlPlane:
                 log.info("renewed %d workload certificate(s): %s", len(renewed), ", ".join(renewed))
                 async with self._reload_lock:
                     await self.cache.publish(make_factory(self.policy, self._extra, self.build_failures,
-                                                          self.mesh.identity))
+                                                          self.mesh.identity, self._stage))
             self.mesh.update_metrics()
 
     async def close(self) -> None:
