@@ -29,6 +29,7 @@ from controlplane.isolation import BuildFailures, isolated
 from controlplane.model import build_proxy
 from controlplane.model.identity import ProxyIdentity, SocketAddress
 from controlplane.model.mtls import trust_domain
+from controlplane.model.policywide import PolicyWide
 from controlplane.ops import metrics
 from controlplane.ops.admin import AdminServer
 from controlplane.ops.console.history import ChangeLog
@@ -39,6 +40,7 @@ from controlplane.security.runtime import load_mesh_identity
 from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, Resources
 from controlplane.translate.translator import translate_proxy
 from controlplane.watch import PolicyWatcher
+from controlplane.xds.assembly import Assembly, SharedTranslation, assemble
 from controlplane.xds.cache import ResourceFactory, SnapshotCache
 from controlplane.xds.server import XdsServer
 from controlplane.xds.status import StatusRegistry
@@ -95,12 +97,19 @@ def load_extra_resources(path: Path) -> list[tuple[str, str, Message]]:
 
 def make_factory(policy: PolicySet, extra: list[tuple[str, str, Message]],
                  failures: BuildFailures | None = None,
-                 mesh_identity: MeshIdentity | None = None) -> ResourceFactory:
-    """The pure pipeline for one proxy shape: build, then translate (plus the test hook's resources), plus
-    the proxy's own certificate and the trust bundle from the mesh CA. An object that cannot be built is left
-    out of the shape and recorded in `failures` (isolation.py)."""
+                 mesh_identity: MeshIdentity | None = None,
+                 stage: tuple[PolicyWide, SharedTranslation] | None = None) -> ResourceFactory:
+    """The pure pipeline for one proxy shape under `policy`, plus the proxy's own certificate and the
+    trust bundle from the mesh CA (and the test hook's resources).
+
+    The policy-wide part is computed once for this policy and shared by every shape (model/policywide.py,
+    xds/assembly.py); a shape assembles its snapshot from those pieces plus its own few resources. When
+    that fast path raises (an object that cannot be translated), the shape is built by the full-rebuild
+    reference path under failure isolation (isolation.py): the object is left out of the shape and
+    recorded in `failures`."""
     domain = trust_domain(policy)
     failed = failures if failures is not None else BuildFailures()
+    wide, shared = stage if stage is not None else (PolicyWide(policy), SharedTranslation())
 
     def timed(current: PolicySet, identity: ProxyIdentity) -> Resources:
         started = time.perf_counter()
@@ -111,16 +120,44 @@ def make_factory(policy: PolicySet, extra: list[tuple[str, str, Message]],
         metrics.TRANSLATE_SECONDS.observe(time.perf_counter() - built)
         return resources
 
-    def resources_for(identity: ProxyIdentity) -> Resources:
-        resources = isolated(policy, identity, failed, timed)
+    def own_extras(resources: Resources, identity: ProxyIdentity) -> None:
         if mesh_identity is not None:
             for type_url, name, message in mesh_identity.secrets(identity, domain):
                 resources.add(type_url, name, message)
         for type_url, name, message in extra:
             resources.add(type_url, name, message)
+
+    def assembled(identity: ProxyIdentity) -> Assembly | None:
+        started = time.perf_counter()
+        try:
+            made = assemble(wide, shared, identity)
+            if made is not None:
+                own_extras(made.own, identity)
+        except Exception:  # the reference path below finds (and leaves out) the object responsible
+            return None
+        if made is None or made.collisions():
+            return None
+        metrics.BUILD_SECONDS.observe(time.perf_counter() - started)
+        return made
+
+    def resources_for(identity: ProxyIdentity) -> Resources | Assembly:
+        made = assembled(identity)
+        if made is not None:
+            return made
+        resources = isolated(policy, identity, failed, timed)
+        own_extras(resources, identity)
         return resources
 
     return resources_for
+
+
+def _warm(stage: tuple[PolicyWide, SharedTranslation], identity: ProxyIdentity) -> None:
+    """Compute the policy-wide part for one shape ahead of `publish` (any failure: the factory's
+    reference path handles it)."""
+    try:
+        assemble(*stage, identity)
+    except Exception:
+        log.debug("warming the policy-wide stage for %s failed", identity.describe(), exc_info=True)
 
 
 class ControlPlane:
@@ -155,6 +192,7 @@ class ControlPlane:
         self._background: set[asyncio.Future[Any]] = set()
         self.watcher: PolicyWatcher | None = None
         self._extra: list[tuple[str, str, Message]] = []
+        self._stage: tuple[PolicyWide, SharedTranslation] | None = None
 
     @property
     def ready(self) -> bool:
@@ -191,7 +229,15 @@ class ControlPlane:
         rebuilding = time.perf_counter()
         self._extra = extra
         before = self.changes.before(self.cache)
-        factory = make_factory(policy, extra, failures, self.mesh.identity)
+        stage = (PolicyWide(policy), SharedTranslation())
+        live = next(iter(self.cache.shapes()), None)
+        if live is not None:
+            # The first shape of a new policy computes the policy-wide part (about a second at 1,000
+            # services): in a thread (the pure stages only, no secrets), so the event loop keeps serving
+            # ACKs and health checks meanwhile; `publish` then assembles every shape in milliseconds.
+            await asyncio.to_thread(_warm, stage, live)
+        self._stage = stage  # certificate renewals reuse it (same policy)
+        factory = make_factory(policy, extra, failures, self.mesh.identity, stage)
         changed = await self.cache.publish(factory, changed_at)
         self.changes.after(self.cache, self.registry, before, self.store.loaded_fingerprint, loaded)
         diagnostics = self.all_diagnostics()
@@ -269,7 +315,7 @@ class ControlPlane:
                 log.info("renewed %d workload certificate(s): %s", len(renewed), ", ".join(renewed))
                 async with self._reload_lock:
                     await self.cache.publish(make_factory(self.policy, self._extra, self.build_failures,
-                                                          self.mesh.identity))
+                                                          self.mesh.identity, self._stage))
             self.mesh.update_metrics()
 
     async def close(self) -> None:

@@ -19,7 +19,15 @@ import contextlib
 import dataclasses
 from collections.abc import Iterable, Iterator
 
-from controlplane.model.proxy_model import Discovery, OutboundHttp, OutboundPolicy, PolicyRef, ProxyModel
+from controlplane.model.proxy_model import (
+    Cluster,
+    Discovery,
+    OutboundHttp,
+    OutboundPolicy,
+    PolicyRef,
+    ProxyModel,
+    TcpListener,
+)
 from controlplane.translate.clusters import translate_cluster
 from controlplane.translate.endpoints import load_assignment
 from controlplane.translate.gateway import gateway_resources
@@ -55,8 +63,23 @@ def _blame(what: str, origins: tuple[Origin, ...]) -> Iterator[None]:
 def translate_proxy(model: ProxyModel) -> Resources:
     """All Envoy resources for one proxy, keyed by type URL and name."""
     resources = Resources()
-    telemetry_origins = _origins(model.telemetry.origins)
-    for cluster in model.clusters:
+    add_clusters(resources, model.clusters)
+    if model.outbound_http is not None:
+        _outbound(resources, model, model.outbound_http, _origins(model.telemetry.origins))
+        add_outbound_routes(resources, model.outbound_http)
+    add_tcp_listeners(resources, model.tcp_listeners)
+    add_own(resources, model)
+    sort_resources(resources)
+    return resources
+
+
+# The parts of `translate_proxy`, in its order. The policy-wide ones (clusters with their endpoints,
+# the outbound route table, the TCP listeners on service addresses) depend only on their model part,
+# which proxies share (model/policywide.py), so xds/assembly.py translates each once per policy.
+
+def add_clusters(resources: Resources, clusters: Iterable[Cluster]) -> None:
+    """The outbound clusters and the ClusterLoadAssignments of the EDS ones."""
+    for cluster in clusters:
         origins = _origins(cluster.origins)
         with _blame(f"cluster {cluster.ref}", origins):
             envoy_cluster = translate_cluster(cluster)
@@ -65,12 +88,29 @@ def translate_proxy(model: ProxyModel) -> Resources:
                 # STRICT_DNS clusters carry their endpoints inline; only EDS clusters need the resource.
                 assignment = load_assignment(cluster)
                 resources.add(ENDPOINT, assignment.cluster_name, assignment, origins)
-    if model.outbound_http is not None:
-        _outbound(resources, model, model.outbound_http, telemetry_origins)
-    for tcp in model.tcp_listeners:
+
+
+def add_outbound_routes(resources: Resources, outbound: OutboundHttp) -> None:
+    """The outbound RouteConfiguration (every virtual host); does not depend on the listener's address."""
+    try:
+        route_config = outbound_route_config(outbound)
+    except Exception as err:
+        raise TranslationFailure("outbound routes", _failing_virtual_hosts(outbound), err) from err
+    origins = _origins(o for vhost in outbound.virtual_hosts for o in vhost.origins)
+    resources.add(ROUTE, route_config.name, route_config, origins)
+
+
+def add_tcp_listeners(resources: Resources, listeners: Iterable[TcpListener]) -> None:
+    for tcp in listeners:
         with _blame("tcp listener", _origins(tcp.origins)):
             envoy_listener = tcp_listener(tcp)
             resources.add(LISTENER, envoy_listener.name, envoy_listener, _origins(tcp.origins))
+
+
+def add_own(resources: Resources, model: ProxyModel) -> None:
+    """What is really per proxy: the listeners on its addresses, the inbound side, the gateway, its TLS
+    credentials and telemetry collectors (the passthrough cluster and outbound listener: `add_outbound`)."""
+    telemetry_origins = _origins(model.telemetry.origins)
     if model.inbound is not None:
         authz = model.inbound.authz
         peer_origins = _origins((*model.inbound.origins, *(authz.origins if authz is not None else ())))
@@ -100,8 +140,12 @@ def translate_proxy(model: ProxyModel) -> Resources:
     with _blame("telemetry", telemetry_origins):
         for collector in telemetry_clusters(model.telemetry, model.mesh_connect_timeout_ms):
             resources.add(CLUSTER, collector.name, collector, telemetry_origins)
-    _sort(resources)
-    return resources
+
+
+def add_outbound(resources: Resources, model: ProxyModel) -> None:
+    """The passthrough cluster and the outbound HTTP listener (on the proxy's own address)."""
+    if model.outbound_http is not None:
+        _outbound(resources, model, model.outbound_http, _origins(model.telemetry.origins))
 
 
 def _outbound(resources: Resources, model: ProxyModel, outbound: OutboundHttp,
@@ -113,12 +157,6 @@ def _outbound(resources: Resources, model: ProxyModel, outbound: OutboundHttp,
     with _blame("outbound listener", telemetry_origins):
         listener = outbound_http_listener(outbound, model.telemetry)
         resources.add(LISTENER, listener.name, listener, telemetry_origins)
-    try:
-        route_config = outbound_route_config(outbound)
-    except Exception as err:
-        raise TranslationFailure("outbound routes", _failing_virtual_hosts(outbound), err) from err
-    origins = _origins(o for vhost in outbound.virtual_hosts for o in vhost.origins)
-    resources.add(ROUTE, route_config.name, route_config, origins)
 
 
 def _failing_virtual_hosts(outbound: OutboundHttp) -> tuple[Origin, ...]:
@@ -137,7 +175,7 @@ def _origins(refs: Iterable[PolicyRef]) -> tuple[Origin, ...]:
     return tuple(sorted({Origin(r.kind, r.namespace, r.name, r.file, r.line) for r in refs}))
 
 
-def _sort(resources: Resources) -> None:
+def sort_resources(resources: Resources) -> None:
     # Clusters are already sorted by (host, port) — not the same as by name ("outbound|10|..." sorts
     # before "outbound|9|..."), and consumers iterate these dicts, so re-key them by name.
     for type_url, by_name in resources.by_type.items():

@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 
 from controlplane.model.identity import ProxyIdentity
 from controlplane.translate.resources import Resources
+from controlplane.xds.assembly import Assembly
 from controlplane.xds.snapshot import Interner, Snapshot
 
 log = logging.getLogger(__name__)
 
-# Produces the resources of one proxy shape from the current policy (build + translate). Pure.
-ResourceFactory = Callable[[ProxyIdentity], Resources]
+# Produces the resources of one proxy shape from the current policy (build + translate). Pure. Either
+# the shape's resources (the full rebuild) or an `Assembly` of shared, interned pieces (xds/assembly.py).
+ResourceFactory = Callable[[ProxyIdentity], Resources | Assembly]
 
 
 @dataclass
@@ -125,7 +127,11 @@ class SnapshotCache:
         """Build a shape's snapshot; never publish a broken one: on failure keep the previous (or, for a
         new shape, serve an empty one) and say why in the log."""
         try:
-            fresh = Snapshot.build(self._factory(identity), self.interner, self._changed_at)
+            made = self._factory(identity)
+            if isinstance(made, Assembly):
+                fresh = made.snapshot(self.interner, self._changed_at)
+            else:
+                fresh = Snapshot.build(made, self.interner, self._changed_at)
         except Exception:
             log.exception("building the snapshot for %s failed; keeping the last good one",
                           identity.describe())

@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 
 from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, Origin, Resources
 from controlplane.xds import wire
+from controlplane.xds.layers import Merged
 
 _HCM_TYPE = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
 
@@ -131,12 +132,12 @@ class Snapshot:
                 name: interner.resource(type_url, name, messages[name]) for name in sorted(messages)
             }
         version = content_hash(*(f"{t}={type_version(by_type[t].values())}".encode() for t in PUSH_ORDER))
-        eds_names = {
-            name: _eds_name(res.message) for name, res in by_type[CLUSTER].items()
-            if _eds_name(res.message) is not None
+        eds = {
+            name: eds_name(res.message) for name, res in by_type[CLUSTER].items()
+            if eds_name(res.message) is not None
         }
-        rds_names = {name: _rds_names(res.message) for name, res in by_type[LISTENER].items()}
-        return cls(by_type, version, eds_names, rds_names,  # type: ignore[arg-type]
+        rds = {name: rds_names(res.message) for name, res in by_type[LISTENER].items()}
+        return cls(by_type, version, eds, rds,  # type: ignore[arg-type]
                    dict(resources.origins), changed_at)
 
     @classmethod
@@ -185,28 +186,33 @@ class Snapshot:
     def consistency_errors(self) -> list[str]:
         """Dangling references that would leave Envoy warming: every EDS name has a
         ClusterLoadAssignment and every RDS name a RouteConfiguration (go-control-plane's consistent())."""
+        # an assembled snapshot's shared part was checked once, for every shape (xds/assembly.py)
+        eds_refs = self.eds_names.own if isinstance(self.eds_names, Merged) and self.eds_names.verified \
+            else self.eds_names
+        rds_refs = self.rds_names.own if isinstance(self.rds_names, Merged) and self.rds_names.verified \
+            else self.rds_names
         errors = [
             f"cluster {cluster!r} reads endpoints {eds!r}, which the snapshot does not have"
-            for cluster, eds in sorted(self.eds_names.items())
+            for cluster, eds in sorted(eds_refs.items())
             if eds not in self.of_type(ENDPOINT)
         ]
         errors += [
             f"listener {listener!r} reads routes {route!r}, which the snapshot does not have"
-            for listener, routes in sorted(self.rds_names.items())
+            for listener, routes in sorted(rds_refs.items())
             for route in sorted(routes)
             if route not in self.of_type(ROUTE)
         ]
         return errors
 
 
-def _eds_name(message: Message) -> str | None:
+def eds_name(message: Message) -> str | None:
     assert isinstance(message, cluster_pb2.Cluster)
     if message.type != cluster_pb2.Cluster.EDS:
         return None
     return message.eds_cluster_config.service_name or message.name
 
 
-def _rds_names(message: Message) -> frozenset[str]:
+def rds_names(message: Message) -> frozenset[str]:
     assert isinstance(message, listener_pb2.Listener)
     chains = [*message.filter_chains]
     if message.HasField("default_filter_chain"):

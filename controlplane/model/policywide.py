@@ -1,0 +1,278 @@
+"""The policy-wide half of the build stage: sub-results shared by every proxy, computed once per PolicySet.
+
+`build_proxy` (model/sidecar.py) is the reference: it builds one proxy's model from scratch. `PolicyWide`
+builds the same `ProxyModel` (equal by value; the equivalence property test checks it), but remembers each
+sub-result keyed by exactly the part of the proxy identity it read, so a thousand distinct sidecars share
+one service registry, one set of resolved DestinationRules, one tuple of clusters and one tuple of
+outbound virtual hosts *by reference* (the translate/intern stage, xds/assembly.py, then keys its own
+memos by those objects' identities).
+
+What a sub-result depends on is not declared but observed: it runs against a `_Traced` identity that
+records which identity fields and which label keys it read (`labels.get("app")` reads one key; iterating
+the labels reads all). A build stage is deterministic, so another proxy with the same values at those
+reads takes the same path and gets the same result. Examples: exportTo depends on the namespace only;
+the registry on the namespace and the Sidecar resource selected; the clusters on the DestinationRules
+that apply (a `workloadSelector` reads only its own label keys) and the locality; the route tables on
+which VirtualService `sourceLabels` match.
+
+One `PolicyWide` lives as long as its PolicySet (one generation); it is never shared across reloads, so
+nothing has to be invalidated. Memos are bounded (`MAX_ENTRIES`): a proxy with unique labels on every
+reconnect can add entries only when its labels are read, and the table is cleared when full.
+Gateways are few and built in full (`build_proxy`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from controlplane.api.meshconfig import DEFAULT_ROOT_NAMESPACE
+from controlplane.api.policyset import PolicySet
+from controlplane.api.sidecar import Sidecar, select_sidecar
+from controlplane.model.clusters import build_clusters
+from controlplane.model.destinationrules import destination_rules
+from controlplane.model.exports import exported_policy
+from controlplane.model.identity import ProxyIdentity, Role
+from controlplane.model.inbound import build_inbound
+from controlplane.model.mtls import client_credentials
+from controlplane.model.proxy_model import (
+    DEFAULT_CONNECT_TIMEOUT_MS,
+    Discovery,
+    OutboundHttp,
+    OutboundPolicy,
+    ProxyModel,
+)
+from controlplane.model.refs import policy_ref
+from controlplane.model.routing import build_virtual_hosts
+from controlplane.model.services import service_registry, visible_services
+from controlplane.model.sidecar import build_proxy
+from controlplane.model.tcp import build_tcp_listeners
+from controlplane.model.telemetry import build_telemetry
+
+T = TypeVar("T")
+
+# Entries per memo table before it is cleared (bounds memory under unique-label churn).
+MAX_ENTRIES = 4096
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(ProxyIdentity))
+
+
+class Ref:
+    """An object as a memo key by identity (registries are dicts, unhashable by value; identity is what
+    sharing means here). Holds the object, so its id is not reused while the key lives."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Ref) and other.obj is self.obj
+
+
+class _Reads:
+    """What a computation read of a proxy identity: fields, label keys, or all labels."""
+
+    def __init__(self) -> None:
+        self.fields: set[str] = set()
+        self.labels: set[str] = set()
+        self.all_labels = False
+
+    def spec(self) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
+        everything = self.all_labels or "labels" in self.fields
+        return tuple(sorted(self.fields - {"labels"})), None if everything else tuple(sorted(self.labels))
+
+
+Spec = tuple[tuple[str, ...], tuple[str, ...] | None]
+
+
+def _signature(spec: Spec, proxy: ProxyIdentity) -> tuple[object, ...]:
+    fields, label_keys = spec
+    values: list[object] = [getattr(proxy, name) for name in fields]
+    if label_keys is None:
+        values.append(proxy.labels)
+    else:
+        labels = dict(proxy.labels)
+        values.extend(labels.get(key) for key in label_keys)
+    return tuple(values)
+
+
+class _RecordingLabels(dict[str, str]):
+    """A proxy's labels that record which keys are read; any whole-map access records all of them."""
+
+    def __init__(self, labels: dict[str, str], reads: _Reads) -> None:
+        super().__init__(labels)
+        self._reads = reads
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._reads.labels.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> str:
+        self._reads.labels.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self._reads.labels.add(str(key))
+        return super().__contains__(key)
+
+    def _all(self) -> None:
+        self._reads.all_labels = True
+
+    def __iter__(self) -> Iterator[str]:
+        self._all()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._all()
+        return super().__len__()
+
+    def keys(self) -> Any:
+        self._all()
+        return super().keys()
+
+    def items(self) -> Any:
+        self._all()
+        return super().items()
+
+    def values(self) -> Any:
+        self._all()
+        return super().values()
+
+    def __eq__(self, other: object) -> bool:
+        self._all()
+        return super().__eq__(other)
+
+    def __ne__(self, other: object) -> bool:
+        self._all()
+        return super().__ne__(other)
+
+    __hash__ = None
+
+    def copy(self) -> dict[str, str]:
+        self._all()
+        return dict(super().items())
+
+    def __repr__(self) -> str:
+        self._all()
+        return super().__repr__()
+
+    def __or__(self, other: Any) -> Any:
+        self._all()
+        return dict(super().items()) | other
+
+
+class _Traced(ProxyIdentity):
+    """A copy of a proxy identity that records what is read of it (see the module docstring)."""
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in _FIELDS:
+            object.__getattribute__(self, "_reads").fields.add(name)
+        return object.__getattribute__(self, name)
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        reads: _Reads = object.__getattribute__(self, "_reads")
+        return _RecordingLabels(dict(object.__getattribute__(self, "labels")), reads)
+
+
+def _traced(proxy: ProxyIdentity, reads: _Reads) -> ProxyIdentity:
+    copy = _Traced(**{name: getattr(proxy, name) for name in _FIELDS})
+    object.__setattr__(copy, "_reads", reads)
+    return copy
+
+
+class _Memo:
+    """Results by (inputs, what the computation read of the proxy)."""
+
+    def __init__(self) -> None:
+        # inputs -> [(spec, {signature: result})]; a few specs per input at most (paths differ by value)
+        self._tables: dict[object, list[tuple[Spec, dict[tuple[object, ...], Any]]]] = {}
+        self._entries = 0
+
+    def get(self, key: object, proxy: ProxyIdentity, compute: Callable[[ProxyIdentity], T]) -> T:
+        tables = self._tables.get(key)
+        if tables is not None:
+            for spec, results in tables:
+                signature = _signature(spec, proxy)
+                if signature in results:
+                    return results[signature]
+        reads = _Reads()
+        result = compute(_traced(proxy, reads))
+        spec = reads.spec()
+        if self._entries >= MAX_ENTRIES:
+            self._tables.clear()
+            self._entries = 0
+        tables = self._tables.setdefault(key, [])
+        found = next((results for known, results in tables if known == spec), None)
+        if found is None:
+            found = {}
+            tables.append((spec, found))
+        found[_signature(spec, proxy)] = result
+        self._entries += 1
+        return result
+
+    def plain(self, key: object, compute: Callable[[], T]) -> T:
+        """A result that does not depend on the proxy at all."""
+        return self.get(key, _ANYONE, lambda _: compute())
+
+
+_ANYONE = ProxyIdentity()
+
+
+class PolicyWide:
+    """The policy-wide sub-results of one PolicySet; `model(proxy)` equals `build_proxy(policy, proxy)`."""
+
+    def __init__(self, policy: PolicySet) -> None:
+        self.policy = policy
+        self._memo = _Memo()
+
+    def model(self, proxy: ProxyIdentity) -> ProxyModel:
+        if proxy.role is Role.GATEWAY:
+            return build_proxy(self.policy, proxy)
+        memo = self._memo
+        # exportTo: what this proxy's namespace sees (model/sidecar.py build_proxy, step by step)
+        namespace = proxy.namespace
+        policy = memo.plain(("exported", namespace), lambda: exported_policy(self.policy, namespace))
+        scope = Ref(policy)
+        mesh = policy.mesh_config()
+        root = mesh.spec.root_namespace if mesh is not None else DEFAULT_ROOT_NAMESPACE
+        sidecar = memo.get(("sidecar", scope), proxy, lambda p: select_sidecar(
+            policy.of_kind(Sidecar), p.namespace, p.label_map, root))
+        everything = memo.plain(("services", scope), lambda: service_registry(policy))
+        registry = memo.plain(("visible", scope, Ref(sidecar)), lambda: visible_services(everything, sidecar))
+        seen = Ref(registry)
+        rules = memo.get(("rules", scope, seen), proxy, lambda p: destination_rules(policy, registry, p))
+        connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS
+        outbound_policy = OutboundPolicy.ALLOW_ANY
+        if mesh is not None:
+            connect_timeout_ms = mesh.spec.connect_timeout or DEFAULT_CONNECT_TIMEOUT_MS
+            outbound_policy = OutboundPolicy(mesh.spec.outbound_traffic_policy.mode)
+        if sidecar is not None and sidecar.spec.outbound_traffic_policy is not None:
+            outbound_policy = OutboundPolicy(sidecar.spec.outbound_traffic_policy.mode)
+        ruled = Ref(rules)
+        virtual_hosts = memo.get(("vhosts", scope, seen, ruled), proxy,
+                                 lambda p: tuple(build_virtual_hosts(policy, registry, rules, p)))
+        clusters = memo.get(("clusters", scope, seen, ruled), proxy, lambda p: tuple(
+            build_clusters(policy, registry, rules, connect_timeout_ms, p.locality)))
+        dynamic = memo.plain(("dynamic", Ref(clusters)), lambda: any(
+            c.discovery is Discovery.DYNAMIC_FORWARD_PROXY for c in clusters))
+        tcp = memo.get(("tcp", scope, seen), proxy, lambda p: tuple(build_tcp_listeners(policy, registry, p)))
+        telemetry = memo.get(("telemetry", scope), proxy, lambda p: build_telemetry(policy, p))
+        credentials = memo.plain(("credentials", scope, Ref(clusters)),
+                                 lambda: client_credentials(policy, clusters, set()))
+        return ProxyModel(
+            role=Role.SIDECAR,
+            clusters=clusters,
+            outbound_http=OutboundHttp(proxy.outbound_address, virtual_hosts, outbound_policy, dynamic),
+            tcp_listeners=tcp,
+            inbound=build_inbound(policy, proxy),  # the proxy's own address and app ports
+            mesh_connect_timeout_ms=connect_timeout_ms,
+            mesh_origins=(policy_ref(policy, mesh),) if mesh is not None else (),
+            telemetry=telemetry,
+            client_credentials=credentials,
+        )
