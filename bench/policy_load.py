@@ -8,7 +8,7 @@ connection pool and outlier detection (issue 12's mesh). Then, in this process, 
 - startup: a fresh `PolicyStore(dir).load()` (read, parse, validate every file, cross-object checks);
 - no-op edit: one file rewritten with a trailing comment (its content changed, no resource changed), then
   `load()` on the store that loaded the directory before;
-- one-line edit: one VirtualService's timeout changed, then `load()`.
+- one-line edit: then one VirtualService's timeout changed in that file, and `load()`.
 
 Each figure is the median of `--repeat` runs (a fresh directory per startup run, so no OS-level cache
 difference between runs). The gc is left enabled, as in the server.
@@ -136,23 +136,25 @@ def measure(services: int, repeat: int, profile: str | None) -> dict[str, float]
             write_policy(root, services)
             store = PolicyStore(root)
             if profile == "startup" and run == 0:
-                _profile(store.load)
+                _profile(PolicyStore(root).load)
             startup.append(cpu(store.load))
-            target = root / f"svc-{services // 2:05d}.yaml"
+            index = services // 2
+            target = root / f"svc-{index:05d}.yaml"
+            timeout = "5s"  # the target's timeout as loaded: a no-op edit keeps it
             for step in range(3):
-                target.write_text(service_yaml(services // 2, comment=f"# touched {run}.{step}\n"))
+                target.write_text(service_yaml(index, timeout, comment=f"# touched {run}.{step}\n"))
                 if profile == "noop" and run == 0 and step == 0:
                     _profile(store.load)
-                    continue
-                noop.append(cpu(store.load))
-                target.write_text(service_yaml(services // 2, timeout=f"{6 + step}s"))
+                else:
+                    noop.append(cpu(store.load))
+                timeout = f"{6 + step}s"
+                target.write_text(service_yaml(index, timeout))
                 if profile == "edit" and run == 0 and step == 0:
                     _profile(store.load)
-                    continue
-                result = store.load()  # not timed: establishes the state the timed edit starts from
+                else:
+                    edit.append(cpu(store.load))
+                result = store.load()
                 assert not [d for d in result.diagnostics if d.is_error], result.diagnostics[:3]
-                target.write_text(service_yaml(services // 2, timeout=f"{16 + step}s"))
-                edit.append(cpu(store.load))
             shutil.rmtree(root, ignore_errors=True)
     return {
         "startup": statistics.median(startup),

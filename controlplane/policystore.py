@@ -20,11 +20,23 @@ diagnostic, never the one in effect.
 Gateway credentials (`credentials/<name>/{tls.crt,tls.key,ca.crt}`, see api/credentials.py) follow the same
 rule per credential: one that stops being usable (a rotation caught half-way, a key that does not match)
 keeps its last usable version in effect, so a bad rotation never takes a listener down.
+
+Reloads redo only what changed (`_FileCache`): a file whose stat signature (inode, size, mtime, ctime) is
+unchanged since it was last read is not read again, unless it was modified so shortly before that read
+that a later write could keep the same mtime (git's "racily clean" rule, see `RACY_NS`); a file read again
+with the same text is not parsed again; a file parsed again whose objects come out equal keeps the
+previous object instances. When every object and source in effect is then the same instance as at the
+previous load (and the credentials are equal), the cross-object validation's previous result is reused:
+validation is pure, so the result is the one a fresh run would give. `PolicyStore(root, incremental=False)`
+is the reference path that reads, parses and validates everything on every load (tests compare the two).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,12 +44,21 @@ from controlplane.api.credentials import CREDENTIALS_DIR, Credential, load_crede
 from controlplane.api.diagnostics import INFO, UNKNOWN, Diagnostic
 from controlplane.api.documents import Source
 from controlplane.api.files import Unreadable, read_policy_file
-from controlplane.api.loader import Decoded, decode_file, duplicate_diagnostic, policy_files
+from controlplane.api.loader import Decoded, decode_file, duplicate_diagnostic, policy_file_names
 from controlplane.api.meta import ObjectKey, PolicyObject
 from controlplane.api.policyset import PolicySet
 from controlplane.api.validate import validate_policy
 
 log = logging.getLogger(__name__)
+
+# A file modified less than this before it was read may be written again with the same mtime (file system
+# timestamps advance in clock ticks of up to 10 ms on Linux, coarser on some file systems): its stat
+# signature is not trusted at the next load, which reads it again.
+RACY_NS = 100_000_000
+
+# (inode, device, size, mtime, ctime) of a file: changes whenever its content can have changed, modulo the
+# racy window above.
+_Signature = tuple[int, int, int, int, int]
 
 
 @dataclass(frozen=True)
@@ -63,73 +84,135 @@ class _Entry:
     kept: bool = False
 
 
+@dataclass(frozen=True)
+class _Parsed:
+    """One file as last read and decoded: what a reload reuses while the file stays the same."""
+
+    text: str
+    decoded: tuple[Decoded, ...]
+    syntax: Diagnostic | None
+    # None: not to be trusted (read within RACY_NS of its mtime); read the file again next time
+    signature: _Signature | None
+
+
 class PolicyStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, incremental: bool = True) -> None:
         self.root = root
+        self.incremental = incremental
         # the last valid version of every object in effect, with where it came from
         self._good: dict[ObjectKey, tuple[PolicyObject, Source]] = {}
         self._good_credentials: dict[str, Credential] = {}
         # the last text read of each file (to recognise a truncated copy of it)
         self._texts: dict[str, str] = {}
+        # incremental only: each file's last decoded version, and the last cross-object validation
+        self._parsed: dict[str, _Parsed] = {}
+        self._validated: tuple[list[PolicyObject], list[Source], dict[str, Credential],
+                               tuple[PolicySet, list[Diagnostic]]] | None = None
         self.loaded_fingerprint: tuple[tuple[str, int, int], ...] = ()
 
     def fingerprint(self) -> tuple[tuple[str, int, int], ...]:
         """(path, mtime, size) of every policy file: differs from `loaded_fingerprint` while an edit has
         not been loaded yet, even before the watcher has seen it (status --wait must not pass early)."""
+        return tuple((file, stat.st_mtime_ns, stat.st_size) for file, stat in self._stat_files()[1])
+
+    def _stat_files(self) -> tuple[list[str], list[tuple[str, os.stat_result]]]:
+        """The policy files, and the stat of those that could be (a vanished one is reported when read)."""
+        files = policy_file_names(self.root) if self.root.is_dir() else []
         found = []
-        for path in policy_files(self.root) if self.root.is_dir() else []:
+        for file in files:
             try:
-                stat = path.stat()
+                found.append((file, os.stat(file)))
             except OSError:
                 continue
-            found.append((str(path), stat.st_mtime_ns, stat.st_size))
-        return tuple(found)
+        return files, found
 
     def load(self) -> LoadResult:
         """Read and validate the directory (blocking: the server runs it in a worker thread)."""
-        self.loaded_fingerprint = self.fingerprint()
+        files, stats = self._stat_files()
+        self.loaded_fingerprint = tuple((file, stat.st_mtime_ns, stat.st_size) for file, stat in stats)
         diagnostics: list[Diagnostic] = []
         entries: dict[ObjectKey, list[_Entry]] = {}
-        files = [str(path) for path in policy_files(self.root)] if self.root.is_dir() else []
         if not self.root.is_dir():
             diagnostics.append(Diagnostic(str(self.root), 1, UNKNOWN, UNKNOWN, UNKNOWN, "not a directory"))
+        signatures = {file: _signature(stat) for file, stat in stats}
         for file in files:
-            diagnostics.extend(self._read(file, entries))
-        self._texts = {file: text for file, text in self._texts.items() if file in files}
+            diagnostics.extend(self._read(file, signatures.get(file), entries))
+        present = set(files)
+        self._texts = {file: text for file, text in self._texts.items() if file in present}
+        self._parsed = {file: parsed for file, parsed in self._parsed.items() if file in present}
         objects, sources, kept, excluded = self._choose(entries, diagnostics)
         credentials, bad_credentials = self._credentials()
-        policy, semantic = validate_policy(PolicySet(objects, sources=sources, credentials=credentials))
+        policy, semantic = self._validate(objects, sources, credentials)
         for key in kept:
             log.warning("%s has errors; its last valid version stays in effect", key)
         for key in excluded:
             log.warning("%s has errors and was never valid; it is not applied", key)
         return LoadResult(policy, sorted(diagnostics + bad_credentials + semantic), kept, excluded)
 
-    def _read(self, file: str, entries: dict[ObjectKey, list[_Entry]]) -> list[Diagnostic]:
+    def _validate(self, objects: list[PolicyObject], sources: dict[ObjectKey, Source],
+                  credentials: dict[str, Credential]) -> tuple[PolicySet, list[Diagnostic]]:
+        """`validate_policy`, or its previous result when its input is the same objects (by identity:
+        unchanged files keep their instances) with the same sources and equal credentials."""
+        ordered = list(sources.values())  # `_choose` adds them in the order of `objects`
+        previous = self._validated
+        if (self.incremental and previous is not None and _same(previous[0], objects)
+                and _same(previous[1], ordered) and previous[2] == credentials):
+            policy, semantic = previous[3]
+            return policy, list(semantic)
+        result = validate_policy(PolicySet(objects, sources=sources, credentials=credentials))
+        if self.incremental:
+            self._validated = (objects, ordered, credentials, (result[0], list(result[1])))
+        return result
+
+    def _decode(self, file: str, text: str, signature: _Signature | None) -> _Parsed:
+        """The file's documents decoded; reuses the previous decoding when the text is the same, and the
+        previous instance of every document that decodes to an equal object at the same position."""
+        previous = self._parsed.get(file) if self.incremental else None
+        if previous is not None and previous.text == text:
+            parsed = _Parsed(text, previous.decoded, previous.syntax, signature)
+        else:
+            decoded, syntax = decode_file(file, text)
+            if previous is not None:
+                before = {(item.key, item.source.line): item for item in previous.decoded}
+                decoded = [_same_or(before.get((item.key, item.source.line)), item) for item in decoded]
+            parsed = _Parsed(text, tuple(decoded), syntax, signature)
+        if self.incremental:
+            self._parsed[file] = parsed
+        return parsed
+
+    def _read(self, file: str, signature: _Signature | None,
+              entries: dict[ObjectKey, list[_Entry]]) -> list[Diagnostic]:
         """Add the file's definitions to `entries`; returns its diagnostics."""
-        text = read_policy_file(file)
-        if isinstance(text, Unreadable):
-            self._keep_from(file, set(), entries)
-            return [Diagnostic(file, 1, UNKNOWN, UNKNOWN, UNKNOWN, text.reason)]
-        previous = self._texts.get(file)
-        if previous is not None and _truncated(text, previous):
-            # not remembered: the complete version stays the reference until the write finishes
-            self._keep_from(file, set(), entries)
-            return [Diagnostic(file, text.count("\n") + 1, UNKNOWN, UNKNOWN, UNKNOWN,
-                               "the file looks half-written (its start, cut in a line); what it served "
-                               "stays in effect until it is complete")]
-        self._texts[file] = text
-        decoded, syntax = decode_file(file, text)
+        cached = self._parsed.get(file) if self.incremental else None
+        if cached is not None and signature is not None and cached.signature == signature:
+            # unchanged since it was read (and was not read racily): neither read nor parsed again
+            parsed = cached
+        else:
+            read_at = time.time_ns()
+            text = read_policy_file(file)
+            if isinstance(text, Unreadable):
+                self._parsed.pop(file, None)
+                self._keep_from(file, set(), entries)
+                return [Diagnostic(file, 1, UNKNOWN, UNKNOWN, UNKNOWN, text.reason)]
+            previous = self._texts.get(file)
+            if previous is not None and _truncated(text, previous):
+                # not remembered: the complete version stays the reference until the write finishes
+                self._parsed.pop(file, None)
+                self._keep_from(file, set(), entries)
+                return [Diagnostic(file, text.count("\n") + 1, UNKNOWN, UNKNOWN, UNKNOWN,
+                                   "the file looks half-written (its start, cut in a line); what it served "
+                                   "stays in effect until it is complete")]
+            self._texts[file] = text
+            trusted = signature is not None and read_at - signature[3] > RACY_NS
+            parsed = self._decode(file, text, signature if trusted else None)
+        decoded, syntax = parsed.decoded, parsed.syntax
         diagnostics = [syntax] if syntax is not None else []
-        defined: set[ObjectKey] = set()
         for item in decoded:
             diagnostics.extend(item.diagnostics)
-            if item.key is None:
-                continue
-            if item.obj is not None:
-                defined.add(item.key)
-            entries.setdefault(item.key, []).append(_Entry(item.source, item.obj))
+            if item.key is not None:
+                entries.setdefault(item.key, []).append(_Entry(item.source, item.obj))
         if syntax is not None or any(item.obj is None and item.diagnostics for item in decoded):
+            defined = {item.key for item in decoded if item.key is not None and item.obj is not None}
             self._keep_from(file, defined, entries)
         return diagnostics
 
@@ -151,10 +234,11 @@ class PolicyStore:
         kept: list[str] = []
         excluded: list[str] = []
         good: dict[ObjectKey, tuple[PolicyObject, Source]] = {}
-        for key in sorted(entries):
+        # by fields, as ObjectKey orders (its generated __lt__ is several times slower)
+        for key in sorted(entries, key=lambda key: (key.kind, key.namespace, key.name)):
             found = entries[key]
-            winner = self._winner(key, found)
-            for other in found:
+            winner = found[0] if len(found) == 1 else self._winner(key, found)
+            for other in found if len(found) > 1 else ():
                 if other is not winner and other.obj is not None and not other.kept:
                     diagnostics.append(duplicate_diagnostic(Decoded(other.source, key, other.obj, ()),
                                                             winner.source))
@@ -204,3 +288,19 @@ def _note(source: Source, key: ObjectKey, what: str) -> Diagnostic:
     error (status counts and the console's severities would double every problem otherwise)."""
     return Diagnostic(source.file, source.line, key.kind, key.name, UNKNOWN, f"{key} is {what}",
                       severity=INFO)
+
+
+def _signature(stat: os.stat_result) -> _Signature:
+    return (stat.st_ino, stat.st_dev, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+def _same(before: Sequence[object], now: Sequence[object]) -> bool:
+    return len(before) == len(now) and all(a is b for a, b in zip(before, now, strict=True))
+
+
+def _same_or(before: Decoded | None, now: Decoded) -> Decoded:
+    """`before` when it decodes to the same thing as `now` (so unchanged objects keep their instance)."""
+    if before is not None and before.obj == now.obj and before.source == now.source and \
+            before.diagnostics == now.diagnostics:
+        return before
+    return now

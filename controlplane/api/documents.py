@@ -13,6 +13,7 @@ name. A syntax error ends the file: documents before it are kept, as they parsed
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -22,8 +23,36 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from controlplane.api.diagnostics import FieldPath
 
+_BASE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# Distinct plain scalars remembered by `_resolve_scalar`; past this the memo starts afresh (a hostile file
+# of unique values must not grow memory without bound).
+_RESOLVED_MAX = 100_000
+_resolved: dict[tuple[str, object], str] = {}
+
+
+def _resolve_scalar(value: str, implicit: object) -> str:
+    """The tag PyYAML's resolver gives a scalar's text: a pure function of the text, memoized because the
+    resolver's regular expressions were a sixth of loading (policy repeats the same keys and values)."""
+    key = (value, implicit)
+    tag = _resolved.get(key)
+    if tag is None:
+        if len(_resolved) >= _RESOLVED_MAX:
+            _resolved.clear()
+        tag = _resolved[key] = str(_RESOLVER.resolve(ScalarNode, value, implicit))
+    return tag
+
+
+class _MemoLoader(_BASE_LOADER):  # type: ignore[valid-type,misc]
+    """The safe loader with `_resolve_scalar` for scalars (the composer resolves every scalar's tag)."""
+
+    def resolve(self, kind: type[Node], value: object, implicit: object) -> object:
+        if kind is ScalarNode and not self.yaml_path_resolvers:
+            return _resolve_scalar(value, implicit)
+        return super().resolve(kind, value, implicit)
+
+
 # libyaml is ~10x faster when present; both keep node marks.
-_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_LOADER: type[yaml.SafeLoader] = _MemoLoader
 
 # Aliases are expanded while converting, so `&a [*a, *a, ...]` nesting can grow exponentially ("billion
 # laughs"). Policy documents are small; anything this large is an attack or a mistake.
@@ -139,6 +168,8 @@ class _Converter:
             self._active.discard(id(node))
 
     def _scalar(self, node: ScalarNode, path: FieldPath) -> object:
+        if node.tag == _STR_TAG:
+            return node.value  # what SafeConstructor.construct_yaml_str returns, without its calls
         try:
             return self._constructor.construct_object(node, deep=True)
         except Exception as err:  # e.g. the timestamp 2001-02-30 (ValueError), which safe_load raises
@@ -184,21 +215,26 @@ def _explicit_tag(node: Node) -> bool:
         return bool(node.tag != _MAP_TAG)
     if isinstance(node, ScalarNode) and not node.style:
         # a plain scalar (style "" from libyaml, None from PyYAML): the tag the resolver gives its text
-        return bool(node.tag != _RESOLVER.resolve(ScalarNode, node.value, (True, False)))
+        return bool(node.tag != _resolve_scalar(node.value, (True, False)))
     return bool(node.tag != _STR_TAG)
+
+
+_BRACKETS = re.compile(r"[\[\]{}]")
+_INDENT = re.compile(r"^[ -]*", re.MULTILINE)
 
 
 def _text_depth(text: str) -> int:
     """An upper bound of the nesting of flow collections (`[[[`, `{{`) and of indentation levels; cheap,
     so that a hostile file is refused before the recursive composer sees it."""
     depth = deepest = 0
-    for char in text:
-        if char in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in "]}":
-            depth = max(depth - 1, 0)
-    indent = max((len(line) - len(line.lstrip(" -")) for line in text.splitlines()), default=0)
+    if text.count("[") + text.count("{") > MAX_TEXT_DEPTH:  # else no deeper than that: skip the walk
+        for match in _BRACKETS.finditer(text):
+            if match.group() in "[{":
+                depth += 1
+                deepest = max(deepest, depth)
+            else:
+                depth = max(depth - 1, 0)
+    indent = max((len(prefix) for prefix in _INDENT.findall(text)), default=0)
     return max(deepest, indent // 2)
 
 
