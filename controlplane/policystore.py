@@ -135,11 +135,12 @@ class PolicyStore:
         if not self.root.is_dir():
             diagnostics.append(Diagnostic(str(self.root), 1, UNKNOWN, UNKNOWN, UNKNOWN, "not a directory"))
         signatures = {file: _signature(stat) for file, stat in stats}
-        for file in files:
-            diagnostics.extend(self._read(file, signatures.get(file), entries))
+        # fresh dicts, changed below: a copy of the store (tests/reliability/fuzz.py) keeps its own memory
         present = set(files)
         self._texts = {file: text for file, text in self._texts.items() if file in present}
         self._parsed = {file: parsed for file, parsed in self._parsed.items() if file in present}
+        for file in files:
+            diagnostics.extend(self._read(file, signatures.get(file), entries))
         objects, sources, kept, excluded = self._choose(entries, diagnostics)
         credentials, bad_credentials = self._credentials()
         policy, semantic = self._validate(objects, sources, credentials)
