@@ -183,7 +183,8 @@ def main() -> None:
     for services in args.services:
         figures = measure(services, args.repeat, args.profile)
         rows.append((services, figures))
-        print(f"N={services}: startup {figures['startup']:.3f} s, no-op edit {figures['noop'] * 1000:.1f} ms, "
+        print(f"N={services}: startup {figures['startup']:.3f} s, "
+              f"no-op edit {figures['noop'] * 1000:.1f} ms, "
               f"one-line edit {figures['edit'] * 1000:.1f} ms", flush=True)
     table = [
         "| N services (objects) | startup CPU | no-op one-file edit CPU | one-line edit CPU |",

@@ -42,7 +42,7 @@ from pathlib import Path
 
 from controlplane.api.credentials import CREDENTIALS_DIR, Credential, load_credentials
 from controlplane.api.diagnostics import INFO, UNKNOWN, Diagnostic
-from controlplane.api.documents import Source
+from controlplane.api.documents import Source, TagMemo
 from controlplane.api.files import Unreadable, read_policy_file
 from controlplane.api.loader import Decoded, decode_file, duplicate_diagnostic, policy_file_names
 from controlplane.api.meta import ObjectKey, PolicyObject
@@ -106,6 +106,7 @@ class PolicyStore:
         self._texts: dict[str, str] = {}
         # incremental only: each file's last decoded version, and the last cross-object validation
         self._parsed: dict[str, _Parsed] = {}
+        self._tags: TagMemo = {}
         self._validated: tuple[list[PolicyObject], list[Source], dict[str, Credential],
                                tuple[PolicySet, list[Diagnostic]]] | None = None
         self.loaded_fingerprint: tuple[tuple[str, int, int], ...] = ()
@@ -172,7 +173,7 @@ class PolicyStore:
         if previous is not None and previous.text == text:
             parsed = _Parsed(text, previous.decoded, previous.syntax, signature)
         else:
-            decoded, syntax = decode_file(file, text)
+            decoded, syntax = decode_file(file, text, self._tags)
             if previous is not None:
                 before = {(item.key, item.source.line): item for item in previous.decoded}
                 decoded = [_same_or(before.get((item.key, item.source.line)), item) for item in decoded]

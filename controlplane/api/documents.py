@@ -24,35 +24,48 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from controlplane.api.diagnostics import FieldPath
 
 _BASE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-# Distinct plain scalars remembered by `_resolve_scalar`; past this the memo starts afresh (a hostile file
-# of unique values must not grow memory without bound).
-_RESOLVED_MAX = 100_000
-_resolved: dict[tuple[str, object], str] = {}
+# Distinct plain scalars a `TagMemo` remembers; past this it starts afresh (a hostile file of unique values
+# must not grow memory without bound).
+TAG_MEMO_MAX = 100_000
+# (scalar text, implicit flags) → the tag PyYAML's resolver gives it. The resolver's regular expressions
+# were a sixth of loading and policy repeats the same keys and values, so callers that parse many files
+# (the policy store) keep one memo across them; the resolver is a pure function of the text, so a memo
+# never changes a result.
+TagMemo = dict[tuple[str, object], str]
 
 
-def _resolve_scalar(value: str, implicit: object) -> str:
-    """The tag PyYAML's resolver gives a scalar's text: a pure function of the text, memoized because the
-    resolver's regular expressions were a sixth of loading (policy repeats the same keys and values)."""
+def _resolve_scalar(memo: TagMemo, value: str, implicit: object) -> str:
     key = (value, implicit)
-    tag = _resolved.get(key)
+    tag = memo.get(key)
     if tag is None:
-        if len(_resolved) >= _RESOLVED_MAX:
-            _resolved.clear()
-        tag = _resolved[key] = str(_RESOLVER.resolve(ScalarNode, value, implicit))
+        if len(memo) >= TAG_MEMO_MAX:
+            memo.clear()
+        tag = memo[key] = str(_RESOLVER.resolve(ScalarNode, value, implicit))
     return tag
 
 
-class _MemoLoader(_BASE_LOADER):  # type: ignore[valid-type,misc]
-    """The safe loader with `_resolve_scalar` for scalars (the composer resolves every scalar's tag)."""
+class _Loader(_BASE_LOADER):  # type: ignore[valid-type,misc]
+    """The safe loader (libyaml's when present, ~10x faster; both keep node marks), resolving scalars'
+    tags through a `TagMemo` (the composer resolves every scalar's tag)."""
+
+    memo: TagMemo
 
     def resolve(self, kind: type[Node], value: object, implicit: object) -> object:
-        if kind is ScalarNode and not self.yaml_path_resolvers:
-            return _resolve_scalar(value, implicit)
+        if kind is ScalarNode and isinstance(value, str) and not self.yaml_path_resolvers:
+            return _resolve_scalar(self.memo, value, implicit)
         return super().resolve(kind, value, implicit)
 
 
-# libyaml is ~10x faster when present; both keep node marks.
-_LOADER: type[yaml.SafeLoader] = _MemoLoader
+def _compose_all(text: str, memo: TagMemo) -> Iterator[Node | None]:
+    """`yaml.compose_all` with our loader and its memo."""
+    loader = _Loader(text)
+    loader.memo = memo
+    try:
+        while loader.check_node():
+            yield loader.get_node()
+    finally:
+        loader.dispose()
+
 
 # Aliases are expanded while converting, so `&a [*a, *a, ...]` nesting can grow exponentially ("billion
 # laughs"). Policy documents are small; anything this large is an attack or a mistake.
@@ -127,9 +140,10 @@ class _DocumentTooLarge(Exception):
 class _Converter:
     """Walks one document's node graph into Python values, recording positions and problems."""
 
-    def __init__(self) -> None:
+    def __init__(self, memo: TagMemo) -> None:
         # A fresh constructor per document: SafeConstructor caches every node it has seen.
         self._constructor = SafeConstructor()
+        self._memo = memo
         self.positions: dict[FieldPath, int] = {}
         self.problems: list[YamlProblem] = []
         self._nodes = 0
@@ -147,7 +161,7 @@ class _Converter:
                 raise _DocumentTooLarge
         else:
             self._seen.add(id(node))
-        if _explicit_tag(node):
+        if _explicit_tag(node, self._memo):
             # Policy is plain data: a tag either names a Python type or hides a type change (`!!str 80`).
             self.problems.append(YamlProblem(path, _line(node), f"YAML tags are not supported ({node.tag})"))
             return None
@@ -192,7 +206,7 @@ class _Converter:
             if not isinstance(key_node, ScalarNode):
                 self.problems.append(YamlProblem(path, _line(key_node), "mapping keys must be scalars"))
                 continue
-            if _explicit_tag(key_node):
+            if _explicit_tag(key_node, self._memo):
                 self.problems.append(YamlProblem(path, _line(key_node), "YAML tags are not supported"))
                 continue
             key = self._scalar(key_node, path)
@@ -207,7 +221,7 @@ class _Converter:
         return result
 
 
-def _explicit_tag(node: Node) -> bool:
+def _explicit_tag(node: Node, memo: TagMemo) -> bool:
     """Whether the node's tag was written (`!!int`, `!custom`) rather than resolved from the value."""
     if isinstance(node, SequenceNode):
         return bool(node.tag != _SEQ_TAG)
@@ -215,7 +229,7 @@ def _explicit_tag(node: Node) -> bool:
         return bool(node.tag != _MAP_TAG)
     if isinstance(node, ScalarNode) and not node.style:
         # a plain scalar (style "" from libyaml, None from PyYAML): the tag the resolver gives its text
-        return bool(node.tag != _resolve_scalar(node.value, (True, False)))
+        return bool(node.tag != _resolve_scalar(memo, node.value, (True, False)))
     return bool(node.tag != _STR_TAG)
 
 
@@ -242,12 +256,16 @@ def _line(node: Node) -> int:
     return int(node.start_mark.line) + 1
 
 
-def parse_documents(file: str, text: str) -> tuple[list[Document], SyntaxProblem | None]:
-    """Every non-empty document of a YAML stream, and the syntax error that ended it, if any."""
+def parse_documents(
+    file: str, text: str, memo: TagMemo | None = None
+) -> tuple[list[Document], SyntaxProblem | None]:
+    """Every non-empty document of a YAML stream, and the syntax error that ended it, if any. `memo`: see
+    `TagMemo` (a fresh one per call when not given)."""
+    memo = {} if memo is None else memo
     documents: list[Document] = []
     if _text_depth(text) > MAX_TEXT_DEPTH:
         return documents, SyntaxProblem(1, f"nested too deeply (more than {MAX_TEXT_DEPTH} levels)")
-    nodes: Iterator[Node | None] = yaml.compose_all(text, Loader=_LOADER)
+    nodes = _compose_all(text, memo)
     while True:
         try:
             node = next(nodes, _END)
@@ -262,11 +280,11 @@ def parse_documents(file: str, text: str) -> tuple[list[Document], SyntaxProblem
         if node is _END:
             return documents, None
         if isinstance(node, Node):
-            documents.append(_document(file, node))
+            documents.append(_document(file, node, memo))
 
 
-def _document(file: str, node: Node) -> Document:
-    converter = _Converter()
+def _document(file: str, node: Node, memo: TagMemo) -> Document:
+    converter = _Converter(memo)
     line = _line(node)
     try:
         data = converter.convert(node, ())

@@ -42,7 +42,7 @@ from controlplane.api.diagnostics import (
     pydantic_path,
     relevant_errors,
 )
-from controlplane.api.documents import Document, Source, parse_documents
+from controlplane.api.documents import Document, Source, TagMemo, parse_documents
 from controlplane.api.files import Unreadable, read_policy_file
 from controlplane.api.gateway import Gateway
 from controlplane.api.kubernetes import IGNORED_KINDS, KubernetesObject, KubernetesService
@@ -140,8 +140,9 @@ def load_policy_texts(
     diagnostics: list[Diagnostic] = []
     objects: dict[ObjectKey, PolicyObject] = {}
     sources: dict[ObjectKey, Source] = {}
+    memo: TagMemo = {}
     for file, text in texts:
-        decoded, syntax = decode_file(file, text)
+        decoded, syntax = decode_file(file, text, memo)
         if syntax is not None:
             diagnostics.append(syntax)
         for item in decoded:
@@ -170,9 +171,12 @@ class Decoded:
     diagnostics: tuple[Diagnostic, ...]
 
 
-def decode_file(file: str, text: str) -> tuple[list[Decoded], Diagnostic | None]:
-    """Every document of one file, decoded, plus the syntax error that ended the file (if any)."""
-    documents, syntax = parse_documents(file, text)
+def decode_file(
+    file: str, text: str, memo: TagMemo | None = None
+) -> tuple[list[Decoded], Diagnostic | None]:
+    """Every document of one file, decoded, plus the syntax error that ended the file (if any). `memo`:
+    shared across files by callers that decode many (documents.TagMemo)."""
+    documents, syntax = parse_documents(file, text, memo)
     decoded = []
     for document in documents:
         obj, problems = decode_object(document)

@@ -170,14 +170,15 @@ def test_a_no_op_reload_parses_only_the_touched_file(tmp_path: Path, monkeypatch
     parsed: list[str] = []
     decode = policystore.decode_file
 
-    def counting(file: str, text: str) -> Any:
+    def counting(file: str, text: str, memo: Any = None) -> Any:
         parsed.append(Path(file).name)
-        return decode(file, text)
+        return decode(file, text, memo)
 
     monkeypatch.setattr(policystore, "decode_file", counting)
     validated: list[int] = []
     validate = policystore.validate_policy
-    monkeypatch.setattr(policystore, "validate_policy", lambda policy: validated.append(1) or validate(policy))
+    monkeypatch.setattr(policystore, "validate_policy",
+                        lambda policy: validated.append(1) or validate(policy))
     assert store.load().policy is first.policy  # nothing changed: not read, not parsed, not validated
     assert (parsed, validated) == ([], [])
     (tmp_path / "f2.yaml").write_text(_service("s2", HOSTS[2], 9002) + "# a comment\n")
