@@ -161,6 +161,15 @@ class _Converter:
                 raise _DocumentTooLarge
         else:
             self._seen.add(id(node))
+        if type(node) is ScalarNode:
+            # most nodes: checked here without the general path's calls (same result as below)
+            tag = node.tag
+            if tag == _STR_TAG and node.style:
+                return node.value  # quoted or block: a str, never an explicit tag
+            if node.style or tag != _resolve_scalar(self._memo, node.value, (True, False)):
+                self.problems.append(YamlProblem(path, _line(node), f"YAML tags are not supported ({tag})"))
+                return None
+            return node.value if tag == _STR_TAG else self._scalar(node, path)
         if _explicit_tag(node, self._memo):
             # Policy is plain data: a tag either names a Python type or hides a type change (`!!str 80`).
             self.problems.append(YamlProblem(path, _line(node), f"YAML tags are not supported ({node.tag})"))
