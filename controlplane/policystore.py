@@ -25,9 +25,11 @@ Reloads redo only what changed (`_FileCache`): a file whose stat signature (inod
 unchanged since it was last read is not read again, unless it was modified so shortly before that read
 that a later write could keep the same mtime (git's "racily clean" rule, see `RACY_NS`); a file read again
 with the same text is not parsed again; a file parsed again whose objects come out equal keeps the
-previous object instances. When every object and source in effect is then the same instance as at the
-previous load (and the credentials are equal), the cross-object validation's previous result is reused:
-validation is pure, so the result is the one a fresh run would give. `PolicyStore(root, incremental=False)`
+previous object instances. When every file then gives the same document instances as at the previous load
+(and the credentials are equal), that load's result is returned again: choosing applies the rules above to
+the same definitions with the memory that load left, which picks the same winners. Otherwise, when every
+object and source in effect is the same instance as at the previous validation, the cross-object
+validation's previous result is reused: validation is pure, so it is the one a fresh run would give. `PolicyStore(root, incremental=False)`
 is the reference path that reads, parses and validates everything on every load (tests compare the two).
 """
 
@@ -95,6 +97,17 @@ class _Parsed:
     signature: _Signature | None
 
 
+@dataclass(frozen=True)
+class _Unusable:
+    """A file that cannot be used as a whole this time (unreadable, or looks half-written)."""
+
+    diagnostic: Diagnostic
+
+
+# (the directory exists, (file, its documents, its syntax error) for every file, the credentials)
+_Token = tuple[bool, tuple[tuple[str, tuple[Decoded, ...], Diagnostic | None], ...], dict[str, Credential]]
+
+
 class PolicyStore:
     def __init__(self, root: Path, *, incremental: bool = True) -> None:
         self.root = root
@@ -107,6 +120,7 @@ class PolicyStore:
         # incremental only: each file's last decoded version, and the last cross-object validation
         self._parsed: dict[str, _Parsed] = {}
         self._tags: TagMemo = {}
+        self._loaded: tuple[_Token, LoadResult] | None = None
         self._validated: tuple[list[PolicyObject], list[Source], dict[str, Credential],
                                tuple[PolicySet, list[Diagnostic]]] | None = None
         self.loaded_fingerprint: tuple[tuple[str, int, int], ...] = ()
@@ -140,16 +154,37 @@ class PolicyStore:
         present = set(files)
         self._texts = {file: text for file, text in self._texts.items() if file in present}
         self._parsed = {file: parsed for file, parsed in self._parsed.items() if file in present}
-        for file in files:
-            diagnostics.extend(self._read(file, signatures.get(file), entries))
-        objects, sources, kept, excluded = self._choose(entries, diagnostics)
+        outcomes = [(file, self._read(file, signatures.get(file))) for file in files]
         credentials, bad_credentials = self._credentials()
-        policy, semantic = self._validate(objects, sources, credentials)
-        for key in kept:
+        token = self._token(outcomes, credentials)
+        previous = self._loaded
+        if token is not None and previous is not None and _same_token(previous[0], token):
+            # every file gives the same documents as at the previous load (whose result made `_good`):
+            # choosing and validating again would give the same result
+            result = previous[1]
+            result = LoadResult(result.policy, list(result.diagnostics), list(result.kept),
+                                list(result.excluded))
+        else:
+            for file, outcome in outcomes:
+                diagnostics.extend(self._add(file, outcome, entries))
+            objects, sources, kept, excluded = self._choose(entries, diagnostics)
+            policy, semantic = self._validate(objects, sources, credentials)
+            result = LoadResult(policy, sorted(diagnostics + bad_credentials + semantic), kept, excluded)
+            self._loaded = None if token is None else (token, result)
+        for key in result.kept:
             log.warning("%s has errors; its last valid version stays in effect", key)
-        for key in excluded:
+        for key in result.excluded:
             log.warning("%s has errors and was never valid; it is not applied", key)
-        return LoadResult(policy, sorted(diagnostics + bad_credentials + semantic), kept, excluded)
+        return result
+
+    def _token(self, outcomes: list[tuple[str, _Parsed | _Unusable]],
+               credentials: dict[str, Credential]) -> _Token | None:
+        """What a load's result depends on besides `_good`, when every file could be used; None then."""
+        if not self.incremental or any(isinstance(outcome, _Unusable) for _, outcome in outcomes):
+            return None
+        files = tuple((file, outcome.decoded, outcome.syntax) for file, outcome in outcomes
+                      if isinstance(outcome, _Parsed))
+        return self.root.is_dir(), files, credentials
 
     def _validate(self, objects: list[PolicyObject], sources: dict[ObjectKey, Source],
                   credentials: dict[str, Credential]) -> tuple[PolicySet, list[Diagnostic]]:
@@ -182,32 +217,35 @@ class PolicyStore:
             self._parsed[file] = parsed
         return parsed
 
-    def _read(self, file: str, signature: _Signature | None,
-              entries: dict[ObjectKey, list[_Entry]]) -> list[Diagnostic]:
-        """Add the file's definitions to `entries`; returns its diagnostics."""
+    def _read(self, file: str, signature: _Signature | None) -> _Parsed | _Unusable:
+        """The file's documents (read and decoded only when it changed), or why it cannot be used."""
         cached = self._parsed.get(file) if self.incremental else None
         if cached is not None and signature is not None and cached.signature == signature:
             # unchanged since it was read (and was not read racily): neither read nor parsed again
-            parsed = cached
-        else:
-            read_at = time.time_ns()
-            text = read_policy_file(file)
-            if isinstance(text, Unreadable):
-                self._parsed.pop(file, None)
-                self._keep_from(file, set(), entries)
-                return [Diagnostic(file, 1, UNKNOWN, UNKNOWN, UNKNOWN, text.reason)]
-            previous = self._texts.get(file)
-            if previous is not None and _truncated(text, previous):
-                # not remembered: the complete version stays the reference until the write finishes
-                self._parsed.pop(file, None)
-                self._keep_from(file, set(), entries)
-                return [Diagnostic(file, text.count("\n") + 1, UNKNOWN, UNKNOWN, UNKNOWN,
-                                   "the file looks half-written (its start, cut in a line); what it served "
-                                   "stays in effect until it is complete")]
-            self._texts[file] = text
-            trusted = signature is not None and read_at - signature[3] > RACY_NS
-            parsed = self._decode(file, text, signature if trusted else None)
-        decoded, syntax = parsed.decoded, parsed.syntax
+            return cached
+        read_at = time.time_ns()
+        text = read_policy_file(file)
+        if isinstance(text, Unreadable):
+            self._parsed.pop(file, None)
+            return _Unusable(Diagnostic(file, 1, UNKNOWN, UNKNOWN, UNKNOWN, text.reason))
+        previous = self._texts.get(file)
+        if previous is not None and _truncated(text, previous):
+            # not remembered: the complete version stays the reference until the write finishes
+            self._parsed.pop(file, None)
+            return _Unusable(Diagnostic(file, text.count("\n") + 1, UNKNOWN, UNKNOWN, UNKNOWN,
+                                        "the file looks half-written (its start, cut in a line); what it "
+                                        "served stays in effect until it is complete"))
+        self._texts[file] = text
+        trusted = signature is not None and read_at - signature[3] > RACY_NS
+        return self._decode(file, text, signature if trusted else None)
+
+    def _add(self, file: str, outcome: _Parsed | _Unusable,
+             entries: dict[ObjectKey, list[_Entry]]) -> list[Diagnostic]:
+        """Add the file's definitions to `entries`; returns its diagnostics."""
+        if isinstance(outcome, _Unusable):
+            self._keep_from(file, set(), entries)
+            return [outcome.diagnostic]
+        decoded, syntax = outcome.decoded, outcome.syntax
         diagnostics = [syntax] if syntax is not None else []
         for item in decoded:
             diagnostics.extend(item.diagnostics)
@@ -298,6 +336,13 @@ def _signature(stat: os.stat_result) -> _Signature:
 
 def _same(before: Sequence[object], now: Sequence[object]) -> bool:
     return len(before) == len(now) and all(a is b for a, b in zip(before, now, strict=True))
+
+
+def _same_token(before: _Token, now: _Token) -> bool:
+    """Same directory state, the same document instances file by file, equal credentials."""
+    return (before[0] == now[0] and before[2] == now[2] and len(before[1]) == len(now[1])
+            and all(a[0] == b[0] and a[2] is b[2] and _same(a[1], b[1])
+                    for a, b in zip(before[1], now[1], strict=True)))
 
 
 def _same_or(before: Decoded | None, now: Decoded) -> Decoded:
