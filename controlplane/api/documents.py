@@ -26,7 +26,7 @@ from controlplane.api.diagnostics import FieldPath
 _BASE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # Distinct plain scalars a `TagMemo` remembers; past this it starts afresh (a hostile file of unique values
 # must not grow memory without bound).
-TAG_MEMO_MAX = 100_000
+TAG_MEMO_MAX = 50_000
 # (scalar text, implicit flags) → the tag PyYAML's resolver gives it. The resolver's regular expressions
 # were a sixth of loading and policy repeats the same keys and values, so callers that parse many files
 # (the policy store) keep one memo across them; the resolver is a pure function of the text, so a memo
