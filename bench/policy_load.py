@@ -16,6 +16,7 @@ difference between runs). The gc is left enabled, as in the server.
     .venv/bin/python bench/policy_load.py                     # N = 1,000 and 5,000, 5 repeats
     .venv/bin/python bench/policy_load.py --services 1000 --repeat 3 --no-write
     .venv/bin/python bench/policy_load.py --services 1000 --profile noop   # cProfile of the no-op reload
+    .venv/bin/python bench/policy_load.py --baseline /work/main   # main's figures too, in the same run
 
 Results: bench/results/policy_load.md.
 """
@@ -26,22 +27,22 @@ import argparse
 import cProfile
 import datetime
 import io
+import json
 import pstats
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from machine import describe_machine
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-sys.path.insert(0, str(HERE.parent))
-
-from controlplane.policystore import PolicyStore  # noqa: E402
 
 
 def service_yaml(index: int, timeout: str = "5s", comment: str = "") -> str:
@@ -127,6 +128,8 @@ def cpu(action: Callable[[], object]) -> float:
 
 
 def measure(services: int, repeat: int, profile: str | None) -> dict[str, float]:
+    from controlplane.policystore import PolicyStore  # from the repository on sys.path (see main)
+
     startup: list[float] = []
     noop: list[float] = []
     edit: list[float] = []
@@ -171,27 +174,45 @@ def _profile(action: Callable[[], object]) -> None:
     print(out.getvalue())
 
 
+def in_subprocess(repo: Path, services: int, repeat: int) -> dict[str, float]:
+    """`measure` with another checkout's controlplane (for a ratio against it in the same run)."""
+    out = subprocess.run([sys.executable, __file__, "--worker", str(repo), "--services", str(services),
+                          "--repeat", str(repeat)], check=True, capture_output=True, text=True).stdout
+    figures: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--services", type=int, nargs="+", default=[1_000, 5_000])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--profile", choices=("startup", "noop", "edit"))
+    parser.add_argument("--baseline", type=Path, help="also measure this checkout (e.g. /work/main)")
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--no-write", action="store_true", help="print only; do not update bench/results")
     args = parser.parse_args()
+    sys.path.insert(0, str(args.worker or HERE.parent))
+    if args.worker:
+        print(json.dumps(measure(args.services[0], args.repeat, None)))
+        return
     machine = describe_machine(["pyyaml", "pydantic"])
-    rows = []
+    rows: list[tuple[str, int, dict[str, Any]]] = []
     for services in args.services:
+        if args.baseline:
+            base = in_subprocess(args.baseline, services, args.repeat)
+            rows.append((f"baseline ({args.baseline})", services, base))
+            print(f"baseline N={services}: {base}", flush=True)
         figures = measure(services, args.repeat, args.profile)
-        rows.append((services, figures))
+        rows.append(("this tree", services, figures))
         print(f"N={services}: startup {figures['startup']:.3f} s, "
               f"no-op edit {figures['noop'] * 1000:.1f} ms, "
               f"one-line edit {figures['edit'] * 1000:.1f} ms", flush=True)
     table = [
-        "| N services (objects) | startup CPU | no-op one-file edit CPU | one-line edit CPU |",
-        "|---|---|---|---|",
+        "| code | N services (objects) | startup CPU | no-op one-file edit CPU | one-line edit CPU |",
+        "|---|---|---|---|---|",
     ]
-    for services, figures in rows:
-        table.append(f"| {services:,} ({3 * services:,}) | {figures['startup']:.3f} s | "
+    for code, services, figures in rows:
+        table.append(f"| {code} | {services:,} ({3 * services:,}) | {figures['startup']:.3f} s | "
                      f"{figures['noop'] * 1000:.1f} ms | {figures['edit'] * 1000:.1f} ms |")
     print("\n".join(table))
     if args.no_write:
@@ -201,11 +222,13 @@ def main() -> None:
     text = [
         "# Policy load CPU (bench/policy_load.py)",
         "",
-        f"Run {stamp}, medians of {args.repeat} runs (no-op and one-line edits: 3 per run).",
+        f"Run {stamp}, medians of {args.repeat} runs (no-op and one-line edits: 3 per run); "
+        "`time.process_time`, gc enabled. Each N: one file per service with a ServiceEntry (2 endpoints), "
+        "a VirtualService (retries, timeout) and a DestinationRule (pool, outlier detection).",
         "",
         *table,
         "",
-        "Machine:",
+        "Machine (shared by several engineers: compare rows of one run as ratios):",
         "",
         *(f"- {key}: {value}" for key, value in machine.items()),
         "",
