@@ -29,8 +29,9 @@ previous object instances. When every file then gives the same document instance
 (and the credentials are equal), that load's result is returned again: choosing applies the rules above to
 the same definitions with the memory that load left, which picks the same winners. Otherwise, when every
 object and source in effect is the same instance as at the previous validation, the cross-object
-validation's previous result is reused: validation is pure, so it is the one a fresh run would give. `PolicyStore(root, incremental=False)`
-is the reference path that reads, parses and validates everything on every load (tests compare the two).
+validation's previous result is reused: validation is pure, so it is the one a fresh run would give.
+`PolicyStore(root, incremental=False)` is the reference path that reads, parses and validates everything on
+every load (tests/unit/test_policystore_incremental.py compares the two).
 """
 
 from __future__ import annotations
