@@ -105,8 +105,10 @@ class _Unusable:
     diagnostic: Diagnostic
 
 
-# (the directory exists, (file, its documents, its syntax error) for every file, the credentials)
-_Token = tuple[bool, tuple[tuple[str, tuple[Decoded, ...], Diagnostic | None], ...], dict[str, Credential]]
+# (the directory exists, (file, its documents, its syntax error) for every file, the credentials in effect,
+# the credentials' diagnostics: a credential kept from memory is equal while its diagnostic is new)
+_Token = tuple[bool, tuple[tuple[str, tuple[Decoded, ...], Diagnostic | None], ...], dict[str, Credential],
+               list[Diagnostic]]
 
 
 class PolicyStore:
@@ -157,7 +159,7 @@ class PolicyStore:
         self._parsed = {file: parsed for file, parsed in self._parsed.items() if file in present}
         outcomes = [(file, self._read(file, signatures.get(file))) for file in files]
         credentials, bad_credentials = self._credentials()
-        token = self._token(outcomes, credentials)
+        token = self._token(outcomes, credentials, bad_credentials)
         previous = self._loaded
         if token is not None and previous is not None and _same_token(previous[0], token):
             # every file gives the same documents as at the previous load (whose result made `_good`):
@@ -178,14 +180,14 @@ class PolicyStore:
             log.warning("%s has errors and was never valid; it is not applied", key)
         return result
 
-    def _token(self, outcomes: list[tuple[str, _Parsed | _Unusable]],
-               credentials: dict[str, Credential]) -> _Token | None:
+    def _token(self, outcomes: list[tuple[str, _Parsed | _Unusable]], credentials: dict[str, Credential],
+               bad_credentials: list[Diagnostic]) -> _Token | None:
         """What a load's result depends on besides `_good`, when every file could be used; None then."""
         if not self.incremental or any(isinstance(outcome, _Unusable) for _, outcome in outcomes):
             return None
         files = tuple((file, outcome.decoded, outcome.syntax) for file, outcome in outcomes
                       if isinstance(outcome, _Parsed))
-        return self.root.is_dir(), files, credentials
+        return self.root.is_dir(), files, credentials, bad_credentials
 
     def _validate(self, objects: list[PolicyObject], sources: dict[ObjectKey, Source],
                   credentials: dict[str, Credential]) -> tuple[PolicySet, list[Diagnostic]]:
@@ -341,7 +343,8 @@ def _same(before: Sequence[object], now: Sequence[object]) -> bool:
 
 def _same_token(before: _Token, now: _Token) -> bool:
     """Same directory state, the same document instances file by file, equal credentials."""
-    return (before[0] == now[0] and before[2] == now[2] and len(before[1]) == len(now[1])
+    return (before[0] == now[0] and before[2] == now[2] and before[3] == now[3]
+            and len(before[1]) == len(now[1])
             and all(a[0] == b[0] and a[2] is b[2] and _same(a[1], b[1])
                     for a, b in zip(before[1], now[1], strict=True)))
 
