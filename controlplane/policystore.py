@@ -22,25 +22,49 @@ diagnostic, never the one in effect.
 Gateway credentials (`credentials/<name>/{tls.crt,tls.key,ca.crt}`, see api/credentials.py) follow the same
 rule per credential: one that stops being usable (a rotation caught half-way, a key that does not match)
 keeps its last usable version in effect, so a bad rotation never takes a listener down.
+
+Reloads redo only what changed (`_FileCache`): a file whose stat signature (inode, size, mtime, ctime) is
+unchanged since it was last read is not read again, unless it was modified so shortly before that read
+that a later write could keep the same mtime (git's "racily clean" rule, see `RACY_NS`); a file read again
+with the same text is not parsed again; a file parsed again whose objects come out equal keeps the
+previous object instances. When every file then gives the same document instances as at the previous load
+(and the credentials are equal), that load's result is returned again: choosing applies the rules above to
+the same definitions with the memory that load left, which picks the same winners. Otherwise, when every
+object and source in effect is the same instance as at the previous validation, the cross-object
+validation's previous result is reused: validation is pure, so it is the one a fresh run would give.
+`PolicyStore(root, incremental=False)` is the reference path that reads, parses and validates everything on
+every load (tests/unit/test_policystore_incremental.py compares the two).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from controlplane.api.authorizationpolicy import FAIL_CLOSED_ANNOTATION
 from controlplane.api.credentials import CREDENTIALS_DIR, Credential, load_credentials
 from controlplane.api.diagnostics import INFO, UNKNOWN, Diagnostic
-from controlplane.api.documents import Source
+from controlplane.api.documents import Source, TagMemo
 from controlplane.api.files import Unreadable, read_policy_file
-from controlplane.api.loader import Decoded, decode_file, duplicate_diagnostic, policy_files
+from controlplane.api.loader import Decoded, decode_file, duplicate_diagnostic, policy_file_names
 from controlplane.api.meta import ObjectKey, PolicyObject
 from controlplane.api.policyset import PolicySet
 from controlplane.api.validate import validate_policy
 
 log = logging.getLogger(__name__)
+
+# A file modified less than this before it was read may be written again with the same mtime (file system
+# timestamps advance in clock ticks of up to 10 ms on Linux, coarser on some file systems): its stat
+# signature is not trusted at the next load, which reads it again.
+RACY_NS = 100_000_000
+
+# (inode, device, size, mtime, ctime) of a file: changes whenever its content can have changed, modulo the
+# racy window above.
+_Signature = tuple[int, int, int, int, int]
 
 
 @dataclass(frozen=True)
@@ -69,9 +93,34 @@ class _Entry:
     fallback: PolicyObject | None = None
 
 
+@dataclass(frozen=True)
+class _Parsed:
+    """One file as last read and decoded: what a reload reuses while the file stays the same."""
+
+    text: str
+    decoded: tuple[Decoded, ...]
+    syntax: Diagnostic | None
+    # None: not to be trusted (read within RACY_NS of its mtime); read the file again next time
+    signature: _Signature | None
+
+
+@dataclass(frozen=True)
+class _Unusable:
+    """A file that cannot be used as a whole this time (unreadable, or looks half-written)."""
+
+    diagnostic: Diagnostic
+
+
+# (the directory exists, (file, its documents, its syntax error) for every file, the credentials in effect,
+# the credentials' diagnostics: a credential kept from memory is equal while its diagnostic is new)
+_Token = tuple[bool, tuple[tuple[str, tuple[Decoded, ...], Diagnostic | None], ...], dict[str, Credential],
+               list[Diagnostic]]
+
+
 class PolicyStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, incremental: bool = True) -> None:
         self.root = root
+        self.incremental = incremental
         # the last valid version of every object in effect, with where it came from
         self._good: dict[ObjectKey, tuple[PolicyObject, Source]] = {}
         # keys of `_good` that hold a fail-closed stand-in, not a valid version (a newer stand-in replaces it)
@@ -79,65 +128,142 @@ class PolicyStore:
         self._good_credentials: dict[str, Credential] = {}
         # the last text read of each file (to recognise a truncated copy of it)
         self._texts: dict[str, str] = {}
+        # incremental only: each file's last decoded version, and the last cross-object validation
+        self._parsed: dict[str, _Parsed] = {}
+        self._tags: TagMemo = {}
+        self._loaded: tuple[_Token, LoadResult] | None = None
+        self._validated: tuple[list[PolicyObject], list[Source], dict[str, Credential],
+                               tuple[PolicySet, list[Diagnostic]]] | None = None
         self.loaded_fingerprint: tuple[tuple[str, int, int], ...] = ()
 
     def fingerprint(self) -> tuple[tuple[str, int, int], ...]:
         """(path, mtime, size) of every policy file: differs from `loaded_fingerprint` while an edit has
         not been loaded yet, even before the watcher has seen it (status --wait must not pass early)."""
+        return tuple((file, stat.st_mtime_ns, stat.st_size) for file, stat in self._stat_files()[1])
+
+    def _stat_files(self) -> tuple[list[str], list[tuple[str, os.stat_result]]]:
+        """The policy files, and the stat of those that could be (a vanished one is reported when read)."""
+        files = policy_file_names(self.root) if self.root.is_dir() else []
         found = []
-        for path in policy_files(self.root) if self.root.is_dir() else []:
+        for file in files:
             try:
-                stat = path.stat()
+                found.append((file, os.stat(file)))
             except OSError:
                 continue
-            found.append((str(path), stat.st_mtime_ns, stat.st_size))
-        return tuple(found)
+        return files, found
 
     def load(self) -> LoadResult:
         """Read and validate the directory (blocking: the server runs it in a worker thread)."""
-        self.loaded_fingerprint = self.fingerprint()
+        files, stats = self._stat_files()
+        self.loaded_fingerprint = tuple((file, stat.st_mtime_ns, stat.st_size) for file, stat in stats)
         diagnostics: list[Diagnostic] = []
         entries: dict[ObjectKey, list[_Entry]] = {}
-        files = [str(path) for path in policy_files(self.root)] if self.root.is_dir() else []
         if not self.root.is_dir():
             diagnostics.append(Diagnostic(str(self.root), 1, UNKNOWN, UNKNOWN, UNKNOWN, "not a directory"))
-        for file in files:
-            diagnostics.extend(self._read(file, entries))
-        self._texts = {file: text for file, text in self._texts.items() if file in files}
-        objects, sources, kept, excluded = self._choose(entries, diagnostics)
+        signatures = {file: _signature(stat) for file, stat in stats}
+        # fresh dicts, changed below: a copy of the store (tests/reliability/fuzz.py) keeps its own memory
+        present = set(files)
+        self._texts = {file: text for file, text in self._texts.items() if file in present}
+        self._parsed = {file: parsed for file, parsed in self._parsed.items() if file in present}
+        outcomes = [(file, self._read(file, signatures.get(file))) for file in files]
         credentials, bad_credentials = self._credentials()
-        policy, semantic = validate_policy(PolicySet(objects, sources=sources, credentials=credentials))
-        for key in kept:
+        token = self._token(outcomes, credentials, bad_credentials)
+        previous = self._loaded
+        if token is not None and previous is not None and _same_token(previous[0], token):
+            # every file gives the same documents as at the previous load (whose result made `_good`):
+            # choosing and validating again would give the same result
+            result = previous[1]
+            result = LoadResult(result.policy, list(result.diagnostics), list(result.kept),
+                                list(result.excluded))
+        else:
+            for file, outcome in outcomes:
+                diagnostics.extend(self._add(file, outcome, entries))
+            objects, sources, kept, excluded = self._choose(entries, diagnostics)
+            policy, semantic = self._validate(objects, sources, credentials)
+            result = LoadResult(policy, sorted(diagnostics + bad_credentials + semantic), kept, excluded)
+            self._loaded = None if token is None else (token, result)
+        for key in result.kept:
             log.warning("%s has errors; its last valid version stays in effect", key)
-        for key in excluded:
+        for key in result.excluded:
             log.warning("%s has errors and was never valid; it is not applied", key)
-        return LoadResult(policy, sorted(diagnostics + bad_credentials + semantic), kept, excluded)
+        return result
 
-    def _read(self, file: str, entries: dict[ObjectKey, list[_Entry]]) -> list[Diagnostic]:
-        """Add the file's definitions to `entries`; returns its diagnostics."""
+    def _token(self, outcomes: list[tuple[str, _Parsed | _Unusable]], credentials: dict[str, Credential],
+               bad_credentials: list[Diagnostic]) -> _Token | None:
+        """What a load's result depends on besides `_good`, when every file could be used; None then."""
+        if not self.incremental or any(isinstance(outcome, _Unusable) for _, outcome in outcomes):
+            return None
+        files = tuple((file, outcome.decoded, outcome.syntax) for file, outcome in outcomes
+                      if isinstance(outcome, _Parsed))
+        return self.root.is_dir(), files, credentials, bad_credentials
+
+    def _validate(self, objects: list[PolicyObject], sources: dict[ObjectKey, Source],
+                  credentials: dict[str, Credential]) -> tuple[PolicySet, list[Diagnostic]]:
+        """`validate_policy`, or its previous result when its input is the same objects (by identity:
+        unchanged files keep their instances) with the same sources and equal credentials."""
+        ordered = list(sources.values())  # `_choose` adds them in the order of `objects`
+        previous = self._validated
+        if (self.incremental and previous is not None and _same(previous[0], objects)
+                and _same(previous[1], ordered) and previous[2] == credentials):
+            policy, semantic = previous[3]
+            return policy, list(semantic)
+        result = validate_policy(PolicySet(objects, sources=sources, credentials=credentials))
+        if self.incremental:
+            self._validated = (objects, ordered, credentials, (result[0], list(result[1])))
+        return result
+
+    def _decode(self, file: str, text: str, signature: _Signature | None) -> _Parsed:
+        """The file's documents decoded; reuses the previous decoding when the text is the same, and the
+        previous instance of every document that decodes to an equal object at the same position."""
+        previous = self._parsed.get(file) if self.incremental else None
+        if previous is not None and previous.text == text:
+            parsed = _Parsed(text, previous.decoded, previous.syntax, signature)
+        else:
+            decoded, syntax = decode_file(file, text, self._tags)
+            if previous is not None:
+                before = {(item.key, item.source.line): item for item in previous.decoded}
+                decoded = [_same_or(before.get((item.key, item.source.line)), item) for item in decoded]
+            parsed = _Parsed(text, tuple(decoded), syntax, signature)
+        if self.incremental:
+            self._parsed[file] = parsed
+        return parsed
+
+    def _read(self, file: str, signature: _Signature | None) -> _Parsed | _Unusable:
+        """The file's documents (read and decoded only when it changed), or why it cannot be used."""
+        cached = self._parsed.get(file) if self.incremental else None
+        if cached is not None and signature is not None and cached.signature == signature:
+            # unchanged since it was read (and was not read racily): neither read nor parsed again
+            return cached
+        read_at = time.time_ns()
         text = read_policy_file(file)
         if isinstance(text, Unreadable):
-            self._keep_from(file, set(), entries)
-            return [Diagnostic(file, 1, UNKNOWN, UNKNOWN, UNKNOWN, text.reason)]
+            self._parsed.pop(file, None)
+            return _Unusable(Diagnostic(file, 1, UNKNOWN, UNKNOWN, UNKNOWN, text.reason))
         previous = self._texts.get(file)
         if previous is not None and _truncated(text, previous):
             # not remembered: the complete version stays the reference until the write finishes
-            self._keep_from(file, set(), entries)
-            return [Diagnostic(file, text.count("\n") + 1, UNKNOWN, UNKNOWN, UNKNOWN,
-                               "the file looks half-written (its start, cut in a line); what it served "
-                               "stays in effect until it is complete")]
+            self._parsed.pop(file, None)
+            return _Unusable(Diagnostic(file, text.count("\n") + 1, UNKNOWN, UNKNOWN, UNKNOWN,
+                                        "the file looks half-written (its start, cut in a line); what it "
+                                        "served stays in effect until it is complete"))
         self._texts[file] = text
-        decoded, syntax = decode_file(file, text)
+        trusted = signature is not None and read_at - signature[3] > RACY_NS
+        return self._decode(file, text, signature if trusted else None)
+
+    def _add(self, file: str, outcome: _Parsed | _Unusable,
+             entries: dict[ObjectKey, list[_Entry]]) -> list[Diagnostic]:
+        """Add the file's definitions to `entries`; returns its diagnostics."""
+        if isinstance(outcome, _Unusable):
+            self._keep_from(file, set(), entries)
+            return [outcome.diagnostic]
+        decoded, syntax = outcome.decoded, outcome.syntax
         diagnostics = [syntax] if syntax is not None else []
-        defined: set[ObjectKey] = set()
         for item in decoded:
             diagnostics.extend(item.diagnostics)
-            if item.key is None:
-                continue
-            if item.obj is not None:
-                defined.add(item.key)
-            entries.setdefault(item.key, []).append(_Entry(item.source, item.obj, fallback=item.fallback))
+            if item.key is not None:
+                entries.setdefault(item.key, []).append(_Entry(item.source, item.obj, fallback=item.fallback))
         if syntax is not None or any(item.obj is None and item.diagnostics for item in decoded):
+            defined = {item.key for item in decoded if item.key is not None and item.obj is not None}
             self._keep_from(file, defined, entries)
         return diagnostics
 
@@ -160,10 +286,11 @@ class PolicyStore:
         excluded: list[str] = []
         good: dict[ObjectKey, tuple[PolicyObject, Source]] = {}
         stand_ins: set[ObjectKey] = set()
-        for key in sorted(entries):
+        # by fields, as ObjectKey orders (its generated __lt__ is several times slower)
+        for key in sorted(entries, key=lambda key: (key.kind, key.namespace, key.name)):
             found = entries[key]
-            winner = self._winner(key, found)
-            for other in found:
+            winner = found[0] if len(found) == 1 else self._winner(key, found)
+            for other in found if len(found) > 1 else ():
                 if other is not winner and other.obj is not None and not other.kept:
                     diagnostics.append(duplicate_diagnostic(Decoded(other.source, key, other.obj, ()),
                                                             winner.source))
@@ -226,3 +353,27 @@ def _note(source: Source, key: ObjectKey, what: str) -> Diagnostic:
     error (status counts and the console's severities would double every problem otherwise)."""
     return Diagnostic(source.file, source.line, key.kind, key.name, UNKNOWN, f"{key} is {what}",
                       severity=INFO)
+
+
+def _signature(stat: os.stat_result) -> _Signature:
+    return (stat.st_ino, stat.st_dev, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+def _same(before: Sequence[object], now: Sequence[object]) -> bool:
+    return len(before) == len(now) and all(a is b for a, b in zip(before, now, strict=True))
+
+
+def _same_token(before: _Token, now: _Token) -> bool:
+    """Same directory state, the same document instances file by file, equal credentials."""
+    return (before[0] == now[0] and before[2] == now[2] and before[3] == now[3]
+            and len(before[1]) == len(now[1])
+            and all(a[0] == b[0] and a[2] is b[2] and _same(a[1], b[1])
+                    for a, b in zip(before[1], now[1], strict=True)))
+
+
+def _same_or(before: Decoded | None, now: Decoded) -> Decoded:
+    """`before` when it decodes to the same thing as `now` (so unchanged objects keep their instance)."""
+    if before is not None and before.obj == now.obj and before.source == now.source and \
+            before.diagnostics == now.diagnostics:
+        return before
+    return now

@@ -7,8 +7,10 @@ one push while keeping edit → ACK latency low (the issue's target is 150 ms at
 10 s because Kubernetes event storms last longer than file bursts; Contour's 100 ms / 500 ms cap is what we
 keep for the maximum, so a script rewriting files continuously still gets pushed twice a second.
 
-Every kind of change (new, modified, deleted, renamed, in subdirectories) triggers a full reload: reading a
-policy directory is cheap, and only resources that actually changed are pushed.
+Every kind of change (new, modified, deleted, renamed, in subdirectories) triggers a reload of the whole
+directory, which costs what changed: the policy store reads and parses again only the files whose stat
+changed, and validates again only when an object did (policystore.py); only resources that actually
+changed are pushed.
 """
 
 from __future__ import annotations

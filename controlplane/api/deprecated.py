@@ -39,6 +39,10 @@ RULES = (
 )
 
 
+# The names `rewrite` looks for: a document without any of them as a key needs no rewriting.
+NAMES = frozenset(rule.name for rule in RULES)
+
+
 @dataclass(frozen=True)
 class Deprecation:
     path: FieldPath  # where the deprecated field is written

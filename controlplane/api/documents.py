@@ -13,6 +13,7 @@ name. A syntax error ends the file: documents before it are kept, as they parsed
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -22,8 +23,49 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from controlplane.api.diagnostics import FieldPath
 
-# libyaml is ~10x faster when present; both keep node marks.
-_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BASE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# Distinct plain scalars a `TagMemo` remembers; past this it starts afresh (a hostile file of unique values
+# must not grow memory without bound).
+TAG_MEMO_MAX = 50_000
+# (scalar text, implicit flags) → the tag PyYAML's resolver gives it. The resolver's regular expressions
+# were a sixth of loading and policy repeats the same keys and values, so callers that parse many files
+# (the policy store) keep one memo across them; the resolver is a pure function of the text, so a memo
+# never changes a result.
+TagMemo = dict[tuple[str, object], str]
+
+
+def _resolve_scalar(memo: TagMemo, value: str, implicit: object) -> str:
+    key = (value, implicit)
+    tag = memo.get(key)
+    if tag is None:
+        if len(memo) >= TAG_MEMO_MAX:
+            memo.clear()
+        tag = memo[key] = str(_RESOLVER.resolve(ScalarNode, value, implicit))
+    return tag
+
+
+class _Loader(_BASE_LOADER):  # type: ignore[valid-type,misc]
+    """The safe loader (libyaml's when present, ~10x faster; both keep node marks), resolving scalars'
+    tags through a `TagMemo` (the composer resolves every scalar's tag)."""
+
+    memo: TagMemo
+
+    def resolve(self, kind: type[Node], value: object, implicit: object) -> object:
+        if kind is ScalarNode and isinstance(value, str) and not self.yaml_path_resolvers:
+            return _resolve_scalar(self.memo, value, implicit)
+        return super().resolve(kind, value, implicit)
+
+
+def _compose_all(text: str, memo: TagMemo) -> Iterator[Node | None]:
+    """`yaml.compose_all` with our loader and its memo."""
+    loader = _Loader(text)
+    loader.memo = memo
+    try:
+        while loader.check_node():
+            yield loader.get_node()
+    finally:
+        loader.dispose()
+
 
 # Aliases are expanded while converting, so `&a [*a, *a, ...]` nesting can grow exponentially ("billion
 # laughs"). Policy documents are small; anything this large is an attack or a mistake.
@@ -98,9 +140,10 @@ class _DocumentTooLarge(Exception):
 class _Converter:
     """Walks one document's node graph into Python values, recording positions and problems."""
 
-    def __init__(self) -> None:
+    def __init__(self, memo: TagMemo) -> None:
         # A fresh constructor per document: SafeConstructor caches every node it has seen.
         self._constructor = SafeConstructor()
+        self._memo = memo
         self.positions: dict[FieldPath, int] = {}
         self.problems: list[YamlProblem] = []
         self._nodes = 0
@@ -118,7 +161,16 @@ class _Converter:
                 raise _DocumentTooLarge
         else:
             self._seen.add(id(node))
-        if _explicit_tag(node):
+        if type(node) is ScalarNode:
+            # most nodes: checked here without the general path's calls (same result as below)
+            tag = node.tag
+            if tag == _STR_TAG and node.style:
+                return node.value  # quoted or block: a str, never an explicit tag
+            if node.style or tag != _resolve_scalar(self._memo, node.value, (True, False)):
+                self.problems.append(YamlProblem(path, _line(node), f"YAML tags are not supported ({tag})"))
+                return None
+            return node.value if tag == _STR_TAG else self._scalar(node, path)
+        if _explicit_tag(node, self._memo):
             # Policy is plain data: a tag either names a Python type or hides a type change (`!!str 80`).
             self.problems.append(YamlProblem(path, _line(node), f"YAML tags are not supported ({node.tag})"))
             return None
@@ -139,6 +191,8 @@ class _Converter:
             self._active.discard(id(node))
 
     def _scalar(self, node: ScalarNode, path: FieldPath) -> object:
+        if node.tag == _STR_TAG:
+            return node.value  # what SafeConstructor.construct_yaml_str returns, without its calls
         try:
             return self._constructor.construct_object(node, deep=True)
         except Exception as err:  # e.g. the timestamp 2001-02-30 (ValueError), which safe_load raises
@@ -161,7 +215,7 @@ class _Converter:
             if not isinstance(key_node, ScalarNode):
                 self.problems.append(YamlProblem(path, _line(key_node), "mapping keys must be scalars"))
                 continue
-            if _explicit_tag(key_node):
+            if _explicit_tag(key_node, self._memo):
                 self.problems.append(YamlProblem(path, _line(key_node), "YAML tags are not supported"))
                 continue
             key = self._scalar(key_node, path)
@@ -176,7 +230,7 @@ class _Converter:
         return result
 
 
-def _explicit_tag(node: Node) -> bool:
+def _explicit_tag(node: Node, memo: TagMemo) -> bool:
     """Whether the node's tag was written (`!!int`, `!custom`) rather than resolved from the value."""
     if isinstance(node, SequenceNode):
         return bool(node.tag != _SEQ_TAG)
@@ -184,21 +238,26 @@ def _explicit_tag(node: Node) -> bool:
         return bool(node.tag != _MAP_TAG)
     if isinstance(node, ScalarNode) and not node.style:
         # a plain scalar (style "" from libyaml, None from PyYAML): the tag the resolver gives its text
-        return bool(node.tag != _RESOLVER.resolve(ScalarNode, node.value, (True, False)))
+        return bool(node.tag != _resolve_scalar(memo, node.value, (True, False)))
     return bool(node.tag != _STR_TAG)
+
+
+_BRACKETS = re.compile(r"[\[\]{}]")
+_INDENT = re.compile(r"^[ -]*", re.MULTILINE)
 
 
 def _text_depth(text: str) -> int:
     """An upper bound of the nesting of flow collections (`[[[`, `{{`) and of indentation levels; cheap,
     so that a hostile file is refused before the recursive composer sees it."""
     depth = deepest = 0
-    for char in text:
-        if char in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in "]}":
-            depth = max(depth - 1, 0)
-    indent = max((len(line) - len(line.lstrip(" -")) for line in text.splitlines()), default=0)
+    if text.count("[") + text.count("{") > MAX_TEXT_DEPTH:  # else no deeper than that: skip the walk
+        for match in _BRACKETS.finditer(text):
+            if match.group() in "[{":
+                depth += 1
+                deepest = max(deepest, depth)
+            else:
+                depth = max(depth - 1, 0)
+    indent = max((len(prefix) for prefix in _INDENT.findall(text)), default=0)
     return max(deepest, indent // 2)
 
 
@@ -206,12 +265,16 @@ def _line(node: Node) -> int:
     return int(node.start_mark.line) + 1
 
 
-def parse_documents(file: str, text: str) -> tuple[list[Document], SyntaxProblem | None]:
-    """Every non-empty document of a YAML stream, and the syntax error that ended it, if any."""
+def parse_documents(
+    file: str, text: str, memo: TagMemo | None = None
+) -> tuple[list[Document], SyntaxProblem | None]:
+    """Every non-empty document of a YAML stream, and the syntax error that ended it, if any. `memo`: see
+    `TagMemo` (a fresh one per call when not given)."""
+    memo = {} if memo is None else memo
     documents: list[Document] = []
     if _text_depth(text) > MAX_TEXT_DEPTH:
         return documents, SyntaxProblem(1, f"nested too deeply (more than {MAX_TEXT_DEPTH} levels)")
-    nodes: Iterator[Node | None] = yaml.compose_all(text, Loader=_LOADER)
+    nodes = _compose_all(text, memo)
     while True:
         try:
             node = next(nodes, _END)
@@ -226,11 +289,11 @@ def parse_documents(file: str, text: str) -> tuple[list[Document], SyntaxProblem
         if node is _END:
             return documents, None
         if isinstance(node, Node):
-            documents.append(_document(file, node))
+            documents.append(_document(file, node, memo))
 
 
-def _document(file: str, node: Node) -> Document:
-    converter = _Converter()
+def _document(file: str, node: Node, memo: TagMemo) -> Document:
+    converter = _Converter(memo)
     line = _line(node)
     try:
         data = converter.convert(node, ())

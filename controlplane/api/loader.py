@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from controlplane.api.authorizationpolicy import AuthorizationPolicy, fail_closed
 from controlplane.api.credentials import Credential, credentials_dir, load_credentials
+from controlplane.api.deprecated import NAMES as DEPRECATED_NAMES
 from controlplane.api.deprecated import rewrite
 from controlplane.api.destinationrule import DestinationRule
 from controlplane.api.diagnostics import (
@@ -42,7 +43,7 @@ from controlplane.api.diagnostics import (
     pydantic_path,
     relevant_errors,
 )
-from controlplane.api.documents import Document, Source, parse_documents
+from controlplane.api.documents import Document, Source, TagMemo, parse_documents
 from controlplane.api.files import Unreadable, read_policy_file
 from controlplane.api.gateway import Gateway
 from controlplane.api.kubernetes import IGNORED_KINDS, KubernetesObject, KubernetesService
@@ -94,18 +95,26 @@ def load_policy_dir(path: str | os.PathLike[str]) -> tuple[PolicySet, list[Diagn
 
 def policy_files(root: Path) -> list[Path]:
     """The YAML files under `root` that `load_policy_dir` reads, in the order it reads them."""
-    found: list[Path] = []
-    for directory, dirnames, filenames in os.walk(root):
-        top = Path(directory) == root
+    return [Path(name) for name in policy_file_names(root)]
+
+
+def policy_file_names(root: Path) -> list[str]:
+    """`policy_files` as strings (`str(path)` of each): the policy store lists the directory on every
+    reload, and Path objects made that a tenth of a no-op reload."""
+    top = str(root)
+    found: list[tuple[str, str]] = []  # (path relative to root, as posix; path)
+    for directory, dirnames, filenames in os.walk(top):
+        relative = "" if directory == top else directory[len(top):].lstrip(os.sep).replace(os.sep, "/")
         dirnames[:] = [
-            name for name in dirnames if not name.startswith(".") and not (top and name in NOT_POLICY_DIRS)
+            name for name in dirnames
+            if not name.startswith(".") and not (not relative and name in NOT_POLICY_DIRS)
         ]
-        found.extend(
-            Path(directory, name)
-            for name in filenames
-            if name.endswith(YAML_SUFFIXES) and not name.startswith(".")
-        )
-    return sorted(found, key=lambda file: file.relative_to(root).as_posix())
+        for name in filenames:
+            if name.endswith(YAML_SUFFIXES) and not name.startswith("."):
+                inner = f"{relative}/{name}" if relative else name
+                found.append((inner, inner if top == "." else os.path.join(top, inner)))
+    found.sort()
+    return [path for _, path in found]
 
 
 def load_policy_files(
@@ -134,8 +143,9 @@ def load_policy_texts(
     sources: dict[ObjectKey, Source] = {}
     # fail-closed stand-ins of invalid objects, used where no valid definition of the key exists
     fallbacks: dict[ObjectKey, tuple[PolicyObject, Source]] = {}
+    memo: TagMemo = {}
     for file, text in texts:
-        decoded, syntax = decode_file(file, text)
+        decoded, syntax = decode_file(file, text, memo)
         if syntax is not None:
             diagnostics.append(syntax)
         for item in decoded:
@@ -171,9 +181,12 @@ class Decoded:
     fallback: PolicyObject | None = None
 
 
-def decode_file(file: str, text: str) -> tuple[list[Decoded], Diagnostic | None]:
-    """Every document of one file, decoded, plus the syntax error that ended the file (if any)."""
-    documents, syntax = parse_documents(file, text)
+def decode_file(
+    file: str, text: str, memo: TagMemo | None = None
+) -> tuple[list[Decoded], Diagnostic | None]:
+    """Every document of one file, decoded, plus the syntax error that ended the file (if any). `memo`:
+    shared across files by callers that decode many (documents.TagMemo)."""
+    documents, syntax = parse_documents(file, text, memo)
     decoded = []
     for document in documents:
         obj, problems = decode_object(document)
@@ -221,7 +234,12 @@ def decode_object(document: Document) -> tuple[PolicyObject | None, list[Diagnos
     if cls is None:
         message = REQUIRED_FIELD if "kind" not in data else _unsupported_kind(data["kind"])
         return None, [*diagnostics, _diagnostic(source, kind, name, ("kind",), message)]
-    data, deprecations = rewrite(data)
+    # the positions name every mapping key of the document: rewriting (a copy of the whole document) only
+    # when one of them is a deprecated name was a sixth of decoding
+    if any(path and path[-1] in DEPRECATED_NAMES for path in source.positions):
+        data, deprecations = rewrite(data)
+    else:
+        deprecations = []
     diagnostics.extend(
         _diagnostic(source, kind, name, d.path, d.message, severity=ERROR if d.is_error else WARNING)
         for d in deprecations

@@ -37,13 +37,19 @@ class PolicySet:
     ) -> None:
         found: dict[ObjectKey, PolicyObject] = {}
         for obj in objects:
-            if obj.key in found:
-                raise ValueError(f"duplicate policy object {obj.key}")
-            found[obj.key] = obj
-        self._objects: dict[ObjectKey, PolicyObject] = dict(sorted(found.items()))
+            key = obj.key  # a property that makes a new key: asked once
+            if key in found:
+                raise ValueError(f"duplicate policy object {key}")
+            found[key] = obj
+        # sorted by the key's fields, which is ObjectKey's order (its generated __lt__ is several times
+        # slower: this sort was a fifth of a reload)
+        ordered = sorted(found.items(), key=lambda item: (item[0].kind, item[0].namespace, item[0].name))
+        self._objects: dict[ObjectKey, PolicyObject] = dict(ordered)
         self._by_type: dict[type, list[PolicyObject]] | None = None
-        known = sources or {}
-        self._sources: dict[ObjectKey, Source] = {key: known[key] for key in self._objects if key in known}
+        known = (sources or {}).get
+        self._sources: dict[ObjectKey, Source] = {
+            key: source for key in self._objects if (source := known(key)) is not None
+        }
         # Certificate files named by Gateway `credentialName` (read by the loader, see api/credentials.py).
         self._credentials: dict[str, Credential] = dict(sorted((credentials or {}).items()))
 

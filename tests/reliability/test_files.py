@@ -99,6 +99,8 @@ async def test_a_big_reload_leaves_healthz_answering(tmp_path: Path) -> None:
     try:
         url = f"http://127.0.0.1:{plane.admin.port}/healthz"
         async with aiohttp.ClientSession() as session:
+            # a changed file (an unchanged one is not parsed again: policystore.py)
+            (tmp_path / "big.yaml").write_text(big_policy(3001))
             started = time.monotonic()
             reload = asyncio.create_task(plane.reload())
             slowest, answered = 0.0, 0
