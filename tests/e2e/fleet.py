@@ -88,9 +88,16 @@ class DistinctSidecar(Envoy):
     app_port: int = field(default_factory=free_port)
 
     def bootstrap_args(self) -> list[str]:
-        return ["--labels", f"app=workload-{self.index:03d},version=v1",
-                "--inbound-address", f"{LOOPBACK}:{self.inbound_port}",
-                "--app-ports", str(self.app_port), "--service-account", f"sa-{self.index:03d}"]
+        return [
+            "--labels",
+            f"app=workload-{self.index:03d},version=v1",
+            "--inbound-address",
+            f"{LOOPBACK}:{self.inbound_port}",
+            "--app-ports",
+            str(self.app_port),
+            "--service-account",
+            f"sa-{self.index:03d}",
+        ]
 
 
 def edited_timeout(envoy_dump: dict[str, Any]) -> str | None:

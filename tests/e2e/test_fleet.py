@@ -26,8 +26,9 @@ def test_distinct_sidecars_converge_after_an_edit(
     control_plane = ControlPlane(processes, config)
     control_plane.start(timeout=60)
     envoys = [
-        DistinctSidecar(envoy_binary, processes, tmp_path / "envoys", f"fleet-{i}", control_plane.xds_address,
-                        index=i)
+        DistinctSidecar(
+            envoy_binary, processes, tmp_path / "envoys", f"fleet-{i}", control_plane.xds_address, index=i
+        )
         for i in range(SIDECARS)
     ]
     # started together: Envoy's own startup overlaps, the server still sees 8 distinct proxies connect
@@ -49,6 +50,8 @@ def test_distinct_sidecars_converge_after_an_edit(
     wait_until(lambda: all_converged(7), timeout=60, what="every sidecar to run the edited route")
     elapsed = time.monotonic() - edited
     for envoy in envoys:
-        assert envoy.warming() == {"cluster_manager.warming_clusters": 0,
-                                   "listener_manager.total_listeners_warming": 0}, envoy.node_id
+        assert envoy.warming() == {
+            "cluster_manager.warming_clusters": 0,
+            "listener_manager.total_listeners_warming": 0,
+        }, envoy.node_id
     assert elapsed < 60
