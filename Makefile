@@ -56,6 +56,7 @@ fuzz: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/snapshot_push.py
 	$(BIN)/python bench/convergence.py
+	$(BIN)/python bench/scale.py --label current
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -2,7 +2,8 @@
 
 Every stream has its own node id and (by default) identical node metadata, so the control plane serves
 them all from one snapshot; `--distinct-metadata` gives each stream its own `outbound_address`, i.e. its
-own proxy shape and snapshot.
+own proxy shape and snapshot; `--distinct-identity` gives each stream what distinct sidecars of a real
+mesh have: its own labels, inbound address (and app port) and service account.
 
 SotW (default): a stream sends wildcard CDS and LDS requests, ACKs every response, and once it has the
 clusters (listeners) requests EDS (RDS) for the names they reference. Delta (`--delta`): the same over
@@ -11,7 +12,11 @@ it has received and ACKed a response of all four types; its ACK is written befor
 
 The clock starts once every channel is connected, right before the first request, and stops when the
 last stream is synced. Prints one JSON line on stdout, then keeps the streams open until stdin reaches
-end-of-file (so the server can be measured with all streams connected), then closes them.
+end-of-file (so the server can be measured with all streams connected), then closes them. While held,
+stdin takes commands, one a line: `mark` (answered `ADS_LOAD_MARKED`) notes the responses seen so far;
+`wait T TIMEOUT` waits until every stream has received and ACKed a Route response after the mark and
+prints `ADS_LOAD_EDIT {json}` with each stream's latency from T (wall clock, `time.time()`, so another
+process on the machine, e.g. the one that edited a policy file at T, can give it).
 
 Names a stream learns are decoded once per (type, version) and shared by all streams: the client must
 not be the bottleneck of a server benchmark (a real Envoy decodes everything; that cost is the proxy's).
@@ -55,6 +60,8 @@ SOTW_METHOD = ADS + "StreamAggregatedResources"
 DELTA_METHOD = ADS + "DeltaAggregatedResources"
 
 RESULT_PREFIX = "ADS_LOAD_RESULT "
+MARKED_LINE = "ADS_LOAD_MARKED"
+EDIT_PREFIX = "ADS_LOAD_EDIT "
 
 
 def eds_names(payloads: Iterable[bytes]) -> tuple[str, ...]:
@@ -121,16 +128,30 @@ class StreamResult:
     responses_by_type: dict[str, int] = field(default_factory=dict)
     synced_at: float | None = None  # seconds after the start of the run
     extra_responses: int = 0  # responses after the stream was synced (there should be none)
+    # wall-clock (time.time()) arrival of each Route response, ACKed before it is recorded
+    route_times: list[float] = field(default_factory=list)
     error: str | None = None
     failed_at: float | None = None  # seconds after the start of the run
 
 
-def node_of(index: int, distinct_metadata: bool, prefix: str) -> base_pb2.Node:
+def node_of(
+    index: int, distinct_metadata: bool, prefix: str, distinct_identity: bool = False
+) -> base_pb2.Node:
     metadata = struct_pb2.Struct()
     metadata.update({"role": "sidecar", "namespace": "default"})
     if distinct_metadata:
         # a distinct outbound listener address makes a distinct proxy shape (and snapshot) per stream
         metadata.update({"outbound_address": f"127.0.0.1:{20000 + index}"})
+    if distinct_identity:
+        # what sets the sidecars of a real mesh apart: labels, the inbound side, the workload identity
+        metadata.update(
+            {
+                "labels": {"app": f"workload-{index:05d}", "version": "v1"},
+                "inbound_address": f"127.0.0.2:{20000 + index}",
+                "app_ports": str(40000 + index % 20000),
+                "service_account": f"sa-{index:05d}",
+            }
+        )
     return base_pb2.Node(id=f"{prefix}-{index:05d}", cluster="bench", metadata=metadata)
 
 
@@ -183,6 +204,8 @@ async def sotw_stream(channel: grpc.aio.Channel, stream: _Stream) -> None:
                     resource_names=stream.subscribed.get(type_url, ()),
                 )
             )
+            if type_url == ROUTE:
+                stream.result.route_times.append(time.time())
             dependent = DEPENDENT.get(type_url)
             if dependent is not None:
                 wanted = stream.names.names(
@@ -227,6 +250,8 @@ async def delta_stream(channel: grpc.aio.Channel, stream: _Stream) -> None:
             await call.write(
                 discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, response_nonce=response.nonce)
             )
+            if type_url == ROUTE:
+                stream.result.route_times.append(time.time())
             dependent = DEPENDENT.get(type_url)
             if dependent is not None:
                 wanted = stream.names.names(
@@ -287,7 +312,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         names = NameCache()
         cpu_start, started = time.process_time(), time.perf_counter()
         streams = [
-            _Stream(i, node_of(i, args.distinct_metadata, args.node_prefix), names, started)
+            _Stream(
+                i,
+                node_of(i, args.distinct_metadata, args.node_prefix, args.distinct_identity),
+                names,
+                started,
+            )
             for i in range(args.streams)
         ]
         driver = delta_stream if args.delta else sotw_stream
@@ -305,8 +335,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         sys.stdout.write(RESULT_PREFIX + json.dumps(report) + "\n")
         sys.stdout.flush()
         if args.hold:
-            # keep the streams open (and ACKing) until told to go
-            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+            # keep the streams open (and ACKing), answering commands, until stdin closes
+            await serve_commands(streams)
         report["extra_responses_at_exit"] = sum(s.result.extra_responses for s in streams)
         for task in tasks:
             task.cancel()
@@ -315,6 +345,42 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         for channel in channels:
             await channel.close()
+
+
+async def serve_commands(streams: Sequence[_Stream]) -> None:
+    """`mark` / `wait T TIMEOUT` from stdin until end-of-file (see the module docstring)."""
+    loop = asyncio.get_running_loop()
+    marks = [0] * len(streams)
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line:
+            return
+        words = line.split()
+        if words == ["mark"]:
+            marks = [len(s.result.route_times) for s in streams]
+            sys.stdout.write(MARKED_LINE + "\n")
+        elif len(words) == 3 and words[0] == "wait":
+            edited, deadline = float(words[1]), time.perf_counter() + float(words[2])
+            while time.perf_counter() < deadline:
+                if all(len(s.result.route_times) > m for s, m in zip(streams, marks, strict=True)):
+                    break
+                await asyncio.sleep(0.005)
+            latencies = sorted(
+                s.result.route_times[m] - edited
+                for s, m in zip(streams, marks, strict=True)
+                if len(s.result.route_times) > m
+            )
+            report = {
+                "streams": len(streams),
+                "updated": len(latencies),
+                "all_updated": len(latencies) == len(streams),
+                "latencies_s": latencies,
+                "errors": sum(1 for s in streams if s.result.error),
+            }
+            sys.stdout.write(EDIT_PREFIX + json.dumps(report) + "\n")
+        else:
+            sys.stdout.write(f"ADS_LOAD_ERROR unknown command {line.strip()!r}\n")
+        sys.stdout.flush()
 
 
 def summarize(
@@ -333,6 +399,7 @@ def summarize(
         "streams": len(results),
         "channels": channels,
         "distinct_metadata": args.distinct_metadata,
+        "distinct_identity": args.distinct_identity,
         "synced": len(synced),
         "all_synced": len(synced) == len(results),
         "wall_s": max(synced) if len(synced) == len(results) and synced else wall,
@@ -365,6 +432,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--distinct-metadata",
         action="store_true",
         help="a distinct outbound_address per stream (one snapshot per stream)",
+    )
+    parser.add_argument(
+        "--distinct-identity",
+        action="store_true",
+        help="distinct labels, inbound address and service account per stream (one shape per stream)",
     )
     parser.add_argument("--node-prefix", default="bench")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds until the run gives up")

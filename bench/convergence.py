@@ -446,7 +446,7 @@ class Bench:
             raise SystemExit("no envoy binary (set $ENVOY_BIN or put envoy on PATH)")
         envoys = [
             Envoy(binary, self.processes, self.work, node_id, self.control_plane.xds_address, delta=delta)
-            for node_id, delta in (("envoy-delta-1", True), ("envoy-sotw-2", False), ("envoy-delta-3", True))
+            for node_id, delta in envoy_nodes(self.args.envoys)
         ]
         for envoy in envoys:
             envoy.start()
@@ -457,7 +457,7 @@ class Bench:
             ok = len(streams) == len(nodes) and all(s["synced"] for s in streams.values())
             return streams if ok else None
 
-        _wait(all_synced, 20, "the Envoys to sync", 0.05)
+        _wait(all_synced, 20 + 5 * len(envoys), "the Envoys to sync", 0.05)
         edits: list[dict[str, Any]] = []
         before = _histograms(self.admin)
         for index in range(self.args.edits + self.args.warmup):
@@ -491,11 +491,13 @@ class Bench:
                 )
             time.sleep(self.args.gap)
         server = _histogram_means(before, _histograms(self.admin))
+        kinds = ["delta" if delta else "SotW" for _, delta in envoy_nodes(len(envoys))]
+        described = ", ".join(kinds) if len(kinds) <= 3 else f"{kinds.count('SotW')} SotW, the rest delta"
         for envoy in envoys:
             assert envoy.process is not None
             envoy.process.stop()
         return self._phase(
-            "3 real Envoys (delta, SotW, delta)",
+            f"{len(envoys)} real Envoys ({described})",
             edits,
             server,
             {node: "sotw" if "sotw" in node else "delta" for node in nodes},
@@ -743,6 +745,11 @@ def driver(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def envoy_nodes(count: int) -> list[tuple[str, bool]]:
+    """(node id, delta?) of the real Envoys: delta, SotW, delta, delta, SotW, ... (3: the original trio)."""
+    return [(f"envoy-{'sotw' if i % 3 == 1 else 'delta'}-{i + 1}", i % 3 != 1) for i in range(count)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -752,6 +759,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="edits before measuring (default 2)")
     parser.add_argument("--streams", type=int, help="scripted ADS streams (default 100; quick 50)")
     parser.add_argument("--services", type=int, default=20, help="ServiceEntries in the policy (default 20)")
+    parser.add_argument("--envoys", type=int, default=3, help="real Envoys in phase 1 (default 3)")
     parser.add_argument("--gap", type=float, default=0.05, help="seconds between converged and next edit")
     parser.add_argument("--no-write", action="store_true", help="print the markdown, write no results")
     parser.add_argument("--keep-logs", type=Path, help="copy every process's output here")
