@@ -308,8 +308,11 @@ class ControlPlane:
         `default` secret changed get new versions."""
         while True:
             due = self.mesh.certs.next_renewal()
-            wait = 60.0 if due is None else (due - datetime.now(UTC)).total_seconds()
-            await asyncio.sleep(min(max(wait, 0.05), 60.0))
+            # Nothing issued yet: look again soon, since certificates are issued when proxies connect (a
+            # long sleep here let the first short-lived certificates expire unrenewed). Else: wake when
+            # the first is due, at least once a minute.
+            wait = 1.0 if due is None else (due - datetime.now(UTC)).total_seconds()
+            await asyncio.sleep(min(max(wait, 0.05), 60.0 if due is not None else 1.0))
             renewed = self.mesh.certs.renew_due(now=datetime.now(UTC))
             if renewed:
                 log.info("renewed %d workload certificate(s): %s", len(renewed), ", ".join(renewed))
