@@ -51,6 +51,18 @@ def service_file(directory: Path, index: int) -> Path:
     return directory / f"{service_name(index)}.yaml"
 
 
+def _header(kind: str, name: str) -> str:
+    """An Istio networking object's first lines, up to `spec:`."""
+    return f"""\
+apiVersion: networking.istio.io/v1
+kind: {kind}
+metadata:
+  name: {name}
+  namespace: default
+spec:
+"""
+
+
 def service_entry(name: str, host: str, port: int, endpoints: int) -> str:
     """STATIC endpoints on 127.0.0.1, 127.0.0.2, …, all on `port`."""
     addresses = "".join(f"""\
@@ -58,13 +70,7 @@ def service_entry(name: str, host: str, port: int, endpoints: int) -> str:
     ports:
       http: {port}
 """ for n in range(endpoints))
-    return f"""\
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: {name}
-  namespace: default
-spec:
+    return _header("ServiceEntry", name) + f"""\
   hosts: [{host}]
   location: MESH_INTERNAL
   resolution: STATIC
@@ -79,13 +85,7 @@ spec:
 def virtual_service(name: str, host: str, timeout: str | None, retries: bool) -> str:
     """One prefix route `/<name>/` to the service, with the optional timeout and retries."""
     resilience = (f"    timeout: {timeout}\n" if timeout is not None else "") + (RETRIES if retries else "")
-    return f"""\
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: {name}
-  namespace: default
-spec:
+    return _header("VirtualService", name) + f"""\
   hosts: [{host}]
   http:
   - name: api
@@ -102,13 +102,7 @@ spec:
 
 def destination_rule(name: str, host: str, traffic_policy: str) -> str:
     """`traffic_policy`: the body of spec.trafficPolicy, indented by four spaces."""
-    return f"""\
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata:
-  name: {name}
-  namespace: default
-spec:
+    return _header("DestinationRule", name) + f"""\
   host: {host}
   trafficPolicy:
 {traffic_policy}"""
