@@ -29,7 +29,6 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 
 from envoy.service.discovery.v3 import discovery_pb2
 
@@ -47,7 +46,6 @@ HELD_TYPES = (CLUSTER, ENDPOINT)
 ROUTING_TYPES = (LISTENER, ROUTE)
 # unanswered responses remembered per type; an Envoy ACKs in order, so a few suffice
 MAX_PENDING = 64
-_EMPTY: Mapping[str, Resource] = MappingProxyType({})
 
 
 class _Names(frozenset[str]):
@@ -103,9 +101,8 @@ class _TypeState:
     held: bool = False
     # the next scan looks at every name (the client's view or the scope changed other than by a push)
     full: bool = True
-    # what the last scan saw: the snapshot's layer and own resources, and names a NACK held back
+    # what the last scan saw: the snapshot's layer, and the names a NACK held back
     scanned_layer: Layer | None = None
-    scanned_own: Mapping[str, Resource] = field(default_factory=lambda: _EMPTY)
     blocked: frozenset[str] = frozenset()
 
     def in_scope(self, name: str) -> bool:
@@ -245,18 +242,22 @@ class DeltaState(StreamMachine[_TypeState]):
         if state.full:
             if not state.wildcard:
                 return state.names  # nothing outside the subscription is sent or removed
-            return set(current).union(state.known)
-        # Since the last scan only the snapshot changed: a name outside these has the same resource as
-        # then, and the client's view of it is what that scan left (equal, or out of scope).
+            return set(current).union(state.known, state.names)
+        # Since the last scan only the snapshot changed. That scan left every in-scope name the client
+        # holds or should hold either equal to the snapshot, held back by a NACK (`blocked`), marked for
+        # resend, or, not being in the layer, in the view's overlay. So a name outside these sets has the
+        # same resource as then (own resources of the scanned snapshot that are gone are in the overlay
+        # or `blocked`) and needs nothing.
         return changed_between(state.scanned_layer, layer).union(
-            own, state.scanned_own, state.known.overlay, state.resend, state.blocked)
+            own, state.known.overlay, state.resend, state.blocked)
 
     def _changes(self, type_url: str, state: _TypeState) -> _Changes:
         """What to send, what to remove, and whether some change is held back by a NACK."""
         current = self.snapshot.of_type(type_url)
         reconnecting, state.reconnecting = state.reconnecting, False
         layer, own = _split(current)
-        if state.full and state.wildcard and layer is not None and not state.known and not state.nacked:
+        if state.full and state.wildcard and layer is not None and layer.resources and not state.known \
+                and not state.nacked:
             # an initial wildcard subscription: everything, the layer's bytes pre-joined
             missing = [n for n in sorted(state.names) if n not in current and n not in state.absent]
             state.blocked = frozenset()
@@ -346,9 +347,9 @@ class DeltaState(StreamMachine[_TypeState]):
     def _scanned(self, type_url: str, state: _TypeState) -> None:
         """Remember what this scan saw, and store the client's view against the snapshot's layer when
         that is the small form (wildcard, or a subscription to most of the layer)."""
-        layer, own = _split(self.snapshot.of_type(type_url))
+        layer, _ = _split(self.snapshot.of_type(type_url))
         state.full = False
-        state.scanned_layer, state.scanned_own = layer, own
+        state.scanned_layer = layer
         small = layer is not None and (state.wildcard or 2 * len(state.names) >= len(layer.resources))
         state.known.rebase(layer if small else None)
 
