@@ -59,12 +59,14 @@ _NO_NAMES = _Names()
 
 
 def _intern(names: Iterable[str]) -> _Names:
-    made = _Names(sys.intern(name) for name in names)
+    made = _Names(names)
     if not made:
         return _NO_NAMES
     found = _INTERNED.get(hash(made))
     if found is not None and found == made:
         return found
+    # the strings too: each stream's request brings its own copies of the same names
+    made = _Names(sys.intern(name) for name in made)
     _INTERNED[hash(made)] = made
     return made
 
@@ -317,7 +319,8 @@ class DeltaState(StreamMachine[_TypeState]):
         ordered = [send[name] for name in sorted(send)]
         if changes.layer is not None:
             body = changes.layer.delta_payload(send)
-            names = tuple(self.snapshot.of_type(type_url))
+            # not tuple(current): a Layered keeps the merged names it iterates, per shape
+            names = tuple(sorted((*changes.layer.names, *send)))
         else:
             body = b"".join(r.delta_field for r in ordered)
             names = tuple(r.name for r in ordered)

@@ -122,6 +122,13 @@ class Layered(Mapping[str, "Resource"]):
             raise KeyError(name)
         return self.shared.resources[name]
 
+    def get(self, name: str, default: Resource | None = None) -> Resource | None:  # type: ignore[override]
+        # Mapping.get goes through __getitem__ and a KeyError for every miss; scans call this a lot
+        found = self.own.get(name)
+        if found is None and self.shared is not None:
+            found = self.shared.resources.get(name)
+        return default if found is None else found
+
     def __contains__(self, name: object) -> bool:
         return name in self.own or (self.shared is not None and name in self.shared.resources)
 
