@@ -8,8 +8,8 @@ so it is byte-identical to hashing the merged list, without building it.
 
 A delta stream pushes per change, not per resource: `changed_between(old, new)` names what differs between
 two layers, computed once per pair and shared by every stream that moves from one to the other, and
-`Layer.delta_payload` splices a shape's own resources into the layer's pre-joined delta bytes for an
-initial wildcard response.
+`Layer.delta_payload` (`sotw_payload`) splices a shape's own resources into the layer's pre-joined bytes
+for a wildcard response.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ class Layer:
         # streams move from the previous generation to this one
         self._changed: list[tuple[weakref.ref[Layer], frozenset[str]]] = []
         self._all: frozenset[str] | None = None
-        self._delta: tuple[bytes, list[int]] | None = None
+        # the layer's delta / SotW `resources` fields joined, with each resource's offset
+        self._joined: dict[str, tuple[bytes, list[int]]] = {}
 
     def all_names(self) -> frozenset[str]:
         if self._all is None:
@@ -58,20 +59,31 @@ class Layer:
     def delta_payload(self, own: Mapping[str, Resource]) -> bytes:
         """The `resources` fields of a DeltaDiscoveryResponse carrying every resource of this layer and of
         `own`, sorted by name: the layer's bytes are joined once, not once per stream."""
-        if self._delta is None:
+        return self._spliced("delta", own)
+
+    def sotw_payload(self, own: Mapping[str, Resource]) -> bytes:
+        """The same for a SotW DiscoveryResponse."""
+        return self._spliced("sotw", own)
+
+    def _spliced(self, kind: str, own: Mapping[str, Resource]) -> bytes:
+        joined = self._joined.get(kind)
+        if joined is None:
+            fields = [r.delta_field if kind == "delta" else r.sotw_field for r in self.resources.values()]
             offsets = [0]
-            for resource in self.resources.values():
-                offsets.append(offsets[-1] + len(resource.delta_field))
-            self._delta = (b"".join(r.delta_field for r in self.resources.values()), offsets)
-        joined, offsets = self._delta
+            for chunk in fields:
+                offsets.append(offsets[-1] + len(chunk))
+            joined = self._joined[kind] = (b"".join(fields), offsets)
+        data, offsets = joined
         if not own:
-            return joined
-        view = memoryview(joined)
+            return data
+        view = memoryview(data)
         chunks: list[bytes | memoryview] = []
         start = 0
         for name in sorted(own):
             at = bisect.bisect_left(self.names, name)
-            chunks += (view[offsets[start]:offsets[at]], own[name].delta_field)
+            resource = own[name]
+            chunks += (view[offsets[start]:offsets[at]],
+                       resource.delta_field if kind == "delta" else resource.sotw_field)
             start = at
         chunks.append(view[offsets[start]:])
         return b"".join(chunks)

@@ -203,7 +203,7 @@ def test_delta_pushes_equal_the_full_reference(seed: int, monkeypatch: pytest.Mo
     assert CountingState.scans.count(False) > 20, CountingState.scans.count(False)
 
 
-def test_an_initial_wildcard_response_splices_own_resources_into_the_layer_bytes() -> None:
+def test_wildcard_responses_splice_own_resources_into_the_layer_bytes() -> None:
     interner = Interner()
     layer = Layer({n: interner.resource(CLUSTER, n, _message(CLUSTER, n, 0)) for n in ("b", "d", "f")})
     own = {n: interner.resource(CLUSTER, n, _message(CLUSTER, n, 1)) for n in ("a", "c", "g")}
@@ -212,3 +212,9 @@ def test_an_initial_wildcard_response_splices_own_resources_into_the_layer_bytes
     assert list(merged) == ["a", "b", "c", "d", "f", "g"]
     assert layer.delta_payload(own) == expected
     assert layer.delta_payload({}) == b"".join(r.delta_field for r in layer.resources.values())
+    assert layer.sotw_payload(own) == b"".join(merged[name].sotw_field for name in merged)
+    snapshot = Snapshot({CLUSTER: merged}, "v", {}, {})
+    body = snapshot.sotw_body(CLUSTER, None)
+    reference = Snapshot({CLUSTER: dict(merged)}, "v", {}, {}).sotw_body(CLUSTER, None)
+    assert (body.version, body.payload, body.names) == (reference.version, reference.payload, reference.names)
+    assert body.resources is merged  # referenced, not copied per shape
