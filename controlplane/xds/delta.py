@@ -258,12 +258,14 @@ class DeltaState(StreamMachine[_TypeState]):
         current = self.snapshot.of_type(type_url)
         reconnecting, state.reconnecting = state.reconnecting, False
         layer, own = _split(current)
-        if state.full and state.wildcard and layer is not None and layer.resources and not state.known \
-                and not state.nacked:
-            # an initial wildcard subscription: everything, the layer's bytes pre-joined
+        if state.full and layer is not None and layer.resources and not state.known and not state.nacked \
+                and (state.wildcard or layer.all_names() <= state.names):
+            # an initial subscription to the whole layer (a wildcard, or a sidecar's EDS names): all of it
+            # in scope goes, the layer's bytes pre-joined
             missing = [n for n in sorted(state.names) if n not in current and n not in state.absent]
             state.blocked = frozenset()
-            return _Changes(dict(own), missing, False, layer)
+            mine = {name: r for name, r in own.items() if state.in_scope(name)}
+            return _Changes(mine, missing, False, layer)
         send: dict[str, Resource] = {}
         blocked: set[str] = set()
         gone: list[str] = []

@@ -177,19 +177,27 @@ class Client:
 
 
 class CountingState(DeltaState):
+    """Counts which paths ran: full scans, change-proportional ones, whole-layer initial responses."""
+
     scans: list[bool] = []
+    whole_layer: list[bool] = []
 
     def _candidates(self, state: Any, current: Mapping[str, Resource]) -> Any:
         CountingState.scans.append(state.full)
         return super()._candidates(state, current)
 
+    def _changes(self, type_url: str, state: Any) -> Any:
+        changes = super()._changes(type_url, state)
+        if changes.layer is not None:
+            CountingState.whole_layer.append(state.wildcard)
+        return changes
 
-@pytest.mark.parametrize("seed", range(60))
-def test_delta_pushes_equal_the_full_reference(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+
+def _run(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     rng = random.Random(seed)
     world = World(rng)
     monkeypatch.setattr(f"{__name__}.DeltaState", CountingState)
-    CountingState.scans = []
+    CountingState.scans, CountingState.whole_layer = [], []
     client = Client(rng, world.snapshot())
     for _ in range(250):
         roll = rng.random()
@@ -199,8 +207,23 @@ def test_delta_pushes_equal_the_full_reference(seed: int, monkeypatch: pytest.Mo
             client.reconnect()
         else:
             client.request()
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_delta_pushes_equal_the_full_reference(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    _run(seed, monkeypatch)
     # the change-proportional path ran, not only full scans
     assert CountingState.scans.count(False) > 20, CountingState.scans.count(False)
+
+
+def test_whole_layer_path_ran_for_wildcard_and_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Initial responses that send a whole layer, to wildcard and to named subscriptions, are among the
+    random sequences compared above."""
+    seen: set[bool] = set()
+    for seed in range(10):
+        _run(seed, monkeypatch)
+        seen.update(CountingState.whole_layer)
+    assert seen == {True, False}
 
 
 def test_wildcard_responses_splice_own_resources_into_the_layer_bytes() -> None:
