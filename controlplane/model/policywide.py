@@ -27,26 +27,17 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from controlplane.api.meshconfig import DEFAULT_ROOT_NAMESPACE
 from controlplane.api.policyset import PolicySet
 from controlplane.api.sidecar import Sidecar, select_sidecar
 from controlplane.model.clusters import build_clusters
 from controlplane.model.destinationrules import destination_rules
 from controlplane.model.exports import exported_policy
 from controlplane.model.identity import ProxyIdentity, Role
-from controlplane.model.inbound import build_inbound
 from controlplane.model.mtls import client_credentials
-from controlplane.model.proxy_model import (
-    DEFAULT_CONNECT_TIMEOUT_MS,
-    Discovery,
-    OutboundHttp,
-    OutboundPolicy,
-    ProxyModel,
-)
-from controlplane.model.refs import policy_ref
+from controlplane.model.proxy_model import ProxyModel
 from controlplane.model.routing import build_virtual_hosts
 from controlplane.model.services import service_registry, visible_services
-from controlplane.model.sidecar import build_proxy
+from controlplane.model.sidecar import MeshDefaults, build_proxy, forwards_by_authority, sidecar_model
 from controlplane.model.tcp import build_tcp_listeners
 from controlplane.model.telemetry import build_telemetry
 
@@ -239,40 +230,23 @@ class PolicyWide:
         namespace = proxy.namespace
         policy = memo.plain(("exported", namespace), lambda: exported_policy(self.policy, namespace))
         scope = Ref(policy)
-        mesh = policy.mesh_config()
-        root = mesh.spec.root_namespace if mesh is not None else DEFAULT_ROOT_NAMESPACE
+        mesh = memo.plain(("mesh", scope), lambda: MeshDefaults.of(policy))
         sidecar = memo.get(("sidecar", scope), proxy, lambda p: select_sidecar(
-            policy.of_kind(Sidecar), p.namespace, p.label_map, root))
+            policy.of_kind(Sidecar), p.namespace, p.label_map, mesh.root_namespace))
         everything = memo.plain(("services", scope), lambda: service_registry(policy))
         registry = memo.plain(("visible", scope, Ref(sidecar)), lambda: visible_services(everything, sidecar))
         seen = Ref(registry)
         rules = memo.get(("rules", scope, seen), proxy, lambda p: destination_rules(policy, registry, p))
-        connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS
-        outbound_policy = OutboundPolicy.ALLOW_ANY
-        if mesh is not None:
-            connect_timeout_ms = mesh.spec.connect_timeout or DEFAULT_CONNECT_TIMEOUT_MS
-            outbound_policy = OutboundPolicy(mesh.spec.outbound_traffic_policy.mode)
-        if sidecar is not None and sidecar.spec.outbound_traffic_policy is not None:
-            outbound_policy = OutboundPolicy(sidecar.spec.outbound_traffic_policy.mode)
         ruled = Ref(rules)
         virtual_hosts = memo.get(("vhosts", scope, seen, ruled), proxy,
-                                 lambda p: tuple(build_virtual_hosts(policy, registry, rules, p)))
-        clusters = memo.get(("clusters", scope, seen, ruled), proxy, lambda p: tuple(
-            build_clusters(policy, registry, rules, connect_timeout_ms, p.locality)))
-        dynamic = memo.plain(("dynamic", Ref(clusters)), lambda: any(
-            c.discovery is Discovery.DYNAMIC_FORWARD_PROXY for c in clusters))
-        tcp = memo.get(("tcp", scope, seen), proxy, lambda p: tuple(build_tcp_listeners(policy, registry, p)))
+                                 lambda p: build_virtual_hosts(policy, registry, rules, p))
+        clusters = memo.get(("clusters", scope, seen, ruled), proxy, lambda p: build_clusters(
+            policy, registry, rules, mesh.connect_timeout_ms, p.locality))
+        dynamic = memo.plain(("dynamic", Ref(clusters)), lambda: forwards_by_authority(clusters))
+        tcp = memo.get(("tcp", scope, seen), proxy, lambda p: build_tcp_listeners(policy, registry, p))
         telemetry = memo.get(("telemetry", scope), proxy, lambda p: build_telemetry(policy, p))
         credentials = memo.plain(("credentials", scope, Ref(clusters)),
                                  lambda: client_credentials(policy, clusters, set()))
-        return ProxyModel(
-            role=Role.SIDECAR,
-            clusters=clusters,
-            outbound_http=OutboundHttp(proxy.outbound_address, virtual_hosts, outbound_policy, dynamic),
-            tcp_listeners=tcp,
-            inbound=build_inbound(policy, proxy),  # the proxy's own address and app ports
-            mesh_connect_timeout_ms=connect_timeout_ms,
-            mesh_origins=(policy_ref(policy, mesh),) if mesh is not None else (),
-            telemetry=telemetry,
-            client_credentials=credentials,
-        )
+        return sidecar_model(policy, proxy, mesh, sidecar, clusters=clusters, virtual_hosts=virtual_hosts,
+                             tcp_listeners=tcp, forwards_by_authority=dynamic, telemetry=telemetry,
+                             client_credentials=credentials)

@@ -13,7 +13,7 @@ Roles:
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from controlplane.api.meshconfig import DEFAULT_ROOT_NAMESPACE
 from controlplane.api.policyset import PolicySet
@@ -22,21 +22,25 @@ from controlplane.model.clusters import build_clusters
 from controlplane.model.destinationrules import destination_rules
 from controlplane.model.exports import exported_policy
 from controlplane.model.gateway import build_gateway
+from controlplane.model.gatewaymodel import TlsCredential
 from controlplane.model.identity import ProxyIdentity, Role
 from controlplane.model.inbound import build_inbound
 from controlplane.model.mtls import client_credentials
 from controlplane.model.proxy_model import (
     DEFAULT_CONNECT_TIMEOUT_MS,
+    Cluster,
     Discovery,
     OutboundHttp,
     OutboundPolicy,
     ProxyModel,
+    TcpListener,
+    VirtualHost,
 )
-from controlplane.model.refs import policy_ref
+from controlplane.model.refs import PolicyRef, policy_ref
 from controlplane.model.routing import build_virtual_hosts
 from controlplane.model.services import service_registry, visible_services
 from controlplane.model.tcp import build_tcp_listeners
-from controlplane.model.telemetry import build_telemetry
+from controlplane.model.telemetry import ProxyTelemetry, build_telemetry
 
 
 def build_proxy(policy: PolicySet, proxy: ProxyIdentity) -> ProxyModel:
@@ -51,28 +55,76 @@ def build_proxy(policy: PolicySet, proxy: ProxyIdentity) -> ProxyModel:
 
 
 def build_sidecar(policy: PolicySet, proxy: ProxyIdentity) -> ProxyModel:
-    mesh = policy.mesh_config()
+    mesh = MeshDefaults.of(policy)
     # Every service is visible to every sidecar unless a Sidecar resource narrows it (`egress.hosts`).
-    root = mesh.spec.root_namespace if mesh is not None else DEFAULT_ROOT_NAMESPACE
-    sidecar = select_sidecar(policy.of_kind(Sidecar), proxy.namespace, proxy.label_map, root)
+    sidecar = select_sidecar(policy.of_kind(Sidecar), proxy.namespace, proxy.label_map, mesh.root_namespace)
     registry = visible_services(service_registry(policy), sidecar)
     rules = destination_rules(policy, registry, proxy)
-    connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS
-    outbound_policy = OutboundPolicy.ALLOW_ANY
-    if mesh is not None:
-        connect_timeout_ms = mesh.spec.connect_timeout or DEFAULT_CONNECT_TIMEOUT_MS
-        outbound_policy = OutboundPolicy(mesh.spec.outbound_traffic_policy.mode)
-    if sidecar is not None and sidecar.spec.outbound_traffic_policy is not None:
-        outbound_policy = OutboundPolicy(sidecar.spec.outbound_traffic_policy.mode)
-    virtual_hosts = build_virtual_hosts(policy, registry, rules, proxy)
-    clusters = build_clusters(policy, registry, rules, connect_timeout_ms, proxy.locality)
-    dynamic = any(c.discovery is Discovery.DYNAMIC_FORWARD_PROXY for c in clusters)
+    clusters = build_clusters(policy, registry, rules, mesh.connect_timeout_ms, proxy.locality)
+    return sidecar_model(
+        policy, proxy, mesh, sidecar,
+        clusters=clusters,
+        virtual_hosts=build_virtual_hosts(policy, registry, rules, proxy),
+        tcp_listeners=build_tcp_listeners(policy, registry, proxy),
+        forwards_by_authority=forwards_by_authority(clusters),
+    )
+
+
+@dataclass(frozen=True)
+class MeshDefaults:
+    """What the MeshConfig sets for every sidecar (or the defaults without one)."""
+
+    root_namespace: str = DEFAULT_ROOT_NAMESPACE
+    connect_timeout_ms: int = DEFAULT_CONNECT_TIMEOUT_MS
+    outbound_policy: OutboundPolicy = OutboundPolicy.ALLOW_ANY
+    origins: tuple[PolicyRef, ...] = ()
+
+    @classmethod
+    def of(cls, policy: PolicySet) -> MeshDefaults:
+        mesh = policy.mesh_config()
+        if mesh is None:
+            return cls()
+        return cls(mesh.spec.root_namespace,
+                   mesh.spec.connect_timeout or DEFAULT_CONNECT_TIMEOUT_MS,
+                   OutboundPolicy(mesh.spec.outbound_traffic_policy.mode),
+                   (policy_ref(policy, mesh),))
+
+    def outbound_policy_for(self, sidecar: Sidecar | None) -> OutboundPolicy:
+        """A Sidecar resource's outboundTrafficPolicy overrides the mesh's."""
+        if sidecar is not None and sidecar.spec.outbound_traffic_policy is not None:
+            return OutboundPolicy(sidecar.spec.outbound_traffic_policy.mode)
+        return self.outbound_policy
+
+
+def forwards_by_authority(clusters: tuple[Cluster, ...]) -> bool:
+    """Some cluster resolves request authorities (resolution NONE): the listener needs the DFP filter."""
+    return any(c.discovery is Discovery.DYNAMIC_FORWARD_PROXY for c in clusters)
+
+
+def sidecar_model(
+    policy: PolicySet,
+    proxy: ProxyIdentity,
+    mesh: MeshDefaults,
+    sidecar: Sidecar | None,
+    *,
+    clusters: tuple[Cluster, ...],
+    virtual_hosts: tuple[VirtualHost, ...],
+    tcp_listeners: tuple[TcpListener, ...],
+    forwards_by_authority: bool,
+    telemetry: ProxyTelemetry | None = None,
+    client_credentials: tuple[TlsCredential, ...] = (),
+) -> ProxyModel:
+    """A sidecar's model from its parts: the one assembly of the reference (`build_sidecar`) and of the
+    memoized policy-wide path (model/policywide.py), which computes the same parts once per policy."""
     return ProxyModel(
         role=Role.SIDECAR,
         clusters=clusters,
-        outbound_http=OutboundHttp(proxy.outbound_address, virtual_hosts, outbound_policy, dynamic),
-        tcp_listeners=build_tcp_listeners(policy, registry, proxy),
-        inbound=build_inbound(policy, proxy),
-        mesh_connect_timeout_ms=connect_timeout_ms,
-        mesh_origins=(policy_ref(policy, mesh),) if mesh is not None else (),
+        outbound_http=OutboundHttp(proxy.outbound_address, virtual_hosts, mesh.outbound_policy_for(sidecar),
+                                   forwards_by_authority),
+        tcp_listeners=tcp_listeners,
+        inbound=build_inbound(policy, proxy),  # the proxy's own address and app ports
+        mesh_connect_timeout_ms=mesh.connect_timeout_ms,
+        mesh_origins=mesh.origins,
+        telemetry=telemetry if telemetry is not None else ProxyTelemetry(),
+        client_credentials=client_credentials,
     )
