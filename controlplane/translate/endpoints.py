@@ -9,7 +9,7 @@ endpoints without locality share one group without a name (model/locality.py set
 
 from __future__ import annotations
 
-from envoy.config.core.v3 import address_pb2, base_pb2
+from envoy.config.core.v3 import base_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
 from controlplane.model.proxy_model import Cluster, Endpoint
@@ -36,15 +36,18 @@ def load_assignment(cluster: Cluster) -> endpoint_pb2.ClusterLoadAssignment:
                 group.priority = priority
             if weight:
                 group.load_balancing_weight.value = weight
-            group.lb_endpoints.extend(_lb_endpoint(endpoint) for endpoint in members)
+            for endpoint in members:
+                _add_lb_endpoint(group, endpoint)
     return assignment
 
 
-def _lb_endpoint(endpoint: Endpoint) -> endpoint_components_pb2.LbEndpoint:
-    socket = address_pb2.SocketAddress(address=endpoint.address, port_value=endpoint.port)
-    lb_endpoint = endpoint_components_pb2.LbEndpoint(
-        endpoint=endpoint_components_pb2.Endpoint(address=address_pb2.Address(socket_address=socket))
-    )
+def _add_lb_endpoint(group: endpoint_components_pb2.LocalityLbEndpoints, endpoint: Endpoint) -> None:
+    # filled in place: nested constructors copy each submessage into its parent (about 4x slower)
+    lb_endpoint = group.lb_endpoints.add()
+    socket = lb_endpoint.endpoint.address.socket_address
+    socket.SetInParent()  # present even when empty, as the constructor made it
+    socket.address = endpoint.address
+    socket.port_value = endpoint.port
     if endpoint.weight is not None:
         lb_endpoint.load_balancing_weight.value = endpoint.weight
     if endpoint.health_check_port is not None:
@@ -52,4 +55,3 @@ def _lb_endpoint(endpoint: Endpoint) -> endpoint_components_pb2.LbEndpoint:
         lb_endpoint.endpoint.health_check_config.port_value = endpoint.health_check_port
     if endpoint.tls_mode:
         mark_sidecar_endpoint(lb_endpoint.metadata)
-    return lb_endpoint

@@ -17,6 +17,8 @@ def pack(message: Message) -> any_pb2.Any:
 
 
 def duration_ms(milliseconds: int) -> duration_pb2.Duration:
+    if milliseconds >= 0:  # the common case, without FromMilliseconds' Python-level normalization
+        return duration_pb2.Duration(seconds=milliseconds // 1000, nanos=milliseconds % 1000 * 1_000_000)
     duration = duration_pb2.Duration()
     duration.FromMilliseconds(milliseconds)
     return duration

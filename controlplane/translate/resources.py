@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from google.protobuf.message import Message
 
@@ -42,6 +43,10 @@ class Origin:
         return f"{self.kind}/{self.namespace}/{self.name}{where}"
 
 
+# Origin's order as a key: sorting by it compares tuples in C instead of calling the generated __lt__
+_ORDER = attrgetter("kind", "namespace", "name", "file", "line")
+
+
 @dataclass
 class Resources:
     """Envoy messages by type URL, then by resource name, and the policy objects each came from."""
@@ -53,8 +58,10 @@ class Resources:
         if name in self.by_type[type_url]:
             raise ValueError(f"duplicate {SHORT_NAMES[type_url]} resource {name!r}")
         self.by_type[type_url][name] = message
-        if origins:
-            self.origins[(type_url, name)] = tuple(sorted(set(origins)))
+        if len(origins) == 1:
+            self.origins[(type_url, name)] = tuple(origins)
+        elif origins:
+            self.origins[(type_url, name)] = tuple(sorted(set(origins), key=_ORDER))
 
     def origins_of(self, type_url: str, name: str) -> tuple[Origin, ...]:
         return self.origins.get((type_url, name), ())

@@ -172,7 +172,10 @@ def _failing_virtual_hosts(outbound: OutboundHttp) -> tuple[Origin, ...]:
 
 
 def _origins(refs: Iterable[PolicyRef]) -> tuple[Origin, ...]:
-    return tuple(sorted({Origin(r.kind, r.namespace, r.name, r.file, r.line) for r in refs}))
+    # deduplicated and sorted as plain tuples (Origin's order is its fields' order): comparing and hashing
+    # the dataclasses runs their generated Python methods, thousands of times per shape
+    keys = {(r.kind, r.namespace, r.name, r.file, r.line) for r in refs}
+    return tuple(Origin(*key) for key in sorted(keys))
 
 
 def sort_resources(resources: Resources) -> None:
