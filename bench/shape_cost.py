@@ -17,8 +17,8 @@ process per (checkout, GC mode), CPU seconds (time.process_time), medians over t
 GC modes: `default`; `frozen` (`gc.collect(); gc.freeze()` after the load, so the long-lived policy
 objects are not rescanned by every full collection); `tuned` (frozen, and the youngest generation
 collected every 20,000 allocations instead of 700: a build allocates ~10^5 objects, nearly none cyclic).
-`--root LABEL=DIR` (repeatable) measures other checkouts in the same run (their `controlplane` package on PYTHONPATH), interleaved, so before/after
-compare as ratios on the same, shared machine.
+`--root LABEL=DIR` (repeatable) measures other checkouts in the same run (their `controlplane` package
+on PYTHONPATH), interleaved, so before/after compare as ratios on the same, shared machine.
 
     .venv/bin/python bench/shape_cost.py --root before=/work/main --root after=.
     .venv/bin/python bench/shape_cost.py --reps 1 --no-write      # a quick look
