@@ -31,6 +31,7 @@ from controlplane.model.proxy_model import (
     HostPort,
     UpstreamProtocol,
 )
+from controlplane.model.refs import sorted_refs
 from controlplane.model.services import Registry, Service
 
 
@@ -141,7 +142,7 @@ def _cluster(
         policy=cluster_policy_,
         connect_timeout_ms=cluster_policy_.connection_pool.connect_timeout_ms or connect_timeout_ms,
         health_check=health_check,
-        origins=tuple(sorted(set(origins))),
+        origins=sorted_refs(origins),
         tls=upstream,
         locality_weighted=weighted,
     )

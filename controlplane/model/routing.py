@@ -26,6 +26,7 @@ from controlplane.model.destinationrules import HostRules
 from controlplane.model.httproutes import RouteContext, default_route, http_routes
 from controlplane.model.identity import ProxyIdentity
 from controlplane.model.proxy_model import ClusterRef, HostPort, PolicyRef, Route, VirtualHost
+from controlplane.model.refs import sorted_refs
 from controlplane.model.services import Registry, origin_of
 
 # The port clients leave out of the authority for plain HTTP.
@@ -79,7 +80,7 @@ def build_virtual_hosts(
             if not routes:
                 ctx = RouteContext(registry, rules, proxy, service.namespace)
                 routes = (default_route(ctx, ClusterRef(hostport)),)
-            virtual_hosts.append(VirtualHost(hostport, authorities, routes, tuple(sorted(set(origins)))))
+            virtual_hosts.append(VirtualHost(hostport, authorities, routes, sorted_refs(origins)))
     virtual_hosts.extend(_unregistered_hosts(policy, registry, rules, proxy, claimed))
     return tuple(sorted(virtual_hosts, key=lambda vhost: (vhost.service.host, vhost.service.port)))
 

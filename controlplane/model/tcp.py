@@ -29,6 +29,7 @@ from controlplane.api.virtualservice import (
 )
 from controlplane.model.identity import ProxyIdentity
 from controlplane.model.proxy_model import ClusterRef, HostPort, PolicyRef, TcpChain, TcpListener
+from controlplane.model.refs import sorted_refs
 from controlplane.model.routemodel import WeightedCluster
 from controlplane.model.routing import mesh_routing
 from controlplane.model.services import Registry, Service, origin_of, resolve_port
@@ -56,7 +57,7 @@ def build_tcp_listeners(
                 listener = merged.get(key)
                 if listener is None:
                     merged[key] = TcpListener(
-                        address, port.number, HostPort(host, port.number), chains, tuple(sorted(set(origins)))
+                        address, port.number, HostPort(host, port.number), chains, sorted_refs(origins)
                     )
                     continue
                 taken = {chain.server_names for chain in listener.chains}
