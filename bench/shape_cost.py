@@ -101,7 +101,7 @@ def measure_shapes(policy: Any, shapes: int, work: Path, certs: bool) -> dict[st
         from controlplane.security.runtime import load_mesh_identity
 
         mesh = load_mesh_identity(work / "ca", timedelta(hours=1)).identity
-    cache = SnapshotCache(make_factory(policy, [], mesh_identity=mesh))
+    cache = SnapshotCache(make_factory(policy, mesh_identity=mesh))
     identities = [identity_of(node_of(index, False, "shape", True)) for index in range(shapes + 1)]
     started = time.process_time()
     watches = [cache.watch(identities[0])]
