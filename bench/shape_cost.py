@@ -133,9 +133,9 @@ def worker(policy_dir: Path, mode: str, repeat: int, shapes: int, certs: bool, w
 
     def on_gc(phase: str, _info: dict[str, Any]) -> None:
         if phase == "start":
-            gc_started[0] = time.perf_counter()
+            gc_started[0] = time.process_time()
         else:
-            collections[0] += time.perf_counter() - gc_started[0]
+            collections[0] += time.process_time() - gc_started[0]
 
     gc.callbacks.append(on_gc)
     reference = measure_reference(policy, repeat)
@@ -192,16 +192,17 @@ def render(report: dict[str, Any]) -> str:
         "Snapshot.build of one shape from scratch; *bare*: SerializeToString of each of its resources; "
         "*ratio* = reference ÷ bare (target ≤ 10x). *first shape*: the server's assembly path "
         "(make_factory → SnapshotCache.watch) for a generation's first shape; *per shape*: each further "
-        "sidecar with a distinct identity (labels, inbound address, service account), "
-        + ("with" if report["with_certs"] else "without") + " workload certificates. GC *frozen*: "
+        "sidecar with a distinct identity (labels, inbound address, service account), with workload "
+        "certificates where the heading says so. GC *frozen*: "
         "gc.collect() + gc.freeze() after the load; *tuned*: frozen and gc.set_threshold(20000, 10, 10). "
-        "*gc*: wall time in collections during one reference build.",
+        "*gc*: CPU in collections during one reference build.",
         "",
     ]
     for run in report["runs"]:
         m = run["machine"]
         out += [
-            f"## {run['date']}, N = {run['services']:,}, {run['shapes']} additional shapes, "
+            f"## {run['date']}, N = {run['services']:,}, {run['shapes']} additional shapes"
+            f"{' with certificates' if run.get('with_certs') else ''}, "
             f"{run['repeat']} x {run['reps']} reference builds per row",
             "",
             f"Machine: {m['cpu_model']}, {m['cores']} cores, {m['memory_gb']} GB, {m['python']}, "
@@ -269,20 +270,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": describe_machine(("protobuf", "xds-protos", "pydantic")),
         "load": load, "services": args.services, "shapes": args.shapes, "repeat": args.repeat,
+        "with_certs": args.with_certs,
         "reps": args.reps,
         "rows": [{"label": label, "root": str(root), "mode": mode,
                   "summary": summarize(results[(label, mode)])} for label, root in roots for mode in MODES],
     }
     path = RESULTS / "shape_cost.json"
     report = json.loads(path.read_text()) if path.exists() else {"runs": []}
-    report["with_certs"] = args.with_certs
     report["runs"].append(run)
-    if args.no_write:
-        print(render({"with_certs": args.with_certs, "runs": [run]}))
-        return 0
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    path.with_suffix(".md").write_text(render(report))
-    print(render({"with_certs": args.with_certs, "runs": [run]}))
+    if not args.no_write:
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        path.with_suffix(".md").write_text(render(report))
+    print(render({"runs": [run]}))
     return 0
 
 
