@@ -313,7 +313,8 @@ class ControlPlane:
             # the first is due, at least once a minute.
             wait = 1.0 if due is None else (due - datetime.now(UTC)).total_seconds()
             await asyncio.sleep(min(max(wait, 0.05), 60.0 if due is not None else 1.0))
-            renewed = self.mesh.certs.renew_due(now=datetime.now(UTC))
+            # key generation and the file writes: off the event loop
+            renewed = await self.cache.in_worker(lambda: self.mesh.certs.renew_due(now=datetime.now(UTC)))
             if renewed:
                 log.info("renewed %d workload certificate(s): %s", len(renewed), ", ".join(renewed))
                 async with self._reload_lock:
@@ -324,3 +325,5 @@ class ControlPlane:
     async def close(self) -> None:
         await self.admin.close()
         await self.xds.close()
+        # certificates issued last are written in a thread: on disk before a restart looks for them
+        await asyncio.to_thread(self.mesh.certs.flush)

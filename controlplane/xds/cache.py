@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from controlplane.model.identity import ProxyIdentity
 from controlplane.translate.resources import Resources
@@ -29,6 +30,8 @@ from controlplane.xds.assembly import Assembly
 from controlplane.xds.snapshot import Interner, Snapshot
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Produces the resources of one proxy shape from the current policy (build + translate). Pure. Either
 # the shape's resources (the full rebuild) or an `Assembly` of shared, interned pieces (xds/assembly.py).
@@ -107,6 +110,11 @@ class SnapshotCache:
                 self._prepared[identity] = (generation, snapshot)
                 return
             # a new policy was published meanwhile: build again from it
+
+    async def in_worker(self, work: Callable[[], T]) -> T:
+        """Run `work` in the thread that builds snapshots, e.g. certificate renewal: issuing there too
+        keeps one certificate per identity (a build and a renewal never issue for one identity at once)."""
+        return await asyncio.get_running_loop().run_in_executor(_WORKER, work)
 
     def forget_prepared(self, identity: ProxyIdentity) -> None:
         """Drop a prepared snapshot no stream watched (the stream was refused or ended first)."""
