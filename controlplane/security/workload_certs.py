@@ -33,6 +33,7 @@ fsync took longer than the rest of a new shape's snapshot, and the file only mat
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -157,7 +158,7 @@ class CertStore:
         for spiffe_id in gone:
             path = self._path(spiffe_id)
             if path is not None:
-                self._store(lambda path=path: _unlink(path))
+                self._store(functools.partial(_unlink, path))
 
     def _fresh(self, cert: IssuedCert, now: datetime) -> bool:
         # a certificate longer-lived than the configured TTL is replaced (the TTL was lowered)
