@@ -111,6 +111,11 @@ async def run(shapes: int, services: int, work: Path) -> dict[str, Any]:
     async def connect_all() -> None:
         await asyncio.gather(*(connect(identity) for identity in identities))
 
+    try:  # what `serve` runs beside the servers, in checkouts that have it
+        from controlplane.gcpause import keep_collections_short
+        collecting: asyncio.Task[None] | None = asyncio.create_task(keep_collections_short())
+    except ImportError:
+        collecting = None
     probes = Probes()
     await probes.start()
     await asyncio.sleep(0.2)
@@ -122,6 +127,8 @@ async def run(shapes: int, services: int, work: Path) -> dict[str, Any]:
     out["reload_s"] = await timed(plane.reload)
     out["reload"] = probes.take()
     await probes.stop()
+    if collecting is not None:
+        collecting.cancel()
     flush = getattr(plane.mesh.certs, "flush", None)
     if flush is not None:
         await asyncio.to_thread(flush)
@@ -129,18 +136,19 @@ async def run(shapes: int, services: int, work: Path) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", type=int, default=500)
     parser.add_argument("--services", type=int, default=1000)
     parser.add_argument("--slow", type=float, default=0.0,
                         help="log loop callbacks slower than this many seconds (asyncio debug mode)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="cp-loop-lag-") as work:
-        with asyncio.Runner(debug=args.slow > 0) as runner:
-            if args.slow > 0:
-                logging.basicConfig(level=logging.WARNING)
-                runner.get_loop().slow_callback_duration = args.slow
-            result = runner.run(run(args.shapes, args.services, Path(work)))
+    with tempfile.TemporaryDirectory(prefix="cp-loop-lag-") as work, \
+            asyncio.Runner(debug=args.slow > 0) as runner:
+        if args.slow > 0:
+            logging.basicConfig(level=logging.WARNING)
+            runner.get_loop().slow_callback_duration = args.slow
+        result = runner.run(run(args.shapes, args.services, Path(work)))
     print(json.dumps(result, indent=1))
     for phase in ("connect", "reload"):
         stats = result[phase]

@@ -26,6 +26,7 @@ from google.protobuf.message import Message
 
 from controlplane.api.diagnostics import Diagnostic
 from controlplane.api.policyset import PolicySet
+from controlplane.gcpause import keep_collections_short
 from controlplane.isolation import BuildFailures, isolated
 from controlplane.model import build_proxy
 from controlplane.model.identity import ProxyIdentity, SocketAddress
@@ -297,6 +298,8 @@ class ControlPlane:
         await self.start()
         renewing = asyncio.create_task(self._renew_certificates())
         self._background.add(renewing)
+        collecting = asyncio.create_task(keep_collections_short())
+        self._background.add(collecting)
         watcher = PolicyWatcher(self.settings.config_dir, self.reload) if self.settings.watch else None
         self.watcher = watcher
         watching = asyncio.create_task(watcher.run()) if watcher else None
@@ -305,6 +308,7 @@ class ControlPlane:
         finally:
             log.info("shutting down")
             renewing.cancel()
+            collecting.cancel()
             if watcher is not None and watching is not None:
                 watcher.stop()
                 await asyncio.gather(watching, return_exceptions=True)
