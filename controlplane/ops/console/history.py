@@ -9,10 +9,11 @@ Only the previous snapshot of each changed shape is kept, for the "diff against 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,8 @@ from controlplane.xds.status import SYNCED, StatusRegistry
 MAX_CHANGES = 50
 # a reload touching thousands of resources is listed with this many names per type and a count
 MAX_NAMES = 200
+# shapes compared between two yields to the event loop (ChangeLog.after_async)
+SHAPES_PER_STEP = 50
 
 # (path, mtime_ns, size) of each policy file, as PolicyStore.fingerprint() gives them
 Fingerprint = Iterable[tuple[str, int, int]]
@@ -171,6 +174,29 @@ class ChangeLog:
     def after(self, cache: SnapshotCache, registry: StatusRegistry, before: Mapping[ProxyIdentity, Snapshot],
               files: Fingerprint, loaded: LoadResult) -> Change:
         """Record one reload: `before` from `before()`, `files` the fingerprint it loaded."""
+        steps = self._record(cache, registry, before, files, loaded)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    async def after_async(self, cache: SnapshotCache, registry: StatusRegistry,
+                          before: Mapping[ProxyIdentity, Snapshot], files: Fingerprint,
+                          loaded: LoadResult) -> Change:
+        """`after`, yielding to the event loop every `SHAPES_PER_STEP` shapes (~0.2 ms each: 500 shapes
+        in one go held the loop ~100 ms)."""
+        steps = self._record(cache, registry, before, files, loaded)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+            await asyncio.sleep(0)
+
+    def _record(self, cache: SnapshotCache, registry: StatusRegistry,
+                before: Mapping[ProxyIdentity, Snapshot], files: Fingerprint,
+                loaded: LoadResult) -> Generator[None, None, Change]:
         self.kept, self.excluded = list(loaded.kept), list(loaded.excluded)
         change = Change(next(self._ids), time.time(), self._file_changes(files),
                         [str(d) for d in loaded.diagnostics], {}, {})
@@ -180,7 +206,10 @@ class ChangeLog:
         self.previous = {i: snapshot for i, snapshot in self.previous.items() if i in shapes}
         layers = _LayerDiffs()
         found: dict[str, Kinds] = {}
-        for identity, (snapshot, _) in sorted(shapes.items(), key=lambda i: i[0].describe()):
+        for index, (identity, (snapshot, _)) in enumerate(sorted(shapes.items(),
+                                                                 key=lambda i: i[0].describe())):
+            if index and index % SHAPES_PER_STEP == 0:
+                yield
             old = before.get(identity)
             if old is not None and old.version == snapshot.version:
                 continue
