@@ -142,13 +142,18 @@ def main() -> int:
     parser.add_argument("--services", type=int, default=1000)
     parser.add_argument("--slow", type=float, default=0.0,
                         help="log loop callbacks slower than this many seconds (asyncio debug mode)")
+    parser.add_argument("--switch-interval", type=float, default=None,
+                        help="sys.setswitchinterval (default: CPython's 0.005; 0.0005 measured no better)")
     args = parser.parse_args()
+    interval = sys.getswitchinterval() if args.switch_interval is None else args.switch_interval
+    sys.setswitchinterval(interval)
     with tempfile.TemporaryDirectory(prefix="cp-loop-lag-") as work, \
             asyncio.Runner(debug=args.slow > 0) as runner:
         if args.slow > 0:
             logging.basicConfig(level=logging.WARNING)
             runner.get_loop().slow_callback_duration = args.slow
         result = runner.run(run(args.shapes, args.services, Path(work)))
+    result["switch_interval"] = interval
     print(json.dumps(result, indent=1))
     for phase in ("connect", "reload"):
         stats = result[phase]

@@ -9,7 +9,6 @@ import asyncio
 import json
 import logging
 import signal
-import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -48,8 +47,6 @@ from controlplane.xds.server import XdsServer
 from controlplane.xds.status import StatusRegistry
 
 log = logging.getLogger(__name__)
-
-SWITCH_INTERVAL = 0.0005  # seconds; CPython's default is 0.005
 
 # Test hook: extra raw Envoy resources merged into every snapshot (e.g. one that Envoy rejects, to prove
 # NACK handling). Keys are the short type names; the resource's own name field names it.
@@ -292,10 +289,6 @@ class ControlPlane:
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
-        # Snapshots are built and certificates stored in worker threads (xds/cache.py): the event loop
-        # releases the GIL at every socket call and, by default, may then wait 5 ms to get it back from a
-        # busy worker, many times per loop iteration. A shorter interval hands it back sooner.
-        sys.setswitchinterval(SWITCH_INTERVAL)
         await self.start()
         renewing = asyncio.create_task(self._renew_certificates())
         self._background.add(renewing)
