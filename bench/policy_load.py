@@ -39,6 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import mesh_policy
 from machine import describe_machine
 
 HERE = Path(__file__).resolve().parent
@@ -46,79 +47,12 @@ RESULTS = HERE / "results"
 
 
 def service_yaml(index: int, timeout: str = "5s", comment: str = "") -> str:
-    name = f"svc-{index:05d}"
-    host = f"{name}.bench.internal"
-    return f"""\
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: {name}
-  namespace: default
-spec:
-  hosts: [{host}]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports:
-  - number: 8080
-    name: http
-    protocol: HTTP
-  endpoints:
-  - address: 127.0.0.1
-    ports:
-      http: {10_000 + index}
-  - address: 127.0.0.2
-    ports:
-      http: {10_000 + index}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: {name}
-  namespace: default
-spec:
-  hosts: [{host}]
-  http:
-  - name: api
-    match:
-    - uri:
-        prefix: /{name}/
-    timeout: {timeout}
-    retries:
-      attempts: 3
-      perTryTimeout: 1s
-      retryOn: 5xx,connect-failure
-    route:
-    - destination:
-        host: {host}
-        port:
-          number: 8080
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata:
-  name: {name}
-  namespace: default
-spec:
-  host: {host}
-  trafficPolicy:
-    connectionPool:
-      tcp:
-        maxConnections: 100
-      http:
-        http1MaxPendingRequests: 64
-        maxRequestsPerConnection: 10
-    outlierDetection:
-      consecutive5xxErrors: 5
-      interval: 10s
-      baseEjectionTime: 30s
-      maxEjectionPercent: 50
-{comment}"""
+    return mesh_policy.service_yaml(index, timeout=timeout, retries=True,
+                                    traffic_policy=mesh_policy.POOL_AND_OUTLIER, comment=comment)
 
 
 def write_policy(directory: Path, services: int) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    for index in range(services):
-        (directory / f"svc-{index:05d}.yaml").write_text(service_yaml(index))
+    mesh_policy.write_policy(directory, services, service_yaml)
 
 
 def cpu(action: Callable[[], object]) -> float:

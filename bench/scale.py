@@ -47,7 +47,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+import mesh_policy
 from machine import describe_machine
+from mesh_policy import POOL_RETRY_BUDGET_AND_OUTLIER, service_file
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -65,77 +67,12 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def service_yaml(index: int, timeout_s: int = 5) -> str:
-    name = f"svc-{index:05d}"
-    host = f"{name}.bench.internal"
-    return f"""\
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: {name}
-  namespace: default
-spec:
-  hosts: [{host}]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports:
-  - number: 8080
-    name: http
-    protocol: HTTP
-  endpoints:
-  - address: 127.0.0.1
-    ports:
-      http: {10_000 + index}
-  - address: 127.0.0.2
-    ports:
-      http: {10_000 + index}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: {name}
-  namespace: default
-spec:
-  hosts: [{host}]
-  http:
-  - name: api
-    match:
-    - uri:
-        prefix: /{name}/
-    timeout: {timeout_s}s
-    retries:
-      attempts: 3
-      perTryTimeout: 1s
-      retryOn: 5xx,connect-failure
-    route:
-    - destination:
-        host: {host}
-        port:
-          number: 8080
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata:
-  name: {name}
-  namespace: default
-spec:
-  host: {host}
-  trafficPolicy:
-    connectionPool:
-      tcp: {{maxConnections: 100, connectTimeout: 3s}}
-      http: {{http1MaxPendingRequests: 50, http2MaxRequests: 200, maxRetries: 5}}
-    outlierDetection:
-      {{consecutive5xxErrors: 5, interval: 10s, baseEjectionTime: 30s, maxEjectionPercent: 50}}
-"""
-
-
-def service_file(directory: Path, index: int) -> Path:
-    return directory / f"svc-{index:05d}.yaml"
+    return mesh_policy.service_yaml(index, timeout=f"{timeout_s}s", retries=True,
+                                    traffic_policy=POOL_RETRY_BUDGET_AND_OUTLIER)
 
 
 def write_policy(directory: Path, services: int) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    for index in range(services):
-        service_file(directory, index).write_text(service_yaml(index))
+    mesh_policy.write_policy(directory, services, service_yaml)
 
 
 def edit_policy(directory: Path, timeout_s: int) -> None:

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mesh_policy
 from machine import describe_machine
 
 HERE = Path(__file__).resolve().parent
@@ -72,52 +73,13 @@ QUICK_DISTINCT = ((100, 100),)
 
 
 def service_yaml(index: int) -> str:
-    name = f"svc-{index:05d}"
-    host = f"{name}.bench.internal"
-    return f"""\
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: {name}
-  namespace: default
-spec:
-  hosts: [{host}]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports:
-  - number: 8080
-    name: http
-    protocol: HTTP
-  endpoints:
-  - address: 127.0.0.1
-    ports:
-      http: {10_000 + index}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: {name}
-  namespace: default
-spec:
-  hosts: [{host}]
-  http:
-  - name: api
-    match:
-    - uri:
-        prefix: /{name}/
-    route:
-    - destination:
-        host: {host}
-        port:
-          number: 8080
-"""
+    """A ServiceEntry with one endpoint and a VirtualService with one plain route."""
+    return mesh_policy.service_yaml(index, endpoints=1)
 
 
 def write_policy(directory: Path, services: int) -> None:
     """One file per service (a ServiceEntry and a VirtualService), as a config repository would have."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for index in range(services):
-        (directory / f"svc-{index:05d}.yaml").write_text(service_yaml(index))
+    mesh_policy.write_policy(directory, services, service_yaml)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -227,7 +189,7 @@ async def worker(policy_dir: Path, prewarm: bool, profile: Path | None) -> None:
     policy, diagnostics = load_policy_dir(policy_dir)
     if diagnostics:
         raise RuntimeError(f"policy has {len(diagnostics)} problems, first: {diagnostics[0]}")
-    cache = SnapshotCache(make_factory(policy, []))
+    cache = SnapshotCache(make_factory(policy))
     registry = StatusRegistry()
     server = XdsServer(cache, registry, "127.0.0.1:0")
     await server.start()

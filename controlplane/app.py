@@ -6,7 +6,6 @@ graceful shutdown on SIGTERM/SIGINT.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 import time
@@ -14,14 +13,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-
-from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.endpoint.v3 import endpoint_pb2
-from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_pb2
-from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
-from google.protobuf import json_format
-from google.protobuf.message import Message
 
 from controlplane.api.diagnostics import Diagnostic
 from controlplane.api.policyset import PolicySet
@@ -38,7 +29,7 @@ from controlplane.ops.policystate import plural, policy_state
 from controlplane.policystore import LoadResult, PolicyStore
 from controlplane.security.identity import MeshIdentity
 from controlplane.security.runtime import load_mesh_identity
-from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, Resources
+from controlplane.translate.resources import Resources
 from controlplane.translate.translator import translate_proxy
 from controlplane.watch import PolicyWatcher
 from controlplane.xds.assembly import Assembly, SharedTranslation, assemble
@@ -48,23 +39,11 @@ from controlplane.xds.status import StatusRegistry
 
 log = logging.getLogger(__name__)
 
-# Test hook: extra raw Envoy resources merged into every snapshot (e.g. one that Envoy rejects, to prove
-# NACK handling). Keys are the short type names; the resource's own name field names it.
-_EXTRA_TYPES: dict[str, tuple[str, type[Message], str]] = {
-    "clusters": (CLUSTER, cluster_pb2.Cluster, "name"),
-    "endpoints": (ENDPOINT, endpoint_pb2.ClusterLoadAssignment, "cluster_name"),
-    "listeners": (LISTENER, listener_pb2.Listener, "name"),
-    "routes": (ROUTE, route_pb2.RouteConfiguration, "name"),
-    "secrets": (SECRET, secret_pb2.Secret, "name"),
-}
-
-
 @dataclass(frozen=True)
 class Settings:
     config_dir: Path
     xds_address: str = "127.0.0.1:18000"
     admin_address: str = "127.0.0.1:18001"
-    extra_resources: Path | None = None
     watch: bool = True
     max_connection_age: float | None = None
     # POST /debug/reload from anywhere with `Authorization: Bearer <token>` (ops/admin_guard.py)
@@ -84,24 +63,11 @@ def default_ca_dir(config_dir: Path) -> Path:
     return config_dir.resolve().parent / ".controlplane-ca"
 
 
-def load_extra_resources(path: Path) -> list[tuple[str, str, Message]]:
-    """Read the test hook file: {"clusters": [<Envoy JSON>...], "listeners": [...], ...}."""
-    data = json.loads(path.read_text())
-    out = []
-    for short, items in data.items():
-        type_url, cls, name_field = _EXTRA_TYPES[short]
-        for item in items:
-            message = json_format.ParseDict(item, cls())
-            out.append((type_url, getattr(message, name_field), message))
-    return out
-
-
-def make_factory(policy: PolicySet, extra: list[tuple[str, str, Message]],
-                 failures: BuildFailures | None = None,
+def make_factory(policy: PolicySet, failures: BuildFailures | None = None,
                  mesh_identity: MeshIdentity | None = None,
                  stage: tuple[PolicyWide, SharedTranslation] | None = None) -> ResourceFactory:
     """The pure pipeline for one proxy shape under `policy`, plus the proxy's own certificate and the
-    trust bundle from the mesh CA (and the test hook's resources).
+    trust bundle from the mesh CA.
 
     The policy-wide part is computed once for this policy and shared by every shape (model/policywide.py,
     xds/assembly.py); a shape assembles its snapshot from those pieces plus its own few resources. When
@@ -125,8 +91,6 @@ def make_factory(policy: PolicySet, extra: list[tuple[str, str, Message]],
         if mesh_identity is not None:
             for type_url, name, message in mesh_identity.secrets(identity, domain):
                 resources.add(type_url, name, message)
-        for type_url, name, message in extra:
-            resources.add(type_url, name, message)
 
     def assembled(identity: ProxyIdentity) -> Assembly | None:
         started = time.perf_counter()
@@ -172,7 +136,7 @@ class ControlPlane:
         self.build_failures = BuildFailures()
         self.mesh = load_mesh_identity(settings.ca_dir or default_ca_dir(settings.config_dir),
                                        timedelta(seconds=settings.workload_cert_ttl))
-        self.cache = SnapshotCache(make_factory(self.policy, [], mesh_identity=self.mesh.identity))
+        self.cache = SnapshotCache(make_factory(self.policy, mesh_identity=self.mesh.identity))
         self.changes = ChangeLog()  # the web console's history of reloads
         self.loaded: LoadResult | None = None  # the last load: which files' edits are not served
         self._loaded = False
@@ -192,7 +156,6 @@ class ControlPlane:
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Future[Any]] = set()
         self.watcher: PolicyWatcher | None = None
-        self._extra: list[tuple[str, str, Message]] = []
         self._stage: tuple[PolicyWide, SharedTranslation] | None = None
 
     @property
@@ -214,12 +177,6 @@ class ControlPlane:
         # every xDS stream keep answering meanwhile (reloads are serialized by the lock above).
         loaded = await asyncio.to_thread(self.store.load)
         policy, diagnostics = loaded.policy, loaded.diagnostics
-        extra: list[tuple[str, str, Message]] = []
-        if self.settings.extra_resources is not None:
-            try:
-                extra = load_extra_resources(self.settings.extra_resources)
-            except (OSError, ValueError, KeyError, json_format.ParseError) as exc:
-                log.error("test hook %s: %s", self.settings.extra_resources, exc)
         for diagnostic in diagnostics:
             if diagnostic.is_error:
                 log.error("invalid policy: %s", diagnostic)
@@ -228,7 +185,6 @@ class ControlPlane:
         self.policy, self.diagnostics, self.loaded = policy, diagnostics, loaded
         self.build_failures = failures = BuildFailures()
         rebuilding = time.perf_counter()
-        self._extra = extra
         before = self.changes.before(self.cache)
         stage = (PolicyWide(policy), SharedTranslation())
         live = next(iter(self.cache.shapes()), None)
@@ -238,7 +194,7 @@ class ControlPlane:
             # ACKs and health checks meanwhile; `publish` then assembles every shape in milliseconds.
             await asyncio.to_thread(_warm, stage, live)
         self._stage = stage  # certificate renewals reuse it (same policy)
-        factory = make_factory(policy, extra, failures, self.mesh.identity, stage)
+        factory = make_factory(policy, failures, self.mesh.identity, stage)
         changed = await self.cache.publish(factory, changed_at)
         await self.changes.after_async(self.cache, self.registry, before, self.store.loaded_fingerprint,
                                        loaded)
@@ -323,7 +279,7 @@ class ControlPlane:
             if renewed:
                 log.info("renewed %d workload certificate(s): %s", len(renewed), ", ".join(renewed))
                 async with self._reload_lock:
-                    await self.cache.publish(make_factory(self.policy, self._extra, self.build_failures,
+                    await self.cache.publish(make_factory(self.policy, self.build_failures,
                                                           self.mesh.identity, self._stage))
             self.mesh.update_metrics()
 

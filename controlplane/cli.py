@@ -81,7 +81,6 @@ def _parser() -> argparse.ArgumentParser:
                        help="do not reload when policy files change (SIGHUP and POST /debug/reload still do)")
     serve.add_argument("--admin-token-file", type=Path, metavar="FILE",
                        help="admin POST endpoints accept 'Authorization: Bearer <contents of FILE>'")
-    serve.add_argument("--test-extra-resources", type=Path, help=argparse.SUPPRESS)
     serve.add_argument("--ca-dir", type=Path,
                        help="the mesh CA's state directory (default: .controlplane-ca beside --config); "
                             "Istio's plug-in CA files (ca-cert.pem, ca-key.pem, root-cert.pem, "
@@ -197,7 +196,7 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"controlplane: --admin-token-file {args.admin_token_file}: empty", file=sys.stderr)
             return 2
     settings = Settings(args.config, str(args.xds_address), str(args.admin_address),
-                        args.test_extra_resources, watch=not args.no_watch,
+                        watch=not args.no_watch,
                         max_connection_age=args.max_connection_age, ca_dir=args.ca_dir,
                         insecure_xds=args.insecure_xds, xds_tls=args.xds_tls,
                         workload_cert_ttl=args.workload_cert_ttl.total_seconds(),

@@ -13,18 +13,28 @@ Rules (envoyproxy.io, "xDS REST and gRPC protocol", incremental variants; xds-pi
   A reconnect holding the version it rejected from is not sent it at once either (xds/nackmemory.py).
 - A changed cluster (listener) is followed by its endpoints (routes), even unchanged, so it never stays
   warming; removals of clusters and endpoints wait until listeners and routes settle (make-before-break).
+
+Cost per push is proportional to what changed, not to the snapshot (see `_candidates`): after each scan
+the client's view is stored against the snapshot's shared layer (xds/known.py), and the next scan looks
+only at names that can differ: those the layers' cached diff names, the shapes' own resources, and this
+stream's deviations, pending resends and NACK-blocked names. Anything that changes the view wholesale (a
+type's first request, subscriptions, a NACK) makes the next scan full.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
+import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
 
 from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SHORT_NAMES
+from controlplane.xds.known import Known
+from controlplane.xds.layers import Layer, Layered, changed_between
 from controlplane.xds.machine import StreamMachine
 from controlplane.xds.response import Outgoing
 from controlplane.xds.snapshot import Resource, Snapshot
@@ -38,19 +48,50 @@ ROUTING_TYPES = (LISTENER, ROUTE)
 MAX_PENDING = 64
 
 
-@dataclass
+class _Names(frozenset[str]):
+    """A subscription set; a subclass so the intern table can hold it weakly."""
+
+
+# one instance per distinct subscription: five hundred sidecars that subscribe to the same thousand
+# endpoints share one set (by the set's hash; a collision just goes uninterned)
+_INTERNED: weakref.WeakValueDictionary[int, _Names] = weakref.WeakValueDictionary()
+_NO_NAMES = _Names()
+
+
+def _intern(names: Iterable[str]) -> _Names:
+    made = _Names(names)
+    if not made:
+        return _NO_NAMES
+    found = _INTERNED.get(hash(made))
+    if found is not None and found == made:
+        return found
+    # the strings too: each stream's request brings its own copies of the same names
+    made = _Names(sys.intern(name) for name in made)
+    _INTERNED[hash(made)] = made
+    return made
+
+
+@dataclass(slots=True)
 class _Sent:
     snapshot_version: str
     # name -> (version sent, version the client had before)
     versions: dict[str, tuple[str, str | None]]
+    # an initial wildcard response: also every resource of this layer, none held before
+    layer: Layer | None = None
+
+    def items(self) -> Iterator[tuple[str, tuple[str, str | None]]]:
+        yield from self.versions.items()
+        if self.layer is not None:
+            for name, resource in self.layer.resources.items():
+                yield name, (resource.version, None)
 
 
-@dataclass
+@dataclass(slots=True)
 class _TypeState:
     started: bool = False
     wildcard: bool = False
-    names: set[str] = field(default_factory=set)
-    known: dict[str, str] = field(default_factory=dict)
+    names: frozenset[str] = _NO_NAMES
+    known: Known = field(default_factory=Known)
     absent: set[str] = field(default_factory=set)
     resend: set[str] = field(default_factory=set)
     nacked: set[tuple[str, str]] = field(default_factory=set)
@@ -60,9 +101,29 @@ class _TypeState:
     synced_snapshot: str = ""
     # removals held back for make-before-break
     held: bool = False
+    # the next scan looks at every name (the client's view or the scope changed other than by a push)
+    full: bool = True
+    # what the last scan saw: the snapshot's layer, and the names a NACK held back
+    scanned_layer: Layer | None = None
+    blocked: frozenset[str] = frozenset()
 
     def in_scope(self, name: str) -> bool:
         return self.wildcard or name in self.names
+
+
+@dataclass(slots=True)
+class _Changes:
+    send: dict[str, Resource]
+    removed: list[str]
+    blocked: bool
+    # the whole layer is sent too (an initial wildcard response)
+    layer: Layer | None = None
+
+
+def _split(current: Mapping[str, Resource]) -> tuple[Layer | None, Mapping[str, Resource]]:
+    if isinstance(current, Layered):
+        return current.shared, current.own
+    return None, current
 
 
 class DeltaState(StreamMachine[_TypeState]):
@@ -90,28 +151,37 @@ class DeltaState(StreamMachine[_TypeState]):
         if not state.started:
             touched = True
             state.started = True
-            state.known = dict(request.initial_resource_versions)
+            state.known = Known(dict(request.initial_resource_versions))
             state.reconnecting = bool(state.known)
             must = True
             # legacy wildcard: a first request that subscribes to nothing
             state.wildcard = not request.resource_names_subscribe
-        for name in request.resource_names_subscribe:
-            if name == "*":
-                state.wildcard = True
-            else:
-                state.names.add(name)
-        for name in request.resource_names_unsubscribe:
-            if name == "*":
-                state.wildcard = False
-            else:
-                state.names.discard(name)
-                state.absent.discard(name)
-                if not state.wildcard:
-                    state.known.pop(name, None)
+        if request.resource_names_subscribe or request.resource_names_unsubscribe:
+            self._subscribe(state, request)
+        if touched:
+            state.full = True
         out = self._respond(type_url, must=must) if touched else []
         if out and type_url in (CLUSTER, LISTENER):
             out += self._respond(ENDPOINT if type_url == CLUSTER else ROUTE, must=False)
         return out + self._settle()
+
+    @staticmethod
+    def _subscribe(state: _TypeState, request: discovery_pb2.DeltaDiscoveryRequest) -> None:
+        names = set(state.names)
+        for name in request.resource_names_subscribe:
+            if name == "*":
+                state.wildcard = True
+            else:
+                names.add(name)
+        for name in request.resource_names_unsubscribe:
+            if name == "*":
+                state.wildcard = False
+            else:
+                names.discard(name)
+                state.absent.discard(name)
+                if not state.wildcard:
+                    state.known.discard(name)
+        state.names = _intern(names)
 
     def on_snapshot(self, snapshot: Snapshot) -> list[Outgoing]:
         self._use(snapshot)
@@ -131,21 +201,23 @@ class DeltaState(StreamMachine[_TypeState]):
         if not request.HasField("error_detail"):
             self.status.acked(type_url, sent.snapshot_version)
             return False
-        for name, (version, previous) in sent.versions.items():
+        names = []
+        for name, (version, previous) in sent.items():
+            names.append(name)
             state.nacked.add((name, version))
             if previous is not None:
                 self.status.remember_nack(type_url, f"{name}@{previous}", version)
             if state.known.get(name) == version:
                 if previous is None:
-                    state.known.pop(name)
+                    state.known.discard(name)
                 else:
-                    state.known[name] = previous
+                    state.known.set(name, previous)
         error = request.error_detail.message
-        origins = {str(o) for name in sent.versions for o in self.snapshot.origins_of(type_url, name)}
+        origins = {str(o) for name in names for o in self.snapshot.origins_of(type_url, name)}
         self.status.nacked(type_url, sent.snapshot_version, error, tuple(sorted(origins)),
-                           tuple(sorted(sent.versions)))
+                           tuple(sorted(names)))
         log.warning("node %s NACKed %s %s: %s", self.status.node_id, SHORT_NAMES[type_url],
-                    ",".join(sorted(sent.versions)), request.error_detail.message)
+                    ",".join(sorted(names)), request.error_detail.message)
         return True
 
     def _settled(self) -> bool:
@@ -166,13 +238,46 @@ class DeltaState(StreamMachine[_TypeState]):
                 out += self._respond(type_url, must=False)
         return out
 
-    def _changes(self, type_url: str, state: _TypeState) -> tuple[dict[str, Resource], list[str], bool]:
+    def _candidates(self, state: _TypeState, current: Mapping[str, Resource]) -> Iterable[str]:
+        """The names whose outcome can differ from the last scan's; all of them on a full scan."""
+        layer, own = _split(current)
+        if state.full:
+            if not state.wildcard:
+                return state.names  # nothing outside the subscription is sent or removed
+            return set(current).union(state.known, state.names)
+        # Since the last scan only the snapshot changed. That scan left every in-scope name the client
+        # holds or should hold either equal to the snapshot, held back by a NACK (`blocked`), marked for
+        # resend, or, not being in the layer, in the view's overlay. So a name outside these sets has the
+        # same resource as then (own resources of the scanned snapshot that are gone are in the overlay
+        # or `blocked`) and needs nothing.
+        return changed_between(state.scanned_layer, layer).union(
+            own, state.known.overlay, state.resend, state.blocked)
+
+    def _changes(self, type_url: str, state: _TypeState) -> _Changes:
         """What to send, what to remove, and whether some change is held back by a NACK."""
         current = self.snapshot.of_type(type_url)
-        send: dict[str, Resource] = {}
-        blocked = False
         reconnecting, state.reconnecting = state.reconnecting, False
-        for name, resource in current.items():
+        layer, own = _split(current)
+        if state.full and layer is not None and layer.resources and not state.known and not state.nacked \
+                and (state.wildcard or layer.all_names() <= state.names):
+            # an initial subscription to the whole layer (a wildcard, or a sidecar's EDS names): all of it
+            # in scope goes, the layer's bytes pre-joined
+            missing = [n for n in sorted(state.names) if n not in current and n not in state.absent]
+            state.blocked = frozenset()
+            mine = {name: r for name, r in own.items() if state.in_scope(name)}
+            return _Changes(mine, missing, False, layer)
+        send: dict[str, Resource] = {}
+        blocked: set[str] = set()
+        gone: list[str] = []
+        missing = []
+        for name in sorted(self._candidates(state, current)):
+            resource = current.get(name)
+            if resource is None:
+                if name in state.known and state.in_scope(name):
+                    gone.append(name)
+                elif name in state.names and name not in state.absent:
+                    missing.append(name)
+                continue
             if not state.in_scope(name):
                 continue
             held = state.known.get(name)
@@ -182,29 +287,27 @@ class DeltaState(StreamMachine[_TypeState]):
                 reconnecting and held is not None
                 and self.status.rejected_before(type_url, f"{name}@{held}", resource.version)
             ):
-                blocked = True
+                blocked.add(name)
                 continue
             send[name] = resource
-        gone = [n for n in sorted(state.known) if n not in current and state.in_scope(n)]
+        state.blocked = frozenset(blocked) if blocked else frozenset()
         removed: list[str] = []
         if type_url not in HELD_TYPES or self._settled():
             removed = gone
         elif gone:
             state.held = True  # sent by _settle() once listeners and routes are ACKed
-        removed += [
-            n for n in sorted(state.names)
-            if n not in current and n not in state.known and n not in state.absent
-        ]
-        return send, removed, blocked
+        return _Changes(send, removed + missing, bool(blocked))
 
     def _respond(self, type_url: str, *, must: bool) -> list[Outgoing]:
         state = self._types[type_url]
         if not state.started:
             return []
-        send, removed, blocked = self._changes(type_url, state)
+        changes = self._changes(type_url, state)
+        send, removed, blocked = changes.send, changes.removed, changes.blocked
         if not blocked:
             state.synced_snapshot = self.snapshot.version
-        if not send and not removed and not must:
+        if not send and not removed and not must and changes.layer is None:
+            self._scanned(type_url, state)
             if not blocked:
                 # nothing to send: the proxy's copy already matches this snapshot. With a response still
                 # unanswered, its ACK will complete the sync; without one, no ACK will come.
@@ -216,22 +319,44 @@ class DeltaState(StreamMachine[_TypeState]):
             removed_resources=removed,
         )
         ordered = [send[name] for name in sorted(send)]
-        payload = header.SerializeToString() + b"".join(r.delta_field for r in ordered)
+        if changes.layer is not None:
+            body = changes.layer.delta_payload(send)
+            # not tuple(current): a Layered keeps the merged names it iterates, per shape
+            names = tuple(sorted((*changes.layer.names, *send)))
+        else:
+            body = b"".join(r.delta_field for r in ordered)
+            names = tuple(r.name for r in ordered)
+        payload = header.SerializeToString() + body
         versions = {r.name: (r.version, state.known.get(r.name)) for r in ordered}
-        state.pending[nonce] = _Sent(self.snapshot.version, versions)
+        state.pending[nonce] = _Sent(self.snapshot.version, versions, changes.layer)
         while len(state.pending) > MAX_PENDING:
             state.pending.popitem(last=False)
+        if changes.layer is not None:
+            layer = changes.layer
+            state.known.adopt(layer, ((r.name, r.version) for r in ordered))
+            state.resend = {n for n in state.resend if n not in layer.resources}
+            state.absent = {n for n in state.absent if n not in layer.resources}
         for resource in ordered:
-            state.known[resource.name] = resource.version
+            state.known.set(resource.name, resource.version)
             state.resend.discard(resource.name)
             state.absent.discard(resource.name)
         for name in removed:
             # once told, the client knows it is gone; say it again only after it comes back
-            state.known.pop(name, None)
+            state.known.discard(name)
             state.absent.add(name)
         self._resend_dependents(type_url, [r.name for r in ordered if versions[r.name][1] is not None])
+        self._scanned(type_url, state)
         self.status.sent(type_url, self.snapshot.version, nonce, len(payload), self.snapshot.version)
-        return [Outgoing(type_url, payload, self.snapshot.version, nonce, tuple(send), tuple(removed))]
+        return [Outgoing(type_url, payload, self.snapshot.version, nonce, names, tuple(removed))]
+
+    def _scanned(self, type_url: str, state: _TypeState) -> None:
+        """Remember what this scan saw, and store the client's view against the snapshot's layer when
+        that is the small form (wildcard, or a subscription to most of the layer)."""
+        layer, _ = _split(self.snapshot.of_type(type_url))
+        state.full = False
+        state.scanned_layer = layer
+        small = layer is not None and (state.wildcard or 2 * len(state.names) >= len(layer.resources))
+        state.known.rebase(layer if small else None)
 
     def _resend_dependents(self, type_url: str, updated: list[str]) -> None:
         """An updated cluster (listener) warms until it gets its endpoints (routes): send them again."""

@@ -5,12 +5,18 @@ A thousand distinct sidecars share one set of outbound clusters (xds/assembly.py
 not a copy of two thousand dict entries. The SotW type version (snapshot.type_version: a hash of the
 sorted `name\\0version` parts) is computed by hashing the layer's pre-framed bytes around the own parts,
 so it is byte-identical to hashing the merged list, without building it.
+
+A delta stream pushes per change, not per resource: `changed_between(old, new)` names what differs between
+two layers, computed once per pair and shared by every stream that moves from one to the other, and
+`Layer.delta_payload` (`sotw_payload`) splices a shape's own resources into the layer's pre-joined bytes
+for a wildcard response.
 """
 
 from __future__ import annotations
 
 import bisect
 import hashlib
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, TypeVar
 
@@ -38,6 +44,74 @@ class Layer:
             self.offsets.append(self.offsets[-1] + len(chunk))
         self.framed = b"".join(framed)
         self.names = tuple(self.resources)
+        # what changed since an older layer, by that layer (see changed_between); a few entries suffice:
+        # streams move from the previous generation to this one
+        self._changed: list[tuple[weakref.ref[Layer], frozenset[str]]] = []
+        self._all: frozenset[str] | None = None
+        # the layer's delta / SotW `resources` fields joined, with each resource's offset
+        self._joined: dict[str, tuple[bytes, list[int]]] = {}
+
+    def all_names(self) -> frozenset[str]:
+        if self._all is None:
+            self._all = frozenset(self.names)
+        return self._all
+
+    def delta_payload(self, own: Mapping[str, Resource]) -> bytes:
+        """The `resources` fields of a DeltaDiscoveryResponse carrying every resource of this layer and of
+        `own`, sorted by name: the layer's bytes are joined once, not once per stream."""
+        return self._spliced("delta", own)
+
+    def sotw_payload(self, own: Mapping[str, Resource]) -> bytes:
+        """The same for a SotW DiscoveryResponse."""
+        return self._spliced("sotw", own)
+
+    def _spliced(self, kind: str, own: Mapping[str, Resource]) -> bytes:
+        joined = self._joined.get(kind)
+        if joined is None:
+            fields = [r.delta_field if kind == "delta" else r.sotw_field for r in self.resources.values()]
+            offsets = [0]
+            for chunk in fields:
+                offsets.append(offsets[-1] + len(chunk))
+            joined = self._joined[kind] = (b"".join(fields), offsets)
+        data, offsets = joined
+        if not own:
+            return data
+        view = memoryview(data)
+        chunks: list[bytes | memoryview] = []
+        start = 0
+        for name in sorted(own):
+            at = bisect.bisect_left(self.names, name)
+            resource = own[name]
+            chunks += (view[offsets[start]:offsets[at]],
+                       resource.delta_field if kind == "delta" else resource.sotw_field)
+            start = at
+        chunks.append(view[offsets[start]:])
+        return b"".join(chunks)
+
+
+MAX_CHANGED = 4
+
+
+def changed_between(old: Layer | None, new: Layer | None) -> frozenset[str]:
+    """Names whose resource differs between two layers (in one only, or at another version). Cached on
+    `new`: the 500 streams of one push share one comparison."""
+    if old is new:
+        return frozenset()
+    if old is None or new is None:
+        layer = new if old is None else old
+        assert layer is not None
+        return layer.all_names()
+    for ref, names in new._changed:
+        if ref() is old:
+            return names
+    changed = {name for name, resource in new.resources.items()
+               if (before := old.resources.get(name)) is None
+               or (before is not resource and before.version != resource.version)}
+    changed.update(name for name in old.resources if name not in new.resources)
+    found = frozenset(changed)
+    new._changed = [(ref, names) for ref, names in new._changed if ref() is not None][-(MAX_CHANGED - 1):]
+    new._changed.append((weakref.ref(old), found))
+    return found
 
 
 class Layered(Mapping[str, "Resource"]):
@@ -59,6 +133,13 @@ class Layered(Mapping[str, "Resource"]):
         if self.shared is None:
             raise KeyError(name)
         return self.shared.resources[name]
+
+    def get(self, name: str, default: Resource | None = None) -> Resource | None:  # type: ignore[override]
+        # Mapping.get goes through __getitem__ and a KeyError for every miss; scans call this a lot
+        found = self.own.get(name)
+        if found is None and self.shared is not None:
+            found = self.shared.resources.get(name)
+        return default if found is None else found
 
     def __contains__(self, name: object) -> bool:
         return name in self.own or (self.shared is not None and name in self.shared.resources)

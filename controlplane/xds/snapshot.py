@@ -20,7 +20,7 @@ from google.protobuf.message import Message
 
 from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, Origin, Resources
 from controlplane.xds import wire
-from controlplane.xds.layers import Merged
+from controlplane.xds.layers import Layer, Layered, Merged
 
 _HCM_TYPE = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
 
@@ -93,14 +93,35 @@ class SotwBody:
 
     resources: Mapping[str, Resource]
     version: str
-    payload: bytes  # the spliced `resources` fields, sorted by name
-    names: tuple[str, ...]
+    joined: bytes  # the spliced `resources` fields, sorted by name (without a layer's)
+    sorted_names: tuple[str, ...]
+    # a wildcard over an assembled snapshot: the payload is this layer's pre-joined bytes around the own
+    # resources, made per response rather than kept per shape (a megabyte per distinct sidecar)
+    layer: Layer | None = None
 
     @classmethod
     def of(cls, resources: Mapping[str, Resource]) -> SotwBody:
         ordered = sorted(resources.values(), key=lambda r: r.name)
         return cls(dict(resources), type_version(ordered), b"".join(r.sotw_field for r in ordered),
                    tuple(r.name for r in ordered))
+
+    @classmethod
+    def layered(cls, resources: Layered) -> SotwBody:
+        return cls(resources, resources.type_version(), b"", (), resources.shared)
+
+    @property
+    def payload(self) -> bytes:
+        if self.layer is None:
+            return self.joined
+        assert isinstance(self.resources, Layered)
+        return self.layer.sotw_payload(self.resources.own)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        if self.layer is None:
+            return self.sorted_names
+        assert isinstance(self.resources, Layered)
+        return tuple(sorted((*self.layer.names, *self.resources.own)))
 
 
 @dataclass(frozen=True)
@@ -162,11 +183,12 @@ class Snapshot:
         body = self._sotw_bodies.get(key)
         if body is None:
             current = self.of_type(type_url)
-            if names is None:
-                selected = dict(current)
+            if names is None and isinstance(current, Layered) and current.shared is not None:
+                body = SotwBody.layered(current)
+            elif names is None:
+                body = SotwBody.of(current)
             else:
-                selected = {name: current[name] for name in sorted(names) if name in current}
-            body = SotwBody.of(selected)
+                body = SotwBody.of({name: current[name] for name in sorted(names) if name in current})
             if len(self._sotw_bodies) >= MAX_CACHED_BODIES:
                 self._sotw_bodies.clear()  # many distinct EDS name sets: keep memory bounded
             self._sotw_bodies[key] = body

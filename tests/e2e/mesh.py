@@ -27,6 +27,7 @@ from tests.harness import (
 )
 
 PYTHON = sys.executable
+REPO = Path(__file__).resolve().parents[2]
 
 # The xDS types Envoy's config_dump shows with a version each (EDS is only shown with ?include_eds).
 DUMPED_TYPES = ("clusters", "listeners", "routes")
@@ -235,13 +236,14 @@ class ControlPlane:
         return f"{LOOPBACK}:{self.xds_port}"
 
     def argv(self) -> list[str]:
-        argv = [PYTHON, "-m", "controlplane", "serve", "--config", str(self.config_dir),
+        # with extra resources: the same server under the test hook of tests/e2e/hooked_serve.py
+        program = ["controlplane"] if self.extra_resources is None else [
+            "tests.e2e.hooked_serve", "--extra-resources", str(self.extra_resources)]
+        argv = [PYTHON, "-m", *program, "serve", "--config", str(self.config_dir),
                 "--xds-address", self.xds_address, "--admin-address", f"{LOOPBACK}:{self.admin_port}",
                 "--ca-dir", str(self.ca_dir)]
         if not self.secure:
             argv.append("--insecure-xds")
-        if self.extra_resources is not None:
-            argv += ["--test-extra-resources", str(self.extra_resources)]
         return [*argv, *self.serve_args]
 
     def start(self, timeout: float = 15.0) -> ManagedProcess:
@@ -250,7 +252,9 @@ class ControlPlane:
             ports = (self.xds_port, self.admin_port)
             wait_until(lambda: all(port_is_free(port) for port in ports), timeout=timeout,
                        what=f"ports {ports} to be free again")
-        self.process = process = self.processes.start("controlplane", self.argv())
+        # the hook runs from the repository's root, where `python -m tests.…` finds the test packages
+        cwd = REPO if self.extra_resources is not None else None
+        self.process = process = self.processes.start("controlplane", self.argv(), cwd=cwd)
 
         def ready() -> bool:
             if not process.running():

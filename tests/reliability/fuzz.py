@@ -182,7 +182,7 @@ class Fuzzer:
 
     def snapshots(self, result: LoadResult) -> list[str]:
         failures = BuildFailures()
-        factory = make_factory(result.policy, [], failures)
+        factory = make_factory(result.policy, failures)
         interner = Interner()
         versions = []
         for identity in IDENTITIES:

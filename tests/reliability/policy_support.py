@@ -39,5 +39,5 @@ def translate_all(policy: PolicySet) -> list[Resources]:
     """Every demo shape's resources through the server's own factory (app.make_factory)."""
     from controlplane.app import make_factory
 
-    factory = make_factory(policy, [])
+    factory = make_factory(policy)
     return [factory(identity) for identity in IDENTITIES]

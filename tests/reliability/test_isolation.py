@@ -47,8 +47,8 @@ def test_unbuildable_route_timeout_leaves_out_its_virtual_service_only() -> None
     bad = demo_with(key, ("spec", "http", 1, "timeout"), TOO_LONG_MS)
     failures = BuildFailures()
     sidecar = IDENTITIES[0]
-    resources = make_factory(bad, [], failures)(sidecar)
-    expected = make_factory(good.replace(o for o in good if o.key != key), [])(sidecar)
+    resources = make_factory(bad, failures)(sidecar)
+    expected = make_factory(good.replace(o for o in good if o.key != key))(sidecar)
     # exactly what serving the policy without that VirtualService gives: nothing else is lost
     for type_url in (CLUSTER, LISTENER, ROUTE):
         assert resources.by_type[type_url] == expected.by_type[type_url]
@@ -64,7 +64,7 @@ def test_unbuildable_rate_limit_keeps_the_gateway_serving() -> None:
     bad = demo_with(key, ("spec", "gateway", "requests_per_unit"), 2**64)
     failures = BuildFailures()
     gateway = IDENTITIES[2]
-    resources = make_factory(bad, [], failures)(gateway)
+    resources = make_factory(bad, failures)(gateway)
     assert resources.by_type[LISTENER] and resources.by_type[ROUTE] and resources.by_type[CLUSTER]
     assert [(d.kind, d.name) for d in failures.diagnostics()] == [(key.kind, key.name)]
 
@@ -76,7 +76,7 @@ def test_two_unbuildable_objects_are_both_found() -> None:
     path = ("spec", "http", 0, "timeout")
     bad = bad.replace(poke(o, path, TOO_LONG_MS) if o.key == second else o for o in bad)
     failures = BuildFailures()
-    resources = make_factory(bad, [], failures)(IDENTITIES[0])
+    resources = make_factory(bad, failures)(IDENTITIES[0])
     assert resources.by_type[ROUTE]
     assert sorted((d.kind, d.name) for d in failures.diagnostics()) == [
         (first.kind, first.name), (second.kind, second.name)]
@@ -84,7 +84,7 @@ def test_two_unbuildable_objects_are_both_found() -> None:
 
 def test_new_proxy_of_a_failing_shape_gets_a_full_snapshot_not_an_empty_one() -> None:
     key = ObjectKey("VirtualService", "default", "maximus-core-service")
-    cache = SnapshotCache(make_factory(demo_with(key, ("spec", "http", 1, "timeout"), TOO_LONG_MS), []))
+    cache = SnapshotCache(make_factory(demo_with(key, ("spec", "http", 1, "timeout"), TOO_LONG_MS)))
     watch = cache.watch(IDENTITIES[0])
     try:
         snapshot = watch.snapshot

@@ -159,26 +159,26 @@ assembled_shapes = [0]
 def test_assembled_snapshots_equal_the_full_rebuild(sequence: list[tuple[str, Any]]) -> None:
     texts = dict(DEMO)
     policy, _ = load(texts)
-    cache = SnapshotCache(make_factory(policy, []))
+    cache = SnapshotCache(make_factory(policy))
     watches = []
     for step, value in sequence:
         if step == "edit":
             texts["generated.yaml"] = value
             policy, _ = load(texts)
-            cache.set_factory(make_factory(policy, []))
+            cache.set_factory(make_factory(policy))
         elif step == "connect":
             watches.append(cache.watch(value))
         elif watches:
             watches.pop(value % len(watches)).cancel()
         for proxy, (snapshot, _streams) in cache.shapes().items():
             assert_same(snapshot, reference(policy, proxy))
-    factory = make_factory(policy, [])
+    factory = make_factory(policy)
     assembled_shapes[0] += sum(isinstance(factory(w.identity), Assembly) for w in watches)
 
 
 def test_the_fast_path_is_what_was_compared() -> None:
     """Guards the property above against comparing the reference with itself (run after it)."""
     policy, _ = load(DEMO)
-    factory = make_factory(policy, [])
+    factory = make_factory(policy)
     assert isinstance(factory(IDENTITIES[0]), Assembly) and isinstance(factory(IDENTITIES[1]), Assembly)
     assert assembled_shapes[0] > 0

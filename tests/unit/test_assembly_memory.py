@@ -21,7 +21,7 @@ def test_unique_labels_on_every_reconnect_do_not_grow_memory(monkeypatch: pytest
     monkeypatch.setattr(policywide, "MAX_ENTRIES", 64)  # the clearing is what is under test
     monkeypatch.setattr(assembly, "MAX_SMALL_PARTS", 16)
     policy, _ = load(demo_texts())
-    cache = SnapshotCache(make_factory(policy, []))
+    cache = SnapshotCache(make_factory(policy))
     rng = random.Random(12)
 
     def reconnect() -> None:

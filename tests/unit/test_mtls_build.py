@@ -15,10 +15,13 @@ from controlplane.api.loader import load_policy_texts
 from controlplane.model import build_proxy
 from controlplane.model.identity import ProxyIdentity, Role
 from controlplane.model.peerauth import MtlsMode, applicable, mtls_mode
-from controlplane.translate.resources import SECRET
+from controlplane.model.proxy_model import Cluster
+from controlplane.ops.console.redact import SECRET_FIELDS as JSON_SECRET_FIELDS
+from controlplane.translate.resources import CLUSTER, SECRET, Resources
+from controlplane.translate.translator import translate_proxy
 from controlplane.xds.auth import Refusal, TokenAuthenticator, bearer_token
 from controlplane.xds.node import NodeError, identity_of
-from controlplane.xds.redact import REDACTED, redacted
+from controlplane.xds.redact import REDACTED, SECRET_FIELDS, redacted
 
 SE = """\
 apiVersion: networking.istio.io/v1
@@ -47,9 +50,41 @@ spec:
 {body}"""
 
 
+SELECT_REVIEWS = "  selector: {matchLabels: {app: reviews}}\n"
+
+
+def dr(tls: str) -> str:
+    """A DestinationRule for reviews whose traffic policy is `tls: <tls>`."""
+    return f"""\
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: r}}
+spec:
+  host: reviews
+  trafficPolicy:
+    tls: {tls}
+"""
+
+
 def load(*docs: str) -> tuple[object, list[str]]:
     policy, diagnostics = load_policy_texts([("p.yaml", "".join(docs))])
     return policy, [str(d) for d in diagnostics]
+
+
+def problems_with(*docs: str) -> list[str]:
+    """The diagnostics of the ServiceEntry plus `docs`."""
+    return load(SE, *docs)[1]
+
+
+def reviews_cluster(policy: object) -> Cluster:
+    """The sidecar model's cluster of the reviews service."""
+    return next(c for c in build_proxy(policy, ProxyIdentity()).clusters  # type: ignore[arg-type]
+                if c.ref.service.host == "reviews")
+
+
+def translated(policy: object) -> Resources:
+    return translate_proxy(build_proxy(policy, ProxyIdentity()))  # type: ignore[arg-type]
 
 
 def modes(*docs: str, labels: dict[str, str], port: int | None = None) -> MtlsMode:
@@ -61,7 +96,7 @@ def modes(*docs: str, labels: dict[str, str], port: int | None = None) -> MtlsMo
 def test_istio_precedence_port_workload_namespace_mesh_default() -> None:
     mesh = pa("default", "istio-system", "  mtls: {mode: STRICT}\n")
     namespace = pa("default", "default", "  mtls: {mode: UNSET}\n")
-    workload = pa("r", "default", "  selector: {matchLabels: {app: reviews}}\n  mtls: {mode: PERMISSIVE}\n"
+    workload = pa("r", "default", f"{SELECT_REVIEWS}  mtls: {{mode: PERMISSIVE}}\n"
                   "  portLevelMtls: {9080: {mode: DISABLE}}\n")
     assert modes(labels={"app": "reviews"}) is MtlsMode.PERMISSIVE  # nothing set: Istio's default
     assert modes(mesh, labels={"app": "reviews"}) is MtlsMode.STRICT
@@ -73,16 +108,13 @@ def test_istio_precedence_port_workload_namespace_mesh_default() -> None:
 
 def test_auto_mtls_only_toward_sidecars_and_never_toward_disable() -> None:
     policy, _ = load(SE)
-    cluster = next(c for c in build_proxy(policy, ProxyIdentity()).clusters  # type: ignore[arg-type]
-                   if c.ref.service.host == "reviews")
+    cluster = reviews_cluster(policy)
     assert [e.tls_mode for e in cluster.endpoints] == [True, False]
     assert cluster.tls is not None and cluster.tls.only_sidecars
     assert cluster.tls.subject_alt_names == ("spiffe://cluster.local/ns/default/sa/reviews",)
     assert cluster.tls.sni == "outbound_.9080_._.reviews"
-    disabled, _ = load(SE, pa("r", "default", "  selector: {matchLabels: {app: reviews}}\n"
-                                               "  mtls: {mode: DISABLE}\n"))
-    cluster = next(c for c in build_proxy(disabled, ProxyIdentity()).clusters  # type: ignore[arg-type]
-                   if c.ref.service.host == "reviews")
+    disabled, _ = load(SE, pa("r", "default", f"{SELECT_REVIEWS}  mtls: {{mode: DISABLE}}\n"))
+    cluster = reviews_cluster(disabled)
     assert cluster.tls is None and not any(e.tls_mode for e in cluster.endpoints)
 
 
@@ -93,14 +125,14 @@ def test_auto_mtls_only_toward_sidecars_and_never_toward_disable() -> None:
     ("  mtls: {mode: STRICT}\n  jwtRules: []\n", "spec.jwtRules: unsupported field"),
 ])
 def test_bad_peer_authentication_is_a_diagnostic_with_file_and_line(body: str, message: str) -> None:
-    _, problems = load(SE, pa("bad", "default", body))
+    problems = problems_with(pa("bad", "default", body))
     assert len(problems) == 1 and problems[0].startswith("p.yaml:"), problems
     assert message in problems[0], problems
 
 
 def test_second_namespace_wide_policy_is_reported() -> None:
-    _, problems = load(SE, pa("a", "default", "  mtls: {mode: STRICT}\n"),
-                       pa("b", "default", "  mtls: {mode: DISABLE}\n"))
+    problems = problems_with(pa("a", "default", "  mtls: {mode: STRICT}\n"),
+                             pa("b", "default", "  mtls: {mode: DISABLE}\n"))
     assert len(problems) == 1 and "PeerAuthentication/b" in problems[0], problems
 
 
@@ -112,17 +144,7 @@ def test_second_namespace_wide_policy_is_reported() -> None:
     ("{mode: SIMPLE, caCrl: /etc/crl.pem}", "caCrl: unsupported field"),
 ])
 def test_bad_destination_rule_tls(tls: str, message: str) -> None:
-    dr = f"""\
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: r}}
-spec:
-  host: reviews
-  trafficPolicy:
-    tls: {tls}
-"""
-    _, problems = load(SE, dr)
+    problems = problems_with(dr(tls))
     assert any(message in p for p in problems), problems
 
 
@@ -185,6 +207,23 @@ def test_redaction_removes_only_the_key() -> None:
     assert redacted(SECRET, root) is root
 
 
+def test_redaction_blanks_every_field_of_the_shared_secret_list() -> None:
+    keys = secret_pb2.Secret(name="tickets", session_ticket_keys=common_pb2.TlsSessionTicketKeys(
+        keys=[base_pb2.DataSource(inline_bytes=b"K" * 80), base_pb2.DataSource(filename="/k2")]))
+    generic = secret_pb2.Secret(name="hmac", generic_secret=secret_pb2.GenericSecret(
+        secret=base_pb2.DataSource(inline_string="s3cret")))
+    password = secret_pb2.Secret(name="p12", tls_certificate=common_pb2.TlsCertificate(
+        password=base_pb2.DataSource(inline_string="s3cret")))
+    shown = [redacted(SECRET, secret) for secret in (keys, generic, password)]
+    assert [key.inline_string for key in shown[0].session_ticket_keys.keys] == [REDACTED, REDACTED]
+    assert shown[1].generic_secret.secret.inline_string == REDACTED
+    assert shown[2].tls_certificate.password.inline_string == REDACTED
+    assert not any(b"s3cret" in s.SerializeToString() or b"KKKK" in s.SerializeToString() for s in shown)
+    # the console's JSON redaction knows the same fields, under their JSON names as well
+    assert SECRET_FIELDS <= JSON_SECRET_FIELDS
+    assert {"privateKey", "sessionTicketKeys", "genericSecret", "hmacSecret"} <= JSON_SECRET_FIELDS
+
+
 def test_peer_authentication_selecting_nothing_is_a_warning_and_applies() -> None:
     policy, problems = load(SE, pa("later", "default", "  selector: {matchLabels: {app: nobody}}\n"
                                                        "  mtls: {mode: STRICT}\n"))
@@ -196,44 +235,20 @@ def test_peer_authentication_selecting_nothing_is_a_warning_and_applies() -> Non
 def test_missing_destination_rule_credential_is_a_warning_and_never_falls_back() -> None:
     """Istio admits the rule before the secret exists; the cluster waits for SDS secrets that are never
     served (its connections fail) rather than talking plaintext or trusting the system CAs."""
-    from controlplane.translate.resources import CLUSTER
-    from controlplane.translate.translator import translate_proxy
-
-    dr = """\
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: r}
-spec:
-  host: reviews
-  trafficPolicy:
-    tls: {mode: SIMPLE, credentialName: later}
-"""
-    policy, problems = load(SE, dr)
+    policy, problems = load(SE, dr("{mode: SIMPLE, credentialName: later}"))
     assert [p.split(": ", 1)[0] for p in problems] == ["Warning [IST0101] p.yaml:21"], problems
     assert "no credential 'later'" in problems[0]
-    resources = translate_proxy(build_proxy(policy, ProxyIdentity()))  # type: ignore[arg-type]
+    resources = translated(policy)
     text = str(resources.by_type[CLUSTER]["outbound|9080||reviews"])
     assert "later-cacert" in text and "ca-certificates.crt" not in text
     assert "later" not in resources.by_type[SECRET] and "later-cacert" not in resources.by_type[SECRET]
 
 
 def test_destination_rule_certificate_files_become_secrets_naming_the_files() -> None:
-    from controlplane.translate.translator import translate_proxy
-
-    dr = """\
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: r}
-spec:
-  host: reviews
-  trafficPolicy:
-    tls: {mode: MUTUAL, clientCertificate: /c/cert.pem, privateKey: /c/key.pem, caCertificates: /c/ca.pem}
-"""
-    policy, problems = load(SE, dr)
+    policy, problems = load(SE, dr(
+        "{mode: MUTUAL, clientCertificate: /c/cert.pem, privateKey: /c/key.pem, caCertificates: /c/ca.pem}"))
     assert problems == []
-    secrets = translate_proxy(build_proxy(policy, ProxyIdentity())).by_type[SECRET]  # type: ignore[arg-type]
+    secrets = translated(policy).by_type[SECRET]
     name = "file-cert:/c/cert.pem~/c/key.pem~/c/ca.pem"
     cert = secrets[name]
     ca = secrets[f"{name}-cacert"]
@@ -250,15 +265,5 @@ spec:
     ("{mode: SIMPLE, caCertificates: /a~b.pem}", "caCertificates: unsupported value '/a~b.pem'"),
 ])
 def test_bad_destination_rule_certificate_files(tls: str, message: str) -> None:
-    dr = f"""\
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: r}}
-spec:
-  host: reviews
-  trafficPolicy:
-    tls: {tls}
-"""
-    _, problems = load(SE, dr)
+    problems = problems_with(dr(tls))
     assert len(problems) == 1 and message in problems[0], problems

@@ -10,9 +10,17 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-# Fields of envoy.extensions.transport_sockets.tls.v3 messages (JSON names) that hold secret material.
-SECRET_FIELDS = frozenset({"privateKey", "password", "sessionTicketKeys", "hmacSecret", "genericSecret",
-                           "private_key", "session_ticket_keys", "hmac_secret", "generic_secret"})
+from controlplane.xds import redact as proto
+
+
+def _json_name(field: str) -> str:
+    """protobuf's JSON name of a proto field: private_key -> privateKey."""
+    first, *rest = field.split("_")
+    return first + "".join(part.capitalize() for part in rest)
+
+
+# The secret fields of the xDS redaction, under both names a JSON view may use.
+SECRET_FIELDS = proto.SECRET_FIELDS | {_json_name(field) for field in proto.SECRET_FIELDS}
 CERT_FIELDS = frozenset({"certificateChain", "trustedCa", "certificate_chain", "trusted_ca"})
 
 
