@@ -38,8 +38,10 @@ class Probes:
     """Loop lag and loopback echo latency, sampled until stopped."""
 
     def __init__(self) -> None:
-        self.lag: list[float] = []
-        self.echo: list[float] = []
+        # (when the probe started, how long it took beyond what it asked for): a sample belongs to the
+        # phase it started in, even when the stall it measured ended after that phase
+        self.lag: list[tuple[float, float]] = []
+        self.echo: list[tuple[float, float]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._server: asyncio.Server | None = None
 
@@ -55,25 +57,26 @@ class Probes:
         self._tasks = [asyncio.create_task(self._lag()), asyncio.create_task(self._echo(reader, writer))]
 
     async def _lag(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            asked = loop.time()
+            asked = time.perf_counter()
             await asyncio.sleep(0.01)
-            self.lag.append(loop.time() - asked - 0.01)
+            self.lag.append((asked, time.perf_counter() - asked - 0.01))
 
     async def _echo(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
             started = time.perf_counter()
             writer.write(b"x")
             await reader.readexactly(1)
-            self.echo.append(time.perf_counter() - started)
+            self.echo.append((started, time.perf_counter() - started))
             await asyncio.sleep(0.01)
 
-    def take(self) -> dict[str, float]:
-        """Stats of the samples since the last call (ms)."""
-        # no sample at all: the loop never ran a probe during the phase; count the phase as one lag
-        lag, echo = sorted(self.lag) or [float("nan")], sorted(self.echo) or [float("nan")]
-        self.lag, self.echo = [], []
+    def take(self, until: float) -> dict[str, float]:
+        """Stats (ms) of the samples that started before `until` (time.perf_counter()) and were not
+        taken yet, once they have all ended."""
+        lag = sorted(v for t, v in self.lag if t < until) or [float("nan")]
+        echo = sorted(v for t, v in self.echo if t < until) or [float("nan")]
+        self.lag = [(t, v) for t, v in self.lag if t >= until]
+        self.echo = [(t, v) for t, v in self.echo if t >= until]
         return {"lag_max_ms": lag[-1] * 1000, "lag_p99_ms": percentile(lag, 0.99) * 1000,
                 "echo_max_ms": echo[-1] * 1000, "echo_p99_ms": percentile(echo, 0.99) * 1000,
                 "echo_p50_ms": statistics.median(echo) * 1000, "samples": len(echo)}
@@ -119,13 +122,17 @@ async def run(shapes: int, services: int, work: Path) -> dict[str, Any]:
     probes = Probes()
     await probes.start()
     await asyncio.sleep(0.2)
-    probes.take()
+    probes.take(time.perf_counter())
     out: dict[str, Any] = {"shapes": shapes, "services": services, "prepare": prepare is not None}
     out["connect_s"] = await timed(connect_all)
-    out["connect"] = probes.take()
+    connected = time.perf_counter()
+    await asyncio.sleep(0.1)  # the probes that started during the connect end
     edit_policy(policy, 7)
     out["reload_s"] = await timed(plane.reload)
-    out["reload"] = probes.take()
+    reloaded = time.perf_counter()
+    await asyncio.sleep(0.1)
+    out["connect"] = probes.take(connected)
+    out["reload"] = probes.take(reloaded)
     await probes.stop()
     if collecting is not None:
         collecting.cancel()
