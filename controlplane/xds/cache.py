@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -101,15 +102,20 @@ class SnapshotCache:
                 future = asyncio.get_running_loop().run_in_executor(
                     _WORKER, self._make_with, self._factory, self._changed_at, identity)
                 building = self._building[identity] = (generation, future)
+                # forgotten once done even when no caller is left waiting (its stream went away)
+                future.add_done_callback(functools.partial(self._built, identity, building))
             snapshot = await asyncio.shield(building[1])
-            if self._building.get(identity) is building:
-                del self._building[identity]
             if generation == self._generation:
                 if len(self._prepared) >= MAX_PREPARED:
                     self._prepared.clear()
                 self._prepared[identity] = (generation, snapshot)
                 return
             # a new policy was published meanwhile: build again from it
+
+    def _built(self, identity: ProxyIdentity, entry: tuple[int, asyncio.Future[Snapshot]],
+               _: asyncio.Future[Snapshot]) -> None:
+        if self._building.get(identity) is entry:
+            del self._building[identity]
 
     async def in_worker(self, work: Callable[[], T]) -> T:
         """Run `work` in the thread that builds snapshots, e.g. certificate renewal: issuing there too

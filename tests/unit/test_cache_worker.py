@@ -107,3 +107,16 @@ async def test_an_unwatched_prepared_snapshot_is_forgotten() -> None:
     cache.watch(web).cancel()
     assert len(factory.threads) == 2  # built again, on the loop this time
     assert factory.threads[1] == threading.current_thread().name
+
+
+@pytest.mark.asyncio
+async def test_a_build_nobody_waits_for_any_more_is_not_kept() -> None:
+    gate = threading.Event()
+    cache = SnapshotCache(Factory(1, gate))
+    web = _identity("web")
+    preparing = asyncio.ensure_future(cache.prepare(web))
+    await asyncio.sleep(0.05)
+    preparing.cancel()  # the stream went away while its snapshot was being built
+    gate.set()
+    await asyncio.sleep(0.2)
+    assert cache._building == {}
