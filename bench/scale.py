@@ -452,8 +452,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"K={k:>5} rep {repetition}: connect {_f(c['wall_s'])} s ({c['synced']}/{k}), "
                           f"edit p50 {_f(e.get('p50_s'), 3)} p99 {_f(e.get('p99_s'), 3)} s, "
                           f"CPU {_f(row['connect_cpu_s'])}+{_f(row.get('edit_cpu_s'))} s, "
-                          f"RSS {_f(row['rss_connected_mb'], 0)} MB, healthz max "
-                          f"{_f(row['health_connect'].get('max_ms'), 0)} ms", flush=True)  # fmt: skip
+                          f"RSS {_f(row['rss_connected_mb'], 0)} MB, healthz max/p99 connect "
+                          f"{_f(row['health_connect'].get('max_ms'), 0)}/"
+                          f"{_f(row['health_connect'].get('p99_ms'), 0)} ms, edit "
+                          f"{_f(row.get('health_edit', {}).get('max_ms'), 0)}/"
+                          f"{_f(row.get('health_edit', {}).get('p99_ms'), 0)} ms", flush=True)  # fmt: skip
                     save()
     finally:
         if args.keep_logs is None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from controlplane.api.diagnostics import Diagnostic
 from controlplane.api.policyset import PolicySet
+from controlplane.gcpause import keep_collections_short
 from controlplane.isolation import BuildFailures, isolated
 from controlplane.model import build_proxy
 from controlplane.model.identity import ProxyIdentity, SocketAddress
@@ -195,7 +196,8 @@ class ControlPlane:
         self._stage = stage  # certificate renewals reuse it (same policy)
         factory = make_factory(policy, failures, self.mesh.identity, stage)
         changed = await self.cache.publish(factory, changed_at)
-        self.changes.after(self.cache, self.registry, before, self.store.loaded_fingerprint, loaded)
+        await self.changes.after_async(self.cache, self.registry, before, self.store.loaded_fingerprint,
+                                       loaded)
         diagnostics = self.all_diagnostics()
         metrics.REBUILD_SECONDS.observe(time.perf_counter() - rebuilding)
         elapsed = time.perf_counter() - started
@@ -246,6 +248,8 @@ class ControlPlane:
         await self.start()
         renewing = asyncio.create_task(self._renew_certificates())
         self._background.add(renewing)
+        collecting = asyncio.create_task(keep_collections_short())
+        self._background.add(collecting)
         watcher = PolicyWatcher(self.settings.config_dir, self.reload) if self.settings.watch else None
         self.watcher = watcher
         watching = asyncio.create_task(watcher.run()) if watcher else None
@@ -254,6 +258,7 @@ class ControlPlane:
         finally:
             log.info("shutting down")
             renewing.cancel()
+            collecting.cancel()
             if watcher is not None and watching is not None:
                 watcher.stop()
                 await asyncio.gather(watching, return_exceptions=True)
@@ -269,7 +274,8 @@ class ControlPlane:
             # the first is due, at least once a minute.
             wait = 1.0 if due is None else (due - datetime.now(UTC)).total_seconds()
             await asyncio.sleep(min(max(wait, 0.05), 60.0 if due is not None else 1.0))
-            renewed = self.mesh.certs.renew_due(now=datetime.now(UTC))
+            # key generation and the file writes: off the event loop
+            renewed = await self.cache.in_worker(lambda: self.mesh.certs.renew_due(now=datetime.now(UTC)))
             if renewed:
                 log.info("renewed %d workload certificate(s): %s", len(renewed), ", ".join(renewed))
                 async with self._reload_lock:
@@ -280,3 +286,5 @@ class ControlPlane:
     async def close(self) -> None:
         await self.admin.close()
         await self.xds.close()
+        # certificates issued last are written in a thread: on disk before a restart looks for them
+        await asyncio.to_thread(self.mesh.certs.flush)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -98,7 +99,9 @@ def _is_ip(text: str) -> bool:
 def load_mesh_identity(ca_dir: Path, ttl: timedelta) -> MeshRuntime:
     """Raises CaError (a clear message for the CLI) when the directory's CA cannot be used."""
     ca = CertificateAuthority.load_or_create(ca_dir, now=datetime.now(UTC))
-    certs = CertStore(ca, ttl=ttl, state_dir=ca_dir)
+    # files written in a thread of their own: a new proxy's certificate is served before its fsync ends
+    certs = CertStore(ca, ttl=ttl, state_dir=ca_dir,
+                      writer=ThreadPoolExecutor(max_workers=1, thread_name_prefix="cert-store"))
     runtime = MeshRuntime(ca, certs, TokenAuthority.load_or_create(ca_dir), MeshIdentity(ca, certs), ttl)
     log.info("mesh CA from %s (trust domain %s, root expires %s); workload certificates live %s",
              ca_dir, ca.trust_domain, ca.root_not_after.isoformat(), ttl)

@@ -21,15 +21,25 @@ plane and every replica agree on when a given certificate renews.
 
 Replicas sharing a state directory each issue their own certificates (the last write of a file wins);
 what a proxy receives stays consistent because it gets all its secrets from the replica it is connected to.
+
+Thread safety: snapshots (and so certificates) are built in the snapshot cache's worker thread while the
+event loop reads renewal times; a lock guards the held certificates. Issuing (key generation, the file
+write) happens outside the lock, so a reader on the loop never waits for it. With a `writer` executor
+(the server's, security/runtime.py) the files are written in order in that thread: a file write with its
+fsync took longer than the rest of a new shape's snapshot, and the file only matters after a restart
+(pending writes finish when the process exits; `flush()` waits for them).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
-from collections.abc import Collection
+import threading
+from collections.abc import Callable, Collection
+from concurrent.futures import Executor, Future
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -53,7 +63,8 @@ def jitter_of(serial: str) -> float:
 class CertStore:
     """The workload certificates of the proxies a control plane serves, one per SPIFFE ID."""
 
-    def __init__(self, ca: CertificateAuthority, *, ttl: timedelta, state_dir: Path | None) -> None:
+    def __init__(self, ca: CertificateAuthority, *, ttl: timedelta, state_dir: Path | None,
+                 writer: Executor | None = None) -> None:
         if ttl <= timedelta(0):
             raise ValueError(f"workload certificate ttl must be positive, got {ttl}")
         self._ca = ca
@@ -61,16 +72,48 @@ class CertStore:
         self._dir = state_dir / ISSUED_DIR if state_dir is not None else None
         self._held: dict[str, IssuedCert] = {}
         self._issued = 0
+        self._lock = threading.Lock()
+        self._writer = writer
+        self._writes: set[Future[None]] = set()
+
+    def _store(self, work: Callable[[], None]) -> None:
+        """Change the state directory now, or in order in the writer thread."""
+        if self._writer is None:
+            work()
+            return
+        done = self._writer.submit(work)
+        with self._lock:
+            self._writes.add(done)
+        done.add_done_callback(self._written)
+
+    def _written(self, done: Future[None]) -> None:
+        with self._lock:
+            self._writes.discard(done)
+        if done.exception() is not None:
+            log.warning("storing workload certificates failed", exc_info=done.exception())
+
+    def flush(self) -> None:
+        """Wait until every certificate issued so far is in the state directory."""
+        with self._lock:
+            pending = list(self._writes)
+        for done in pending:
+            done.result()
+
+    def _held_now(self) -> list[IssuedCert]:
+        with self._lock:
+            return list(self._held.values())
 
     def current(self, spiffe_id: str, *, now: datetime) -> IssuedCert:
         """A valid certificate for `spiffe_id`: the one held (or stored) until its renewal time, else new."""
         now = require_utc(now)
-        held = self._held.get(spiffe_id)
+        with self._lock:
+            held = self._held.get(spiffe_id)
         if held is not None and self._fresh(held, now):
             return held
         stored = self._read(spiffe_id)
         if stored is not None and self._fresh(stored, now) and self._ca.issued_this(stored):
-            self._held[spiffe_id] = stored
+            with self._lock:
+                self._held[spiffe_id] = stored
             return stored
         return self._issue(spiffe_id, now)
 
@@ -82,12 +125,14 @@ class CertStore:
 
     def next_renewal(self) -> datetime | None:
         """The soonest renewal time of the certificates held (None if none is held)."""
-        return min((self.renew_at(c) for c in self._held.values()), default=None)
+        return min((self.renew_at(c) for c in self._held_now()), default=None)
 
     def renew_due(self, *, now: datetime) -> list[str]:
         """Reissue every held certificate whose renewal time has come; their SPIFFE IDs, sorted."""
         now = require_utc(now)
-        due = sorted(i for i, c in self._held.items() if not self._fresh(c, now))
+        with self._lock:
+            held = list(self._held.items())
+        due = sorted(i for i, c in held if not self._fresh(c, now))
         for spiffe_id in due:
             self._issue(spiffe_id, now)
         return due
@@ -98,7 +143,7 @@ class CertStore:
 
     def soonest_expiry(self) -> datetime | None:
         """The earliest not_after of the certificates held (None if none is held)."""
-        return min((c.not_after for c in self._held.values()), default=None)
+        return min((c.not_after for c in self._held_now()), default=None)
 
     def forget_except(self, spiffe_ids: Collection[str]) -> None:
         """Drop held certificates (and their stored files) of identities not in `spiffe_ids`.
@@ -106,12 +151,14 @@ class CertStore:
         Only certificates held by this process are dropped: files of identities this process has not
         served yet stay, so proxies that reconnect after a restart still find theirs."""
         keep = set(spiffe_ids)
-        for spiffe_id in [i for i in self._held if i not in keep]:
-            del self._held[spiffe_id]
+        with self._lock:
+            gone = [i for i in self._held if i not in keep]
+            for spiffe_id in gone:
+                del self._held[spiffe_id]
+        for spiffe_id in gone:
             path = self._path(spiffe_id)
             if path is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+                self._store(functools.partial(_unlink, path))
 
     def _fresh(self, cert: IssuedCert, now: datetime) -> bool:
         # a certificate longer-lived than the configured TTL is replaced (the TTL was lowered)
@@ -120,9 +167,10 @@ class CertStore:
 
     def _issue(self, spiffe_id: str, now: datetime) -> IssuedCert:
         cert = self._ca.issue(spiffe_id, ttl=self._ttl, now=now)
-        self._issued += 1
-        self._held[spiffe_id] = cert
-        self._write(cert)
+        with self._lock:
+            self._issued += 1
+            self._held[spiffe_id] = cert
+        self._store(lambda: self._write(cert))
         return cert
 
     def _path(self, spiffe_id: str) -> Path | None:
@@ -157,3 +205,8 @@ class CertStore:
         except OSError as e:
             # the certificate is still served from memory; only re-use across a restart is lost
             log.warning("cannot store the certificate of %s in %s: %s", cert.spiffe_id, path, e)
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()

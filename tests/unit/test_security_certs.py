@@ -165,3 +165,19 @@ def test_stored_certificate_from_before_a_root_rotation_is_replaced(tmp_path: Pa
 def test_invalid_ttl(ca: CertificateAuthority) -> None:
     with pytest.raises(ValueError):
         CertStore(ca, ttl=timedelta(0), state_dir=None)
+
+
+def test_a_writer_thread_stores_certificates_in_order(ca: CertificateAuthority, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    state = tmp_path / "state"
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        store = CertStore(ca, ttl=TTL, state_dir=state, writer=writer)
+        first = store.current(WEB, now=NOW)
+        store.current(API, now=NOW)
+        store.forget_except([API])  # WEB's file is removed after it was written, not before
+        store.flush()
+        assert len(_files(state)) == 1
+        again = CertStore(ca, ttl=TTL, state_dir=state)
+        assert again.current(API, now=NOW) == store.current(API, now=NOW)
+        assert again.current(WEB, now=NOW).serial != first.serial
