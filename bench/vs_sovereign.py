@@ -58,7 +58,7 @@ ROOT = BENCH.parent
 RESULTS = BENCH / "results"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 LOOPBACK = "127.0.0.1"
-MODES = ("controlplane", "sovereign", "static")
+MODES = ("controlplane", "controlplane-warm", "sovereign", "static")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -181,7 +181,8 @@ spec:
 
 def start_controlplane(
     work: Path, services: list[resources.Json], envoy_admin: int, log: IO[bytes]
-) -> Served:
+) -> tuple[Served, str]:
+    """The server and Envoy's bootstrap; also the xDS address (the warm mode bootstraps a second Envoy)."""
     policy = work / "policy"
     if not policy.exists():
         write_policy(policy, services)
@@ -191,15 +192,32 @@ def start_controlplane(
             "--ca-dir", str(work / "ca"), "--insecure-xds", "--no-watch"]  # fmt: skip
     process = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=log)
     wait_for(lambda: http_get(admin, "/readyz")[0] == 200, process, 120, "controlplane /readyz")
+    address = f"{LOOPBACK}:{xds}"
+    bootstrap = controlplane_bootstrap(work, address, f"bench-{os.getpid()}", envoy_admin)
+    return Served(process, bootstrap, len(services) + 2), address  # + PassthroughCluster + xds_cluster
+
+
+def controlplane_bootstrap(work: Path, xds_address: str, node_id: str, envoy_admin: int) -> Path:
     done = subprocess.run(
-        [sys.executable, "-m", "controlplane", "bootstrap", "--node-id", f"bench-{os.getpid()}",
-         "--xds-address", f"{LOOPBACK}:{xds}", "--admin-address", f"{LOOPBACK}:{envoy_admin}",
+        [sys.executable, "-m", "controlplane", "bootstrap", "--node-id", node_id,
+         "--xds-address", xds_address, "--admin-address", f"{LOOPBACK}:{envoy_admin}",
          "--outbound-address", f"{LOOPBACK}:{free_port()}"],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
-    bootstrap = work / "controlplane-bootstrap.yaml"
+    bootstrap = work / f"{node_id}.bootstrap.yaml"
     bootstrap.write_text(done.stdout)
-    return Served(process, bootstrap, len(services) + 2)  # + PassthroughCluster + xds_cluster
+    return bootstrap
+
+
+def warm_up(served: Served, xds_address: str, args: argparse.Namespace, work: Path) -> None:
+    """controlplane-warm: a first Envoy (another node, its own outbound port: another proxy shape)
+    converges and stops before the measured one, so the policy-wide part is already built: the
+    server's cost per proxy once the shared translation exists (after a warm-up at startup, or for
+    every proxy after the first)."""
+    admin = free_port()
+    first = Served(served.process, controlplane_bootstrap(work, xds_address, "warm-up", admin),
+                   served.expected_clusters)  # fmt: skip
+    run_envoy(first, args.envoy, admin, work, 0.0)
 
 
 def write_sovereign_config(work: Path, services: list[resources.Json], refresh_s: float) -> Path:
@@ -297,6 +315,12 @@ def cluster_names(port: int) -> set[str]:
     return names - {"xds_cluster", "sovereign"}
 
 
+def endpoint_count(port: int) -> int:
+    """Hosts in the outbound clusters (2 per service): the endpoints arrived, by EDS or inline."""
+    _, body = http_get(port, "/stats?filter=%5Ecluster%5C.outbound.*%5C.membership_total$", timeout=30)
+    return sum(int(line.rpartition(": ")[2]) for line in body.decode().splitlines() if ": " in line)
+
+
 def run_envoy(served: Served, envoy: str, admin: int, work: Path, idle_s: float,
               on_start: Callable[[], None] | None = None) -> dict[str, Any]:  # fmt: skip
     server_pid = served.process.pid if served.process is not None else None
@@ -336,7 +360,8 @@ def run_envoy(served: Served, envoy: str, admin: int, work: Path, idle_s: float,
         idle_cpu = (tree_cpu_seconds(server_pid) - after) if server_pid else 0.0
         names = cluster_names(admin)
         return {"converge_s": converge_s, "server_cpu_s": server_cpu, "envoy_cpu_s": envoy_cpu,
-                "server_cpu_per_s_after": idle_cpu / idle_s, "active_clusters": gauges["active_clusters"],
+                "server_cpu_per_s_after": idle_cpu / idle_s if idle_s else 0.0,
+                "active_clusters": gauges["active_clusters"], "endpoints": endpoint_count(admin),
                 "cluster_names": sorted(names)}  # fmt: skip
     finally:
         stop(process)
@@ -350,8 +375,10 @@ def one_run(mode: str, args: argparse.Namespace, work: Path, services: list[reso
     served: Served | None = None
     spy: list[subprocess.Popen[bytes]] = []
     try:
-        if mode == "controlplane":
-            served = start_controlplane(work, services, admin, log)
+        if mode in ("controlplane", "controlplane-warm"):
+            served, xds_address = start_controlplane(work, services, admin, log)
+            if mode == "controlplane-warm":
+                warm_up(served, xds_address, args, work)
         elif mode == "sovereign":
             served = start_sovereign(work, services, admin, args.sovereign_venv, args.refresh_s, log)
         else:
@@ -392,7 +419,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             continue
         summary[mode] = {
             key: statistics.median(run[key] for run in mine)
-            for key in ("converge_s", "server_cpu_s", "envoy_cpu_s", "server_cpu_per_s_after")
+            for key in ("converge_s", "server_cpu_s", "envoy_cpu_s", "server_cpu_per_s_after", "endpoints")
         }
         summary[mode]["runs"] = len(mine)
         summary[mode]["server_cpu_s_all"] = [round(run["server_cpu_s"], 3) for run in mine]
@@ -405,6 +432,7 @@ def render(report: dict[str, Any]) -> str:
     sovereign_cpu = summary.get("sovereign", {}).get("server_cpu_s")
     static_s = summary.get("static", {}).get("converge_s")
     xds = {"controlplane": "delta ADS (gRPC), EDS clusters + CLAs, LDS, RDS",
+           "controlplane-warm": "same, a first Envoy (another shape) served before",
            "sovereign": f"REST-JSON polling every {report['refresh_s']} s: CDS (STATIC, endpoints inline), "
                         "LDS, RDS",
            "static": "bootstrap file, no server"}  # fmt: skip
@@ -421,8 +449,8 @@ def render(report: dict[str, Any]) -> str:
         "`warming_clusters` 0. Server CPU = utime+stime of the server and its children over the window.",
         "",
         "| server | xDS | server CPU in window s (median; runs) | ÷ sovereign | Envoy converge s (runs) "
-        "| ÷ static | Envoy CPU s | server CPU/s after |",
-        "|---|---|---|---|---|---|---|---|",
+        "| ÷ static | Envoy CPU s | server CPU/s after | Envoy endpoints |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for mode, row in summary.items():
         ratio = f"{row['server_cpu_s'] / sovereign_cpu:.2f}x" if sovereign_cpu and mode != "static" else "-"
@@ -433,7 +461,7 @@ def render(report: dict[str, Any]) -> str:
         lines.append(
             f"| {mode} | {xds[mode]} | {cpu} | {ratio} | {row['converge_s']:.2f} "
             f"({', '.join(f'{v:.2f}' for v in row['converge_s_all'])}) | {floor} | {row['envoy_cpu_s']:.2f} "
-            f"| {row['server_cpu_per_s_after']:.3f} |"
+            f"| {row['server_cpu_per_s_after']:.3f} | {row['endpoints']:,.0f} |"
         )
     lines += ["", f"Same cluster names in Envoy for every server: {report['same_cluster_names']}.", ""]
     lines += [f"- {note}" for note in report["notes"]]
