@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -468,6 +469,38 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def profile_table(raw: Path, top: int = 30) -> list[str]:
+    """py-spy's raw (collapsed) stacks as inclusive % of samples per function (file:line dropped)."""
+    total, inclusive = 0, Counter[str]()
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        total += int(count)
+        # "function (path:line)" -> "function path": a function counts once per stack (inclusive)
+        frames = {f.split(" (")[0] + " " + f.partition("(")[2].split(":")[0] for f in stack.split(";")}
+        for frame in frames:
+            inclusive[frame] += int(count)
+    lines = ["| inclusive % | function (file) |", "|---|---|"]
+    lines += [f"| {100 * n / total:.1f} | `{frame.strip()}` |" for frame, n in inclusive.most_common(top)]
+    return [f"{total} samples at 100 Hz.", "", *lines]
+
+
+def write_profile(raw: Path, run: dict[str, Any], services: int) -> None:
+    date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    text = [
+        "# py-spy of `controlplane serve` while one Envoy converges on its clusters (bench/vs_sovereign.py)",
+        "",
+        f"Date {date}; N = {services:,}; server CPU in the window {run['server_cpu_s']:.2f} s "
+        "(under py-spy); "
+        f"Envoy converged in {run['converge_s']:.2f} s.",
+        "",
+        *profile_table(raw),
+    ]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "vs_sovereign_profile.md").write_text("\n".join(text) + "\n")
+
+
 def envoy_version(envoy: str) -> str:
     done = subprocess.run([envoy, "--version"], capture_output=True, text=True, timeout=30, check=False)
     return done.stdout.strip().rpartition(" ")[2].split("/")[1] if "/" in done.stdout else done.stdout.strip()
@@ -523,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"profiled run: server CPU {run['server_cpu_s']:.2f} s (py-spy in {args.profile})", flush=True
             )
+            if not args.no_write:
+                write_profile(args.profile, run, args.services)
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
