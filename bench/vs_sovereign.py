@@ -442,7 +442,8 @@ def render(report: dict[str, Any]) -> str:
         "",
         f"Date {report['date']}; N = {report['services']:,} services; {report['reps']} repetitions "
         "(medians); "
-        f"Envoy {report['envoy_version']}; sovereign {report['sovereign_version']}.",
+        f"Envoy {report['envoy_version']}; sovereign {report['sovereign_version']}; "
+        f"server at {report['commit']}.",
         f"Machine: {report['machine']['cpu_model']}, {report['machine']['cores']} cores, "
         f"load average at start {report['machine']['load_average_at_start']}.",
         "",
@@ -566,11 +567,13 @@ def main(argv: list[str] | None = None) -> int:
     name_sets = {tuple(run["cluster_names"]) for run in runs}
     for run in runs:
         run.pop("cluster_names")
+    describe = ["git", "-C", str(ROOT), "describe", "--always", "--dirty"]
+    commit = subprocess.run(describe, capture_output=True, text=True, timeout=30, check=False).stdout.strip()
     sovereign = subprocess.run([str(args.sovereign_venv / "bin" / "python"), "-c",
                                 "import importlib.metadata as m; print(m.version('sovereign'))"],
                                capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     report = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), "commit": commit,
         "machine": machine, "services": args.services, "reps": args.reps, "refresh_s": args.refresh_s,
         "envoy_version": envoy_version(args.envoy), "sovereign_version": sovereign.stdout.strip() or "?",
         "same_cluster_names": len(name_sets) == 1, "runs": runs, "summary": summarize(runs),
