@@ -53,7 +53,8 @@ from controlplane.api.files import Unreadable, read_policy_file
 from controlplane.api.loader import Decoded, decode_file, duplicate_diagnostic, policy_file_names
 from controlplane.api.meta import ObjectKey, PolicyObject
 from controlplane.api.policyset import PolicySet
-from controlplane.api.validate import validate_policy
+from controlplane.api.validate import validate_policy, validation_of
+from controlplane.api.validate_incremental import recheck_routes
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +208,11 @@ class PolicyStore:
                 and _same(previous[1], ordered) and previous[2] == credentials):
             policy, semantic = previous[3]
             return policy, list(semantic)
+        if self.incremental and previous is not None and previous[2] == credentials:
+            rechecked = _recheck(previous, objects, ordered)
+            if rechecked is not None:
+                self._validated = (objects, ordered, credentials, (rechecked[0], list(rechecked[1])))
+                return rechecked
         result = validate_policy(PolicySet(objects, sources=sources, credentials=credentials))
         if self.incremental:
             self._validated = (objects, ordered, credentials, (result[0], list(result[1])))
@@ -361,6 +367,33 @@ def _signature(stat: os.stat_result) -> _Signature:
 
 def _same(before: Sequence[object], now: Sequence[object]) -> bool:
     return len(before) == len(now) and all(a is b for a, b in zip(before, now, strict=True))
+
+
+# More changed objects than this at once (a bulk edit, a git checkout) are validated as a whole.
+_RECHECK_MAX = 64
+
+
+def _recheck(previous: tuple[list[PolicyObject], list[Source], dict[str, Credential],
+                             tuple[PolicySet, list[Diagnostic]]],
+             objects: list[PolicyObject], ordered: list[Source]) -> tuple[PolicySet, list[Diagnostic]] | None:
+    """The previous validation with the few objects that changed checked again (api/validate_incremental.py),
+    or None when that does not apply: the objects must be the same keys in the same order (both lists are
+    sorted by key), only some of them other instances or from other sources."""
+    before, sources_before = previous[0], previous[1]
+    if len(before) != len(objects) or len(sources_before) != len(ordered):
+        return None
+    validation = validation_of(previous[3][0])
+    if validation is None:
+        return None
+    changes: dict[ObjectKey, tuple[PolicyObject, Source]] = {}
+    for index, (old, new) in enumerate(zip(before, objects, strict=True)):
+        if old is new and sources_before[index] is ordered[index]:
+            continue
+        key = new.key
+        if old.key != key or len(changes) >= _RECHECK_MAX:
+            return None
+        changes[key] = (new, ordered[index])
+    return recheck_routes(previous[3][0], validation, changes)
 
 
 def _same_token(before: _Token, now: _Token) -> bool:
