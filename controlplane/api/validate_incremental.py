@@ -45,7 +45,7 @@ def recheck_routes(
     given = previous.given
     edits: list[tuple[ObjectKey, VirtualService, VirtualService, Source]] = []
     for key, (new, source) in changes.items():
-        old = given[key] if key in given else None
+        old = given.get(key.kind, key.namespace, key.name)
         old_source = given.source(key)
         if not (isinstance(old, VirtualService) and isinstance(new, VirtualService)
                 and old_source is not None and key in previous.routes
@@ -66,9 +66,10 @@ def recheck_routes(
     routes = dict(previous.routes)
     outputs: dict[ObjectKey, tuple[PolicyObject, Source | None] | None] = {}
     for key, _, new, source in edits:
-        checked = routes[key] = check_virtual_service(ctx, new)
-        if checked is not None and checked.spec.gateways is not None:
-            checked = check_gateway_refs(ctx, [checked])[0]
+        route = routes[key] = check_virtual_service(ctx, new)
+        checked: PolicyObject | None = route
+        if route is not None and route.spec.gateways is not None:
+            checked = check_gateway_refs(ctx, [route])[0]
         if (checked is None) != (previous.routes[key] is None):
             return None  # kept before and dropped now, or the reverse: not with an unchanged footprint
         outputs[key] = None if checked is None else (checked, source)
