@@ -177,8 +177,8 @@ class PolicyStore:
         containers per reload (one per file: stats, signatures, outcomes) and keeps few. With the
         collector on, they outlived its young generations during the load and counted towards a full
         collection, which every few reloads walked the whole heap (a second of a one-line edit with 15,000
-        objects); off, they are freed by reference counting before any collection sees them. Loading makes
-        no reference cycles to collect."""
+        objects); off, they are freed by reference counting before any collection sees them. The few
+        reference cycles a load may leave wait for the collector's next run after it."""
         enabled = gc.isenabled()
         gc.disable()
         try:
@@ -192,7 +192,8 @@ class PolicyStore:
         self.loaded_fingerprint = tuple((file, stat.st_mtime_ns, stat.st_size) for file, stat in stats)
         diagnostics: list[Diagnostic] = []
         entries: dict[ObjectKey, list[_Entry]] = {}
-        signatures = {file: _signature(stat) for file, stat in stats}
+        signatures = {file: (stat.st_ino, stat.st_dev, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+                      for file, stat in stats}  # `_Signature`
         # fresh dicts, changed below: a copy of the store (tests/reliability/fuzz.py) keeps its own memory
         present = set(files)
         self._texts = {file: text for file, text in self._texts.items() if file in present}
@@ -454,10 +455,6 @@ def _note(source: Source, key: ObjectKey, what: str) -> Diagnostic:
                       severity=INFO)
 
 
-def _signature(stat: os.stat_result) -> _Signature:
-    return (stat.st_ino, stat.st_dev, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
-
-
 def _same(before: Sequence[object], now: Sequence[object]) -> bool:
     return len(before) == len(now) and all(a is b for a, b in zip(before, now, strict=True))
 
@@ -493,7 +490,7 @@ def _same_token(before: _Token, now: _Token) -> bool:
     """Same directory state, the same document instances file by file, equal credentials."""
     return (before[0] == now[0] and before[2] == now[2] and before[3] == now[3]
             and len(before[1]) == len(now[1])
-            and all(a[0] == b[0] and a[2] is b[2] and _same(a[1], b[1])
+            and all(a[0] == b[0] and a[2] is b[2] and (a[1] is b[1] or _same(a[1], b[1]))
                     for a, b in zip(before[1], now[1], strict=True)))
 
 
