@@ -93,6 +93,9 @@ class _Chosen:
     choosing: list[Diagnostic]  # `_choose`'s
     kept: list[str]
     excluded: list[str]
+    # made by `_rechoose`: the objects it started from, and the keys whose definitions it took anew
+    base: list[PolicyObject] | None = None
+    changed: tuple[ObjectKey, ...] = ()
 
 
 def _truncated(text: str, previous: str) -> bool:
@@ -230,7 +233,8 @@ class PolicyStore:
             if not self.root.is_dir():
                 diagnostics.append(Diagnostic(str(self.root), 1, UNKNOWN, UNKNOWN, UNKNOWN,
                                               "not a directory"))
-            policy, semantic = self._validate(chosen.objects, chosen.sources, credentials)
+            policy, semantic = self._validate(chosen.objects, chosen.sources, credentials,
+                                              chosen if chosen.base is not None else None)
             result = LoadResult(policy, sorted(diagnostics + bad_credentials + semantic), list(chosen.kept),
                                 list(chosen.excluded))
             self._loaded = None if token is None else (token, result)
@@ -254,7 +258,7 @@ class PolicyStore:
         for old, new in zip(before[1], now[1], strict=True):
             if old[0] != new[0]:
                 return None
-            if old[2] is new[2] and _same(old[1], new[1]):
+            if old[2] is new[2] and (old[1] is new[1] or _same(old[1], new[1])):
                 continue
             if old[2] is not None or new[2] is not None or len(old[1]) != len(new[1]) or \
                     len(changed) >= _RECHECK_MAX:
@@ -268,6 +272,7 @@ class PolicyStore:
             return None
         objects, sources, good = list(chosen.objects), dict(chosen.sources), dict(self._good)
         by_file = dict(chosen.by_file)
+        keys: list[ObjectKey] = []
         for file, decoded, _ in changed:
             found = [diagnostic for item in decoded for diagnostic in item.diagnostics]
             if found:
@@ -276,12 +281,16 @@ class PolicyStore:
                 by_file.pop(file, None)
             for item in decoded:
                 assert item.key is not None and item.obj is not None  # checked above
-                objects[chosen.positions[item.key]] = item.obj
+                position = chosen.positions[item.key]
+                if objects[position] is item.obj and sources[item.key] is item.source:
+                    continue  # a neighbour of the edit in its file, decoded to the same instance again
+                objects[position] = item.obj
                 sources[item.key] = item.source
                 good[item.key] = (item.obj, item.source)
+                keys.append(item.key)
         self._good = good
         return _Chosen(objects, sources, chosen.positions, chosen.singles, by_file, chosen.choosing,
-                       chosen.kept, chosen.excluded)
+                       chosen.kept, chosen.excluded, chosen.objects, tuple(keys))
 
     def _token(self, outcomes: list[tuple[str, _Parsed | _Unusable]], credentials: dict[str, Credential],
                bad_credentials: list[Diagnostic]) -> _Token | None:
@@ -293,9 +302,11 @@ class PolicyStore:
         return self.root.is_dir(), files, credentials, bad_credentials
 
     def _validate(self, objects: list[PolicyObject], sources: dict[ObjectKey, Source],
-                  credentials: dict[str, Credential]) -> tuple[PolicySet, list[Diagnostic]]:
+                  credentials: dict[str, Credential], hint: _Chosen | None = None
+                  ) -> tuple[PolicySet, list[Diagnostic]]:
         """`validate_policy`, or its previous result when its input is the same objects (by identity:
-        unchanged files keep their instances) with the same sources and equal credentials."""
+        unchanged files keep their instances) with the same sources and equal credentials, or that result
+        with the few objects that changed checked again (`hint`: what `_rechoose` changed, if it did)."""
         ordered = list(sources.values())  # `_choose` adds them in the order of `objects`
         previous = self._validated
         if (self.incremental and previous is not None and _same(previous[0], objects)
@@ -303,7 +314,14 @@ class PolicyStore:
             policy, semantic = previous[3]
             return policy, list(semantic)
         if self.incremental and previous is not None and previous[2] == credentials:
-            rechecked = _recheck(previous, objects, ordered)
+            if hint is not None and hint.base is previous[0]:
+                # `_rechoose` knows which objects changed: no need to compare them all
+                changes = {key: (objects[hint.positions[key]], sources[key]) for key in hint.changed}
+                validation = validation_of(previous[3][0])
+                rechecked = None if validation is None else \
+                    recheck_routes(previous[3][0], validation, changes)
+            else:
+                rechecked = _recheck(previous, objects, ordered)
             if rechecked is not None:
                 self._validated = (objects, ordered, credentials, (rechecked[0], list(rechecked[1])))
                 return rechecked
