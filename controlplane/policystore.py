@@ -199,8 +199,11 @@ class PolicyStore:
                       for file, stat in stats}  # `_Signature`
         # fresh dicts, changed below: a copy of the store (tests/reliability/fuzz.py) keeps its own memory
         present = set(files)
-        self._texts = {file: text for file, text in self._texts.items() if file in present}
-        self._parsed = {file: parsed for file, parsed in self._parsed.items() if file in present}
+        # (a copy of the dict, in C, when no file went away: most reloads)
+        self._texts = dict(self._texts) if self._texts.keys() <= present else \
+            {file: text for file, text in self._texts.items() if file in present}
+        self._parsed = dict(self._parsed) if self._parsed.keys() <= present else \
+            {file: parsed for file, parsed in self._parsed.items() if file in present}
         outcomes = [(file, self._read(file, signatures.get(file))) for file in files]
         credentials, bad_credentials = self._credentials()
         token = self._token(outcomes, credentials, bad_credentials)
