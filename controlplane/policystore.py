@@ -32,6 +32,11 @@ previous object instances. When every file then gives the same document instance
 the same definitions with the memory that load left, which picks the same winners. Otherwise, when every
 object and source in effect is the same instance as at the previous validation, the cross-object
 validation's previous result is reused: validation is pure, so it is the one a fresh run would give.
+When only a few files changed, each defining the same keys as before, validly and only there (a one-line
+edit), choosing is redone for those keys only (`_rechoose`: every other key's decision is the one a second
+run makes again, as above), and when the objects that changed are VirtualServices whose footprint is the
+same, only they are checked again (api/validate_incremental.py): such an edit costs the directory scan
+plus the edited file, whatever the size of the mesh.
 `PolicyStore(root, incremental=False)` is the reference path that reads, parses and validates everything on
 every load (tests/unit/test_policystore_incremental.py compares the two).
 """
