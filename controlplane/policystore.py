@@ -32,12 +32,18 @@ previous object instances. When every file then gives the same document instance
 the same definitions with the memory that load left, which picks the same winners. Otherwise, when every
 object and source in effect is the same instance as at the previous validation, the cross-object
 validation's previous result is reused: validation is pure, so it is the one a fresh run would give.
+When only a few files changed, each defining the same keys as before, validly and only there (a one-line
+edit), choosing is redone for those keys only (`_rechoose`: every other key's decision is the one a second
+run makes again, as above), and when the objects that changed are VirtualServices whose footprint is the
+same, only they are checked again (api/validate_incremental.py): such an edit costs the directory scan
+plus the edited file, whatever the size of the mesh.
 `PolicyStore(root, incremental=False)` is the reference path that reads, parses and validates everything on
 every load (tests/unit/test_policystore_incremental.py compares the two).
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -53,7 +59,8 @@ from controlplane.api.files import Unreadable, read_policy_file
 from controlplane.api.loader import Decoded, decode_file, duplicate_diagnostic, policy_file_names
 from controlplane.api.meta import ObjectKey, PolicyObject
 from controlplane.api.policyset import PolicySet
-from controlplane.api.validate import validate_policy
+from controlplane.api.validate import validate_policy, validation_of
+from controlplane.api.validate_incremental import recheck_routes
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +83,24 @@ class LoadResult:
     # objects on disk that are invalid and were never valid: not applied (an AuthorizationPolicy's
     # fail-closed stand-in is, in its place)
     excluded: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Chosen:
+    """What `_add` and `_choose` gave at a load, which `_rechoose` redoes for a few changed files."""
+
+    objects: list[PolicyObject]
+    sources: dict[ObjectKey, Source]
+    positions: dict[ObjectKey, int]  # index in `objects` of each key
+    # keys with a single definition, valid, not from memory: a changed file's keys must all be these
+    singles: set[ObjectKey]
+    by_file: dict[str, list[Diagnostic]]  # `_add`'s diagnostics, for the files that have any
+    choosing: list[Diagnostic]  # `_choose`'s
+    kept: list[str]
+    excluded: list[str]
+    # made by `_rechoose`: the objects it started from, and the keys whose definitions it took anew
+    base: list[PolicyObject] | None = None
+    changed: tuple[ObjectKey, ...] = ()
 
 
 def _truncated(text: str, previous: str) -> bool:
@@ -132,6 +157,7 @@ class PolicyStore:
         self._parsed: dict[str, _Parsed] = {}
         self._tags: TagMemo = {}
         self._loaded: tuple[_Token, LoadResult] | None = None
+        self._chosen: _Chosen | None = None  # what choosing gave at that load
         self._validated: tuple[list[PolicyObject], list[Source], dict[str, Credential],
                                tuple[PolicySet, list[Diagnostic]]] | None = None
         self.loaded_fingerprint: tuple[tuple[str, int, int], ...] = ()
@@ -153,18 +179,36 @@ class PolicyStore:
         return files, found
 
     def load(self) -> LoadResult:
-        """Read and validate the directory (blocking: the server runs it in a worker thread)."""
+        """Read and validate the directory (blocking: the server runs it in a worker thread).
+
+        Without the cyclic garbage collector meanwhile: a load makes tens of thousands of short-lived
+        containers per reload (one per file: stats, signatures, outcomes) and keeps few. With the
+        collector on, they outlived its young generations during the load and counted towards a full
+        collection, which every few reloads walked the whole heap (a second of a one-line edit with 15,000
+        objects); off, they are freed by reference counting before any collection sees them. The few
+        reference cycles a load may leave wait for the collector's next run after it."""
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._load()
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _load(self) -> LoadResult:
         files, stats = self._stat_files()
         self.loaded_fingerprint = tuple((file, stat.st_mtime_ns, stat.st_size) for file, stat in stats)
         diagnostics: list[Diagnostic] = []
         entries: dict[ObjectKey, list[_Entry]] = {}
-        if not self.root.is_dir():
-            diagnostics.append(Diagnostic(str(self.root), 1, UNKNOWN, UNKNOWN, UNKNOWN, "not a directory"))
-        signatures = {file: _signature(stat) for file, stat in stats}
+        signatures = {file: (stat.st_ino, stat.st_dev, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+                      for file, stat in stats}  # `_Signature`
         # fresh dicts, changed below: a copy of the store (tests/reliability/fuzz.py) keeps its own memory
         present = set(files)
-        self._texts = {file: text for file, text in self._texts.items() if file in present}
-        self._parsed = {file: parsed for file, parsed in self._parsed.items() if file in present}
+        # (a copy of the dict, in C, when no file went away: most reloads)
+        self._texts = dict(self._texts) if self._texts.keys() <= present else \
+            {file: text for file, text in self._texts.items() if file in present}
+        self._parsed = dict(self._parsed) if self._parsed.keys() <= present else \
+            {file: parsed for file, parsed in self._parsed.items() if file in present}
         outcomes = [(file, self._read(file, signatures.get(file))) for file in files]
         credentials, bad_credentials = self._credentials()
         token = self._token(outcomes, credentials, bad_credentials)
@@ -176,17 +220,85 @@ class PolicyStore:
             result = LoadResult(result.policy, list(result.diagnostics), list(result.kept),
                                 list(result.excluded))
         else:
-            for file, outcome in outcomes:
-                diagnostics.extend(self._add(file, outcome, entries))
-            objects, sources, kept, excluded = self._choose(entries, diagnostics)
-            policy, semantic = self._validate(objects, sources, credentials)
-            result = LoadResult(policy, sorted(diagnostics + bad_credentials + semantic), kept, excluded)
+            chosen = self._rechoose(previous[0], token) if token is not None and previous is not None \
+                else None
+            if chosen is None:
+                by_file: dict[str, list[Diagnostic]] = {}
+                for file, outcome in outcomes:
+                    found = self._add(file, outcome, entries)
+                    if found:
+                        by_file[file] = found
+                        diagnostics.extend(found)
+                before = len(diagnostics)
+                objects, sources, kept, excluded = self._choose(entries, diagnostics)
+                singles = {key for key, found_entries in entries.items() if len(found_entries) == 1
+                           and found_entries[0].obj is not None and not found_entries[0].kept}
+                chosen = _Chosen(objects, sources, {key: index for index, key in enumerate(sources)},
+                                 singles, by_file, diagnostics[before:], kept, excluded)
+            else:
+                diagnostics.extend(item for found in chosen.by_file.values() for item in found)
+                diagnostics.extend(chosen.choosing)
+            if not self.root.is_dir():
+                diagnostics.append(Diagnostic(str(self.root), 1, UNKNOWN, UNKNOWN, UNKNOWN,
+                                              "not a directory"))
+            policy, semantic = self._validate(chosen.objects, chosen.sources, credentials,
+                                              chosen if chosen.base is not None else None)
+            result = LoadResult(policy, sorted(diagnostics + bad_credentials + semantic), list(chosen.kept),
+                                list(chosen.excluded))
             self._loaded = None if token is None else (token, result)
+            self._chosen = None if token is None else chosen
         for key in result.kept:
             log.warning("%s has errors; its last valid version stays in effect", key)
         for key in result.excluded:
             log.warning("%s has errors and was never valid; it is not applied", key)
         return result
+
+    def _rechoose(self, before: _Token, now: _Token) -> _Chosen | None:
+        """`_add` and `_choose` of every file, redone for the few files that changed since the previous load
+        (None when that does not apply): each changed file must define, before and now, the same keys in
+        the same order, each validly and only there, with no syntax error; then choosing keeps every other
+        object's decision (it is one a second run makes again: see the module docstring) and takes the new
+        definition of each of those keys, which is the only one."""
+        chosen = self._chosen
+        if chosen is None or before[0] != now[0] or len(before[1]) != len(now[1]):
+            return None
+        changed: list[tuple[str, tuple[Decoded, ...], Diagnostic | None]] = []
+        for old, new in zip(before[1], now[1], strict=True):
+            if old[0] != new[0]:
+                return None
+            if old[2] is new[2] and (old[1] is new[1] or _same(old[1], new[1])):
+                continue
+            if old[2] is not None or new[2] is not None or len(old[1]) != len(new[1]) or \
+                    len(changed) >= _RECHECK_MAX:
+                return None
+            for was, item in zip(old[1], new[1], strict=True):
+                if was.key != item.key or item.key is None or item.obj is None or was.obj is None or \
+                        item.key not in chosen.singles or item.key in self._stand_ins:
+                    return None
+            changed.append(new)
+        if not changed:
+            return None
+        objects, sources, good = list(chosen.objects), dict(chosen.sources), dict(self._good)
+        by_file = dict(chosen.by_file)
+        keys: list[ObjectKey] = []
+        for file, decoded, _ in changed:
+            found = [diagnostic for item in decoded for diagnostic in item.diagnostics]
+            if found:
+                by_file[file] = found
+            else:
+                by_file.pop(file, None)
+            for item in decoded:
+                assert item.key is not None and item.obj is not None  # checked above
+                position = chosen.positions[item.key]
+                if objects[position] is item.obj and sources[item.key] is item.source:
+                    continue  # a neighbour of the edit in its file, decoded to the same instance again
+                objects[position] = item.obj
+                sources[item.key] = item.source
+                good[item.key] = (item.obj, item.source)
+                keys.append(item.key)
+        self._good = good
+        return _Chosen(objects, sources, chosen.positions, chosen.singles, by_file, chosen.choosing,
+                       chosen.kept, chosen.excluded, chosen.objects, tuple(keys))
 
     def _token(self, outcomes: list[tuple[str, _Parsed | _Unusable]], credentials: dict[str, Credential],
                bad_credentials: list[Diagnostic]) -> _Token | None:
@@ -198,15 +310,29 @@ class PolicyStore:
         return self.root.is_dir(), files, credentials, bad_credentials
 
     def _validate(self, objects: list[PolicyObject], sources: dict[ObjectKey, Source],
-                  credentials: dict[str, Credential]) -> tuple[PolicySet, list[Diagnostic]]:
+                  credentials: dict[str, Credential], hint: _Chosen | None = None
+                  ) -> tuple[PolicySet, list[Diagnostic]]:
         """`validate_policy`, or its previous result when its input is the same objects (by identity:
-        unchanged files keep their instances) with the same sources and equal credentials."""
+        unchanged files keep their instances) with the same sources and equal credentials, or that result
+        with the few objects that changed checked again (`hint`: what `_rechoose` changed, if it did)."""
         ordered = list(sources.values())  # `_choose` adds them in the order of `objects`
         previous = self._validated
         if (self.incremental and previous is not None and _same(previous[0], objects)
                 and _same(previous[1], ordered) and previous[2] == credentials):
             policy, semantic = previous[3]
             return policy, list(semantic)
+        if self.incremental and previous is not None and previous[2] == credentials:
+            if hint is not None and hint.base is previous[0]:
+                # `_rechoose` knows which objects changed: no need to compare them all
+                changes = {key: (objects[hint.positions[key]], sources[key]) for key in hint.changed}
+                validation = validation_of(previous[3][0])
+                rechecked = None if validation is None else \
+                    recheck_routes(previous[3][0], validation, changes)
+            else:
+                rechecked = _recheck(previous, objects, ordered)
+            if rechecked is not None:
+                self._validated = (objects, ordered, credentials, (rechecked[0], list(rechecked[1])))
+                return rechecked
         result = validate_policy(PolicySet(objects, sources=sources, credentials=credentials))
         if self.incremental:
             self._validated = (objects, ordered, credentials, (result[0], list(result[1])))
@@ -355,19 +481,42 @@ def _note(source: Source, key: ObjectKey, what: str) -> Diagnostic:
                       severity=INFO)
 
 
-def _signature(stat: os.stat_result) -> _Signature:
-    return (stat.st_ino, stat.st_dev, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
-
-
 def _same(before: Sequence[object], now: Sequence[object]) -> bool:
     return len(before) == len(now) and all(a is b for a, b in zip(before, now, strict=True))
+
+
+# More changed objects than this at once (a bulk edit, a git checkout) are validated as a whole.
+_RECHECK_MAX = 64
+
+
+def _recheck(previous: tuple[list[PolicyObject], list[Source], dict[str, Credential],
+                             tuple[PolicySet, list[Diagnostic]]],
+             objects: list[PolicyObject], ordered: list[Source]) -> tuple[PolicySet, list[Diagnostic]] | None:
+    """The previous validation with the few objects that changed checked again (api/validate_incremental.py),
+    or None when that does not apply: the objects must be the same keys in the same order (both lists are
+    sorted by key), only some of them other instances or from other sources."""
+    before, sources_before = previous[0], previous[1]
+    if len(before) != len(objects) or len(sources_before) != len(ordered):
+        return None
+    validation = validation_of(previous[3][0])
+    if validation is None:
+        return None
+    changes: dict[ObjectKey, tuple[PolicyObject, Source]] = {}
+    for index, (old, new) in enumerate(zip(before, objects, strict=True)):
+        if old is new and sources_before[index] is ordered[index]:
+            continue
+        key = new.key
+        if old.key != key or len(changes) >= _RECHECK_MAX:
+            return None
+        changes[key] = (new, ordered[index])
+    return recheck_routes(previous[3][0], validation, changes)
 
 
 def _same_token(before: _Token, now: _Token) -> bool:
     """Same directory state, the same document instances file by file, equal credentials."""
     return (before[0] == now[0] and before[2] == now[2] and before[3] == now[3]
             and len(before[1]) == len(now[1])
-            and all(a[0] == b[0] and a[2] is b[2] and _same(a[1], b[1])
+            and all(a[0] == b[0] and a[2] is b[2] and (a[1] is b[1] or _same(a[1], b[1]))
                     for a, b in zip(before[1], now[1], strict=True)))
 
 

@@ -102,7 +102,9 @@ def policy_file_names(root: Path) -> list[str]:
     """`policy_files` as strings (`str(path)` of each): the policy store lists the directory on every
     reload, and Path objects made that a tenth of a no-op reload."""
     top = str(root)
-    found: list[tuple[str, str]] = []  # (path relative to root, as posix; path)
+    # os.path.join(top, inner), without its per-call checks (once per file and reload)
+    prefix = "" if top == "." else top if top.endswith(os.sep) else top + os.sep
+    found: list[str] = []  # paths relative to root, as posix (unique: the order of the full paths too)
     for directory, dirnames, filenames in os.walk(top):
         relative = "" if directory == top else directory[len(top):].lstrip(os.sep).replace(os.sep, "/")
         dirnames[:] = [
@@ -112,9 +114,9 @@ def policy_file_names(root: Path) -> list[str]:
         for name in filenames:
             if name.endswith(YAML_SUFFIXES) and not name.startswith("."):
                 inner = f"{relative}/{name}" if relative else name
-                found.append((inner, inner if top == "." else os.path.join(top, inner)))
-    found.sort()
-    return [path for _, path in found]
+                found.append(inner)
+    found.sort()  # strings, not (relative, full) pairs: a sixth of listing 5,000 files
+    return [prefix + inner for inner in found]
 
 
 def load_policy_files(

@@ -26,7 +26,8 @@ T = TypeVar("T", bound=PolicyObject)
 class PolicySet:
     """Valid policy objects by `ObjectKey`, plus each object's `Source` (file and field lines) if known."""
 
-    __slots__ = ("_by_type", "_credentials", "_objects", "_sources")
+    # __weakref__: api/validate.py keeps each validated set's Validation weakly, keyed by the set
+    __slots__ = ("__weakref__", "_by_type", "_credentials", "_objects", "_sources")
 
     def __init__(
         self,
@@ -130,6 +131,28 @@ class PolicySet:
         return sorted({key.kind for key in self._objects})
 
     # -- derivation --------------------------------------------------------------------------------
+
+    def patched(self, changes: Mapping[ObjectKey, tuple[PolicyObject, Source | None] | None]) -> PolicySet:
+        """A new set with some objects of this one replaced (same key) or removed (None), the others and
+        the order kept: a copy of the indexes instead of sorting them again (one edit of a large mesh)."""
+        patched = PolicySet.__new__(PolicySet)
+        objects, sources = dict(self._objects), dict(self._sources)
+        for key, change in changes.items():
+            if key not in objects:
+                raise KeyError(key)  # a new key would need its sorted place
+            if change is None:
+                del objects[key]
+                sources.pop(key, None)
+                continue
+            obj, source = change
+            if (source is None) != (key not in sources):
+                raise KeyError(key)  # a source added would not be in the sorted order either
+            objects[key] = obj
+            if source is not None:
+                sources[key] = source
+        patched._objects, patched._sources, patched._credentials = objects, sources, self._credentials
+        patched._by_type = None
+        return patched
 
     def replace(self, objects: Iterable[PolicyObject]) -> PolicySet:
         """A new set with `objects` (same sources for keys that survive)."""

@@ -25,6 +25,8 @@ Field paths in diagnostics refer to the object as written (indexes before anythi
 from __future__ import annotations
 
 import ipaddress
+import weakref
+from dataclasses import dataclass
 
 from controlplane.api.common import labels_match
 from controlplane.api.destinationrule import DestinationRule
@@ -35,7 +37,7 @@ from controlplane.api.gateway import Gateway
 from controlplane.api.hosts import HostIndex, service_key, shared_short_hosts
 from controlplane.api.kubernetes import KubernetesObject, KubernetesService
 from controlplane.api.meshconfig import MeshConfig
-from controlplane.api.meta import PolicyObject
+from controlplane.api.meta import ObjectKey, PolicyObject
 from controlplane.api.peerauthentication import PeerAuthentication
 from controlplane.api.policyset import PolicySet
 from controlplane.api.ratelimit import RateLimitPolicy
@@ -51,8 +53,10 @@ from controlplane.api.workloadentry import WorkloadEntry
 
 
 def validate_policy(policy: PolicySet) -> tuple[PolicySet, list[Diagnostic]]:
-    """The policy with cross-object errors pruned (see the module docstring), and what was pruned."""
+    """The policy with cross-object errors pruned (see the module docstring), and what was pruned. The
+    state its checks left stays attached to the result (`validation_of`) while the result lives."""
     ctx = Context(policy)
+    routes: dict[ObjectKey, VirtualService | None] = {}
     kept: list[PolicyObject] = []
     # Kubernetes Services are services like ServiceEntries (api/kubernetes.py); first in key order wins.
     entries = policy.service_entries() + [svc.as_service_entry() for svc in policy.of_kind(KubernetesService)]
@@ -74,7 +78,7 @@ def validate_policy(policy: PolicySet) -> tuple[PolicySet, list[Diagnostic]]:
         kept.append(_destination_rule(ctx, dr))
     kept.extend(check_peer_authentications(ctx, policy.of_kind(PeerAuthentication)))
     for vs in policy.virtual_services():
-        checked_vs = check_virtual_service(ctx, vs)
+        checked_vs = routes[vs.key] = check_virtual_service(ctx, vs)
         if checked_vs is not None:
             kept.append(checked_vs)
     kept.extend(check_gateways(ctx, policy.of_kind(Gateway)))
@@ -87,7 +91,36 @@ def validate_policy(policy: PolicySet) -> tuple[PolicySet, list[Diagnostic]]:
         Sidecar, PeerAuthentication,
     )
     kept.extend(obj for obj in policy if not isinstance(obj, handled))
-    return policy.replace(kept), ctx.diagnostics
+    result = policy.replace(kept)
+    remember(result, Validation(policy, tuple(ctx.diagnostics), ctx, routes))
+    return result, ctx.diagnostics
+
+
+@dataclass(frozen=True)
+class Validation:
+    """How a validated PolicySet came about: its input, its diagnostics and the state the checks left,
+    which api/validate_incremental.py re-checks one edited object from without checking all the others."""
+
+    given: PolicySet
+    diagnostics: tuple[Diagnostic, ...]
+    ctx: Context
+    # every VirtualService of `given` as `check_virtual_service` left it (None: dropped), before
+    # `check_gateway_refs`, which only prunes the object's own `gateways`
+    routes: dict[ObjectKey, VirtualService | None]
+
+
+# validated PolicySet → its Validation; weak, so that the state goes with the set (a Validation never
+# refers to the set it describes, which would keep it alive)
+_VALIDATIONS: weakref.WeakKeyDictionary[PolicySet, Validation] = weakref.WeakKeyDictionary()
+
+
+def remember(result: PolicySet, validation: Validation) -> None:
+    _VALIDATIONS[result] = validation
+
+
+def validation_of(result: PolicySet) -> Validation | None:
+    """The Validation that made `result` (None for a set `validate_policy` did not return)."""
+    return _VALIDATIONS.get(result)
 
 
 def _sidecars(ctx: Context, sidecars: list[Sidecar]) -> list[Sidecar]:

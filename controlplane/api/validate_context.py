@@ -18,7 +18,7 @@ from controlplane.api.diagnostics import (
     format_path,
 )
 from controlplane.api.hosts import HostIndex
-from controlplane.api.meta import PolicyObject
+from controlplane.api.meta import ObjectKey, PolicyObject
 from controlplane.api.policyset import PolicySet
 from controlplane.api.serviceentry import ServiceEntry, ServiceEntrySpec
 from controlplane.api.virtualservice import VirtualService
@@ -44,23 +44,27 @@ class Context:
     index: HostIndex = field(default_factory=lambda: HostIndex(()))
     # Dot-less hosts declared in several namespaces: keyed per namespace (hosts.service_key).
     shared: frozenset[str] = frozenset()
+    # key → the diagnostics reported about that object (a re-check of one object replaces its own:
+    # api/validate_incremental.py)
+    reported: dict[ObjectKey, list[Diagnostic]] = field(default_factory=dict)
 
     def report(
         self, obj: PolicyObject, path: FieldPath, message: str, severity: str = ERROR, code: str = ""
     ) -> None:
-        source = self.policy.source(obj.key)
-        self.diagnostics.append(
-            Diagnostic(
-                file=source.file if source else UNKNOWN,
-                line=source.line_of(path) if source else 0,
-                kind=obj.kind,
-                name=obj.metadata.name,
-                field=format_path(path),
-                message=message,
-                severity=severity,
-                code=code,
-            )
+        key = obj.key
+        source = self.policy.source(key)
+        diagnostic = Diagnostic(
+            file=source.file if source else UNKNOWN,
+            line=source.line_of(path) if source else 0,
+            kind=obj.kind,
+            name=obj.metadata.name,
+            field=format_path(path),
+            message=message,
+            severity=severity,
+            code=code,
         )
+        self.diagnostics.append(diagnostic)
+        self.reported.setdefault(key, []).append(diagnostic)
 
     def missing(self, obj: PolicyObject, path: FieldPath, message: str) -> None:
         """A reference to something no object defines: applied anyway, as in Istio (`istioctl analyze`
