@@ -9,6 +9,7 @@ import asyncio
 import logging
 import signal
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -193,6 +194,11 @@ class ControlPlane:
             # services): in a thread (the pure stages only, no secrets), so the event loop keeps serving
             # ACKs and health checks meanwhile; `publish` then assembles every shape in milliseconds.
             await asyncio.to_thread(_warm, stage, live)
+        else:
+            # No proxy yet (startup, or every proxy gone): warm the policy-wide part for a plain sidecar
+            # in the snapshot worker, in the background. The first proxy's build queues behind it in that
+            # same thread and then costs its own few milliseconds, not the whole policy-wide part.
+            self._spawn(self.cache.in_worker(lambda: _warm(stage, ProxyIdentity())))
         self._stage = stage  # certificate renewals reuse it (same policy)
         factory = make_factory(policy, failures, self.mesh.identity, stage)
         changed = await self.cache.publish(factory, changed_at)
@@ -232,7 +238,10 @@ class ControlPlane:
         await self.admin.start()
 
     def _reload_soon(self) -> None:
-        task = asyncio.ensure_future(self.reload())
+        self._spawn(self.reload())
+
+    def _spawn(self, work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
         self._background.add(task)  # keep a reference until done (the loop holds tasks weakly)
         task.add_done_callback(self._background.discard)
 

@@ -9,7 +9,7 @@ counting, not by the cycle collector (snapshots, resources and models hold no cy
 So the objects that survived a while are moved out of the collector's sight (`gc.freeze()`) every
 `FREEZE_EVERY` seconds: collections then walk only what is young. Frozen objects are still freed by
 reference counting; only cyclic garbage among them waits for `full_collect`, which runs when the frozen
-set has grown `REGROW` times since the last one, and at most every `FULL_EVERY` seconds (a pause, logged
+set has grown `REGROW` times since the last one, looked at every `FULL_EVERY` seconds (a pause, logged
 with its length).
 """
 
@@ -42,10 +42,15 @@ async def keep_collections_short() -> None:
     """Run until cancelled: freeze survivors every second, a full collection now and then."""
     gc.freeze()  # what was loaded at start lives on
     baseline = max(gc.get_freeze_count(), 1)
-    last_full = time.monotonic()
+    last_check = time.monotonic()
     while True:
         await asyncio.sleep(FREEZE_EVERY)
         gc.freeze()
-        if gc.get_freeze_count() > baseline * REGROW and time.monotonic() - last_full >= FULL_EVERY:
+        # gc.get_freeze_count() walks the whole frozen list (~150 ms at 5,000 services, seen in a
+        # profile when it ran every second): ask it once per FULL_EVERY only.
+        if time.monotonic() - last_check < FULL_EVERY:
+            continue
+        last_check = time.monotonic()
+        if gc.get_freeze_count() > baseline * REGROW:
             full_collect()
-            baseline, last_full = max(gc.get_freeze_count(), 1), time.monotonic()
+            baseline = max(gc.get_freeze_count(), 1)

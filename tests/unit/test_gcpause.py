@@ -42,3 +42,25 @@ async def test_survivors_are_frozen_every_interval(monkeypatch: pytest.MonkeyPat
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         gc.unfreeze()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("full_every, expected", [(0.02, True), (3600.0, False)])
+async def test_full_collection_only_when_grown_and_due(monkeypatch: pytest.MonkeyPatch, full_every: float,
+                                                       expected: bool) -> None:
+    monkeypatch.setattr(gcpause, "FREEZE_EVERY", 0.01)
+    monkeypatch.setattr(gcpause, "FULL_EVERY", full_every)
+    ran: list[int] = []
+    monkeypatch.setattr(gcpause, "full_collect", lambda: ran.append(1) or 0)
+    gc.unfreeze()
+    task = asyncio.create_task(gcpause.keep_collections_short())
+    try:
+        await asyncio.sleep(0.02)
+        grown = [[i] for i in range(max(gc.get_freeze_count(), 1) * 3)]  # the frozen set more than doubles
+        await asyncio.sleep(0.2)
+        assert bool(ran) is expected
+        del grown
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        gc.unfreeze()
