@@ -36,6 +36,7 @@ from controlplane.watch import PolicyWatcher
 from controlplane.xds.assembly import Assembly, SharedTranslation, assemble
 from controlplane.xds.cache import ResourceFactory, SnapshotCache
 from controlplane.xds.server import XdsServer
+from controlplane.xds.snapshot import Interner
 from controlplane.xds.status import StatusRegistry
 
 log = logging.getLogger(__name__)
@@ -117,11 +118,15 @@ def make_factory(policy: PolicySet, failures: BuildFailures | None = None,
     return resources_for
 
 
-def _warm(stage: tuple[PolicyWide, SharedTranslation], identity: ProxyIdentity) -> None:
+def _warm(stage: tuple[PolicyWide, SharedTranslation], identity: ProxyIdentity,
+          interner: Interner | None = None) -> None:
     """Compute the policy-wide part for one shape ahead of `publish` (any failure: the factory's
-    reference path handles it)."""
+    reference path handles it). With the cache's `interner` (only in the snapshot worker, which owns
+    it), the shared parts are serialized and interned too."""
     try:
-        assemble(*stage, identity)
+        made = assemble(*stage, identity)
+        if made is not None and interner is not None:
+            made.snapshot(interner)
     except Exception:
         log.debug("warming the policy-wide stage for %s failed", identity.describe(), exc_info=True)
 
@@ -198,7 +203,7 @@ class ControlPlane:
             # No proxy yet (startup, or every proxy gone): warm the policy-wide part for a plain sidecar
             # in the snapshot worker, in the background. The first proxy's build queues behind it in that
             # same thread and then costs its own few milliseconds, not the whole policy-wide part.
-            self._spawn(self.cache.in_worker(lambda: _warm(stage, ProxyIdentity())))
+            self._spawn(self.cache.in_worker(lambda: _warm(stage, ProxyIdentity(), self.cache.interner)))
         self._stage = stage  # certificate renewals reuse it (same policy)
         factory = make_factory(policy, failures, self.mesh.identity, stage)
         changed = await self.cache.publish(factory, changed_at)
