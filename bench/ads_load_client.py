@@ -301,8 +301,8 @@ def _channel(target: str, index: int) -> grpc.aio.Channel:
 
 
 def default_channels(streams: int) -> int:
-    """About 128 streams per channel (HTTP/2 connection), at most 8 connections."""
-    return max(1, min(8, (streams + 127) // 128))
+    """About 128 streams per channel (HTTP/2 connection), at most 16 connections."""
+    return max(1, min(16, (streams + 127) // 128))
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
