@@ -143,6 +143,12 @@ def test_stored_certificates_that_must_not_be_reused(ca: CertificateAuthority, t
     assert corrupt.current(WEB, now=NOW + timedelta(hours=15)).serial != replaced.serial
     assert corrupt.issued_total() == 1
 
+    # empty (a truncated file)
+    path.write_text("")
+    emptied = CertStore(ca, ttl=TTL, state_dir=state)
+    assert emptied.current(WEB, now=NOW + timedelta(hours=15)).serial != replaced.serial
+    assert emptied.issued_total() == 1
+
     # TTL lowered below the stored certificate's lifetime
     stored = CertStore(ca, ttl=TTL, state_dir=state).current(WEB, now=NOW + timedelta(hours=15))
     short = CertStore(ca, ttl=timedelta(minutes=20), state_dir=state)
