@@ -175,11 +175,9 @@ class ChangeLog:
               files: Fingerprint, loaded: LoadResult) -> Change:
         """Record one reload: `before` from `before()`, `files` the fingerprint it loaded."""
         steps = self._record(cache, registry, before, files, loaded)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                return done.value
+        while (change := _step(steps)) is None:
+            pass
+        return change
 
     async def after_async(self, cache: SnapshotCache, registry: StatusRegistry,
                           before: Mapping[ProxyIdentity, Snapshot], files: Fingerprint,
@@ -187,12 +185,9 @@ class ChangeLog:
         """`after`, yielding to the event loop every `SHAPES_PER_STEP` shapes (~0.2 ms each: 500 shapes
         in one go held the loop ~100 ms)."""
         steps = self._record(cache, registry, before, files, loaded)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                return done.value
+        while (change := _step(steps)) is None:
             await asyncio.sleep(0)
+        return change
 
     def _record(self, cache: SnapshotCache, registry: StatusRegistry,
                 before: Mapping[ProxyIdentity, Snapshot], files: Fingerprint,
@@ -277,3 +272,12 @@ class ChangeLog:
 
     def to_json(self, limit: int = MAX_CHANGES) -> list[dict[str, Any]]:
         return [change.to_json() for change in reversed(list(self.changes)[-limit:])]
+
+
+def _step(steps: Generator[None, None, Change]) -> Change | None:
+    """Advance the recording by one step: the Change once it is done, else None."""
+    try:
+        next(steps)
+    except StopIteration as done:
+        return done.value
+    return None
