@@ -47,6 +47,8 @@ def _mesh_secrets() -> list[Message]:
         with tempfile.TemporaryDirectory() as ca_dir:
             mesh = load_mesh_identity(Path(ca_dir), timedelta(hours=1))
             _MESH_SECRETS.extend(m for _, _, m in mesh.identity.secrets(ProxyIdentity(), "cluster.local"))
+            # the certificate is written in a writer thread: let it finish before the directory goes
+            mesh.certs.flush()
     return _MESH_SECRETS
 
 
