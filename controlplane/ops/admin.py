@@ -114,8 +114,9 @@ class AdminServer:
                                        for t in PUSH_ORDER}
             return per_shape[identity]
 
-        return _json(self.backend.registry.to_json(lambda identity: cache.snapshot(identity).version,
-                                                   type_versions))
+        registry = self.backend.registry
+        return _json(registry.to_json(lambda identity: cache.snapshot(identity).version, type_versions,
+                                      lambda identity: cache.snapshot(identity).required_types()))
 
     async def _snapshots(self, _: web.Request) -> web.Response:
         nodes: dict[str, list[str]] = {}

@@ -16,9 +16,19 @@ from dataclasses import dataclass, field
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf.message import Message
 
-from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, Origin, Resources
+from controlplane.translate.resources import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    PUSH_ORDER,
+    ROUTE,
+    SECRET,
+    Origin,
+    Resources,
+)
 from controlplane.xds import wire
 from controlplane.xds.layers import Layer, Layered, Merged
 
@@ -143,6 +153,7 @@ class Snapshot:
         default_factory=dict, compare=False, repr=False
     )
     _names: dict[frozenset[str], frozenset[str]] = field(default_factory=dict, compare=False, repr=False)
+    _required: list[frozenset[str]] = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
     def build(cls, resources: Resources, interner: Interner, changed_at: float = 0.0) -> Snapshot:
@@ -194,6 +205,24 @@ class Snapshot:
             self._sotw_bodies[key] = body
         return body
 
+    def required_types(self) -> frozenset[str]:
+        """The types an Envoy that took this snapshot in subscribes to: clusters and listeners (its
+        bootstrap asks for both), endpoints if a cluster reads EDS, routes if a listener reads RDS,
+        secrets if a TLS context reads SDS. Envoy asks for the last three only once it has processed what
+        refers to them, so a proxy that ACKed its clusters alone has not taken its snapshot in yet."""
+        if not self._required:
+            required = {t for t in (CLUSTER, LISTENER) if self.of_type(t)}
+            if self.eds_names:
+                required.add(ENDPOINT)
+            if any(self.rds_names.values()):
+                required.add(ROUTE)
+            if self.of_type(SECRET) and any(
+                reads_sds(res.message) for t in (CLUSTER, LISTENER) for res in self.of_type(t).values()
+            ):
+                required.add(SECRET)
+            self._required.append(frozenset(required))
+        return self._required[0]
+
     def origins_of(self, type_url: str, name: str) -> tuple[Origin, ...]:
         return self.origins.get((type_url, name), ())
 
@@ -232,6 +261,30 @@ def eds_name(message: Message) -> str | None:
     if message.type != cluster_pb2.Cluster.EDS:
         return None
     return message.eds_cluster_config.service_name or message.name
+
+
+def reads_sds(message: Message) -> bool:
+    """Whether a Cluster's or Listener's TLS context reads a certificate or trust bundle over SDS."""
+    if isinstance(message, cluster_pb2.Cluster):
+        sockets = [message.transport_socket, *(m.transport_socket for m in message.transport_socket_matches)]
+        context: Message = tls_pb2.UpstreamTlsContext()
+    else:
+        assert isinstance(message, listener_pb2.Listener)
+        chains = [*message.filter_chains]
+        if message.HasField("default_filter_chain"):
+            chains.append(message.default_filter_chain)
+        sockets = [chain.transport_socket for chain in chains]
+        context = tls_pb2.DownstreamTlsContext()
+    for socket in sockets:
+        if not socket.typed_config.type_url.endswith(context.DESCRIPTOR.full_name):
+            continue
+        socket.typed_config.Unpack(context)
+        common = context.common_tls_context
+        validation = "validation_context_sds_secret_config"
+        if (common.tls_certificate_sds_secret_configs or common.HasField(validation)
+                or common.combined_validation_context.HasField(validation)):
+            return True
+    return False
 
 
 def rds_names(message: Message) -> frozenset[str]:

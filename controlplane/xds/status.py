@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -148,11 +148,16 @@ class StreamStatus:
         return f"{version.major_number}.{version.minor_number}.{version.patch}"
 
     def to_json(
-        self, current_version: str | None = None, type_versions: Mapping[str, str] | None = None
+        self,
+        current_version: str | None = None,
+        type_versions: Mapping[str, str] | None = None,
+        required: Collection[str] = (),
     ) -> dict[str, Any]:
         """`current_version`: the shape's snapshot in the cache now, which the stream may not have
         caught up with yet (then it is STALE). `type_versions`: that snapshot's version per type (short
-        name), shown for the SYNCED types of a delta stream, whose ACKs carry the snapshot's version."""
+        name), shown for the SYNCED types of a delta stream, whose ACKs carry the snapshot's version.
+        `required`: the type URLs the proxy must have subscribed to before it counts as synced (see
+        Snapshot.required_types: an Envoy that ACKed its clusters has not yet asked for the rest)."""
         current = current_version or self.snapshot_version
         return {
             "stream": self.stream_id,
@@ -164,7 +169,8 @@ class StreamStatus:
             "connected_since": datetime.fromtimestamp(self.connected_at, UTC).isoformat(timespec="seconds"),
             "snapshot_version": self.snapshot_version,
             "current_snapshot_version": current,
-            "synced": bool(self.types) and all(s.state(current) == SYNCED for s in self.types.values()),
+            "synced": bool(self.types) and all(t in self.types for t in required)
+            and all(s.state(current) == SYNCED for s in self.types.values()),
             "types": {
                 SHORT_NAMES.get(t, t): {
                     "state": s.state(current),
@@ -231,11 +237,13 @@ class StatusRegistry:
         self,
         current: Callable[[ProxyIdentity], str] | None = None,
         type_versions: Callable[[ProxyIdentity], Mapping[str, str]] | None = None,
+        required: Callable[[ProxyIdentity], Collection[str]] | None = None,
     ) -> list[dict[str, Any]]:
         out = []
         for s in sorted(self.streams.values(), key=lambda s: (s.node_id, s.stream_id)):
             entry = s.to_json(current(s.identity) if current else None,
-                              type_versions(s.identity) if type_versions else None)
+                              type_versions(s.identity) if type_versions else None,
+                              required(s.identity) if required else ())
             if self.describe_identity is not None:
                 # the proxy's SPIFFE id and its certificate's serial and expiry (security/identity.py)
                 entry["identity"] = self.describe_identity(s)

@@ -92,7 +92,7 @@ spec:
 
 @pytest.mark.asyncio
 async def test_a_big_reload_leaves_healthz_answering(tmp_path: Path) -> None:
-    (tmp_path / "big.yaml").write_text(big_policy(3000))  # ~330 KB: well over a second to load
+    (tmp_path / "big.yaml").write_text(big_policy(3000))  # ~330 KB: about a second to load
     plane = ControlPlane(Settings(tmp_path, xds_address="127.0.0.1:0",
                                   admin_address=f"127.0.0.1:{free_port()}", watch=False))
     await plane.start()
@@ -116,5 +116,6 @@ async def test_a_big_reload_leaves_healthz_answering(tmp_path: Path) -> None:
     finally:
         await plane.close()
     # the reload took long enough to tell (on main the loop was blocked for all of it)
+    print("TOOK", took, slowest, answered)
     assert took > 0.5, took
     assert answered >= 5 and slowest < max(0.5, took / 3), (answered, slowest, took)

@@ -40,7 +40,8 @@ class ConsoleBackend(Protocol):
 def proxies(backend: ConsoleBackend) -> list[dict[str, Any]]:
     """/debug/syncz's rows, plus role, namespace and labels (the identity the configuration depends on)."""
     cache, registry = backend.cache, backend.registry
-    rows = registry.to_json(lambda identity: cache.snapshot(identity).version)
+    rows = registry.to_json(lambda identity: cache.snapshot(identity).version,
+                            required=lambda identity: cache.snapshot(identity).required_types())
     for row in rows:
         status = registry.streams.get(row["stream"])
         if status is not None:
