@@ -114,8 +114,11 @@ async def run(shapes: int, services: int, work: Path) -> dict[str, Any]:
     async def connect_all() -> None:
         await asyncio.gather(*(connect(identity) for identity in identities))
 
-    try:  # what `serve` runs beside the servers, in checkouts that have it
-        from controlplane.gcpause import keep_collections_short
+    try:  # what `serve` runs beside the servers, in checkouts that have it (gcpause.py before gcpolicy.py)
+        try:
+            from controlplane.gcpolicy import keep_collections_short
+        except ImportError:
+            from controlplane.gcpause import keep_collections_short  # type: ignore[no-redef]
         collecting: asyncio.Task[None] | None = asyncio.create_task(keep_collections_short())
     except ImportError:
         collecting = None

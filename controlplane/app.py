@@ -17,7 +17,7 @@ from typing import Any
 
 from controlplane.api.diagnostics import Diagnostic
 from controlplane.api.policyset import PolicySet
-from controlplane.gcpause import keep_collections_short
+from controlplane.gcpolicy import keep_collections_short
 from controlplane.isolation import BuildFailures, isolated
 from controlplane.model import build_proxy
 from controlplane.model.identity import ProxyIdentity, SocketAddress

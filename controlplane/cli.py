@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import logging
 import os
@@ -14,12 +13,11 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
+from controlplane import gcpolicy
 from controlplane.model.identity import Role, SocketAddress, parse_ports
 from controlplane.ops.authz_cli import add_authz_parser, run_authz
 from controlplane.security.commands import add_token_parser, parse_duration, run_ca, run_token
 
-# `serve`'s gen-0 collection threshold (CPython's default: 700 allocations); see _serve
-GC_GEN0_THRESHOLD = 50_000
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
     """Every flag's help ends with its default (when it has one)."""
@@ -205,11 +203,7 @@ def _serve(args: argparse.Namespace) -> int:
                         workload_cert_ttl=args.workload_cert_ttl.total_seconds(),
                         admin_token=token)
 
-    # Building the policy-wide part allocates millions of small, long-lived objects (models, protobuf
-    # messages); at CPython's default gen-0 threshold (700) the collector runs thousands of times over
-    # them and takes about a third of a cold build at 5,000 services (bench/vs_sovereign.py). A larger
-    # gen-0 threshold keeps cycles collected, just in bigger, far fewer batches.
-    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
+    gcpolicy.configure_for_serving()
 
     async def main() -> None:
         await ControlPlane(settings).run()

@@ -1,4 +1,4 @@
-"""gcpause: survivors are frozen (out of the collector's walks) and a full collection still finds cyclic
+"""gcpolicy: survivors are frozen (out of the collector's walks) and a full collection still finds cyclic
 garbage among them."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import weakref
 
 import pytest
 
-from controlplane import gcpause
+from controlplane import gcpolicy
 
 
 class _Node:
@@ -25,7 +25,7 @@ def test_full_collect_finds_frozen_cyclic_garbage() -> None:
         del node
         gc.collect()
         assert gone() is not None  # frozen: the collector no longer sees it
-        gcpause.full_collect()
+        gcpolicy.full_collect()
         assert gone() is None
     finally:
         gc.unfreeze()
@@ -33,8 +33,8 @@ def test_full_collect_finds_frozen_cyclic_garbage() -> None:
 
 @pytest.mark.asyncio
 async def test_survivors_are_frozen_every_interval(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gcpause, "FREEZE_EVERY", 0.01)
-    task = asyncio.create_task(gcpause.keep_collections_short())
+    monkeypatch.setattr(gcpolicy, "FREEZE_EVERY", 0.01)
+    task = asyncio.create_task(gcpolicy.keep_collections_short())
     try:
         await asyncio.sleep(0.05)
         assert gc.get_freeze_count() > 0
@@ -48,12 +48,12 @@ async def test_survivors_are_frozen_every_interval(monkeypatch: pytest.MonkeyPat
 @pytest.mark.parametrize("full_every, expected", [(0.02, True), (3600.0, False)])
 async def test_full_collection_only_when_grown_and_due(monkeypatch: pytest.MonkeyPatch, full_every: float,
                                                        expected: bool) -> None:
-    monkeypatch.setattr(gcpause, "FREEZE_EVERY", 0.01)
-    monkeypatch.setattr(gcpause, "FULL_EVERY", full_every)
+    monkeypatch.setattr(gcpolicy, "FREEZE_EVERY", 0.01)
+    monkeypatch.setattr(gcpolicy, "FULL_EVERY", full_every)
     ran: list[int] = []
-    monkeypatch.setattr(gcpause, "full_collect", lambda: ran.append(1) or 0)
+    monkeypatch.setattr(gcpolicy, "full_collect", lambda: ran.append(1) or 0)
     gc.unfreeze()
-    task = asyncio.create_task(gcpause.keep_collections_short())
+    task = asyncio.create_task(gcpolicy.keep_collections_short())
     try:
         await asyncio.sleep(0.02)
         grown = [[i] for i in range(max(gc.get_freeze_count(), 1) * 3)]  # the frozen set more than doubles
@@ -64,3 +64,20 @@ async def test_full_collection_only_when_grown_and_due(monkeypatch: pytest.Monke
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         gc.unfreeze()
+
+
+def test_pauses_nest_and_restore_the_collector() -> None:
+    assert gc.isenabled()
+    with gcpolicy.paused():
+        assert not gc.isenabled()
+        with gcpolicy.paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer pause still holds
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gcpolicy.paused():
+            pass
+        assert not gc.isenabled()  # off before, off after
+    finally:
+        gc.enable()
