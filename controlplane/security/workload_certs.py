@@ -37,6 +37,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import threading
 from collections.abc import Callable, Collection
 from concurrent.futures import Executor, Future
@@ -75,6 +76,10 @@ class CertStore:
         self._lock = threading.Lock()
         self._writer = writer
         self._writes: set[Future[None]] = set()
+        # names of the files in the state directory, listed once on first use and kept up to date by
+        # this store: a new identity's lookup is then a set lookup, not a stat (which, with the writer
+        # thread and gRPC's threads wanting the GIL back, cost ~0.7 ms per new proxy in a connect storm)
+        self._stored: set[str] | None = None
 
     def _store(self, work: Callable[[], None]) -> None:
         """Change the state directory now, or in order in the writer thread."""
@@ -158,6 +163,7 @@ class CertStore:
         for spiffe_id in gone:
             path = self._path(spiffe_id)
             if path is not None:
+                self._stored_names().discard(path.name)
                 self._store(functools.partial(_unlink, path))
 
     def _fresh(self, cert: IssuedCert, now: datetime) -> bool:
@@ -178,9 +184,19 @@ class CertStore:
             return None
         return self._dir / f"{hashlib.sha256(spiffe_id.encode()).hexdigest()[:32]}.json"
 
+    def _stored_names(self) -> set[str]:
+        with self._lock:
+            if self._stored is None:
+                assert self._dir is not None
+                try:
+                    self._stored = {entry.name for entry in os.scandir(self._dir)}
+                except OSError:  # not there yet (created on the first write), or unreadable
+                    self._stored = set()
+            return self._stored
+
     def _read(self, spiffe_id: str) -> IssuedCert | None:
         path = self._path(spiffe_id)
-        if path is None or not path.exists():
+        if path is None or path.name not in self._stored_names():
             return None
         try:
             record = json.loads(path.read_text())
@@ -202,6 +218,7 @@ class CertStore:
         try:
             ensure_private_dir(path.parent)
             write_atomic(path, json.dumps(record).encode(), mode=PRIVATE_FILE_MODE)
+            self._stored_names().add(path.name)
         except OSError as e:
             # the certificate is still served from memory; only re-use across a restart is lost
             log.warning("cannot store the certificate of %s in %s: %s", cert.spiffe_id, path, e)
