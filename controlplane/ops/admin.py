@@ -35,7 +35,6 @@ from controlplane.ops.console.redact import redact
 from controlplane.translate.resources import PUSH_ORDER, SHORT_NAMES
 from controlplane.xds.cache import SnapshotCache
 from controlplane.xds.redact import redacted
-from controlplane.xds.snapshot import type_version
 from controlplane.xds.status import StatusRegistry
 
 log = logging.getLogger(__name__)
@@ -110,7 +109,7 @@ class AdminServer:
         def type_versions(identity: Any) -> dict[str, str]:  # once per shape, not per stream
             if identity not in per_shape:
                 snapshot = cache.snapshot(identity)
-                per_shape[identity] = {SHORT_NAMES[t]: type_version(snapshot.of_type(t).values())
+                per_shape[identity] = {SHORT_NAMES[t]: snapshot.type_version_of(t)
                                        for t in PUSH_ORDER}
             return per_shape[identity]
 
@@ -130,7 +129,7 @@ class AdminServer:
                 "snapshot_version": snapshot.version,
                 "streams": streams,
                 "nodes": sorted(nodes.get(identity.describe(), [])),
-                "versions": {SHORT_NAMES[t]: type_version(snapshot.of_type(t).values()) for t in PUSH_ORDER},
+                "versions": {SHORT_NAMES[t]: snapshot.type_version_of(t) for t in PUSH_ORDER},
                 "resources": {SHORT_NAMES[t]: len(snapshot.of_type(t)) for t in PUSH_ORDER},
             })
         return _json(shapes)

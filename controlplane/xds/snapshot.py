@@ -154,6 +154,7 @@ class Snapshot:
     )
     _names: dict[frozenset[str], frozenset[str]] = field(default_factory=dict, compare=False, repr=False)
     _required: list[frozenset[str]] = field(default_factory=list, compare=False, repr=False)
+    _type_versions: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(cls, resources: Resources, interner: Interner, changed_at: float = 0.0) -> Snapshot:
@@ -163,14 +164,17 @@ class Snapshot:
             by_type[type_url] = {
                 name: interner.resource(type_url, name, messages[name]) for name in sorted(messages)
             }
-        version = content_hash(*(f"{t}={type_version(by_type[t].values())}".encode() for t in PUSH_ORDER))
+        versions = {t: type_version(by_type[t].values()) for t in PUSH_ORDER}
+        version = content_hash(*(f"{t}={versions[t]}".encode() for t in PUSH_ORDER))
         eds = {
             name: eds_name(res.message) for name, res in by_type[CLUSTER].items()
             if eds_name(res.message) is not None
         }
         rds = {name: rds_names(res.message) for name, res in by_type[LISTENER].items()}
-        return cls(by_type, version, eds, rds,  # type: ignore[arg-type]
-                   dict(resources.origins), changed_at)
+        built = cls(by_type, version, eds, rds,  # type: ignore[arg-type]
+                    dict(resources.origins), changed_at)
+        built._type_versions.update(versions)
+        return built
 
     @classmethod
     def empty(cls) -> Snapshot:
@@ -205,6 +209,18 @@ class Snapshot:
             self._sotw_bodies[key] = body
         return body
 
+    def type_version_of(self, type_url: str) -> str:
+        """type_version of one type's resources, computed once per snapshot (an assembled snapshot's
+        `Layered` keeps its own): /debug/syncz asks for every shape's, and hashing a thousand resources
+        per type and shape again on each request held the event loop for a second at 500 shapes."""
+        resources = self.of_type(type_url)
+        if isinstance(resources, Layered):
+            return resources.type_version()
+        found = self._type_versions.get(type_url)
+        if found is None:
+            found = self._type_versions[type_url] = type_version(resources.values())
+        return found
+
     def required_types(self) -> frozenset[str]:
         """The types an Envoy that took this snapshot in subscribes to: clusters and listeners (its
         bootstrap asks for both), endpoints if a cluster reads EDS, routes if a listener reads RDS,
@@ -216,9 +232,7 @@ class Snapshot:
                 required.add(ENDPOINT)
             if any(self.rds_names.values()):
                 required.add(ROUTE)
-            if self.of_type(SECRET) and any(
-                reads_sds(res.message) for t in (CLUSTER, LISTENER) for res in self.of_type(t).values()
-            ):
+            if self.of_type(SECRET) and any(any_reads_sds(self.of_type(t)) for t in (CLUSTER, LISTENER)):
                 required.add(SECRET)
             self._required.append(frozenset(required))
         return self._required[0]
@@ -261,6 +275,24 @@ def eds_name(message: Message) -> str | None:
     if message.type != cluster_pb2.Cluster.EDS:
         return None
     return message.eds_cluster_config.service_name or message.name
+
+
+# Layer → whether one of its resources reads SDS: a layer is shared by hundreds of shapes, so each
+# new shape checks only its own resources (/debug/syncz asks for every shape's required types)
+_LAYER_READS_SDS: weakref.WeakKeyDictionary[Layer, bool] = weakref.WeakKeyDictionary()
+
+
+def any_reads_sds(resources: Mapping[str, Resource]) -> bool:
+    if not isinstance(resources, Layered):
+        return any(reads_sds(r.message) for r in resources.values())
+    layer = resources.shared
+    if layer is not None:
+        found = _LAYER_READS_SDS.get(layer)
+        if found is None:
+            found = _LAYER_READS_SDS[layer] = any(reads_sds(r.message) for r in layer.resources.values())
+        if found:
+            return True
+    return any(reads_sds(r.message) for r in resources.own.values())
 
 
 def reads_sds(message: Message) -> bool:

@@ -23,7 +23,7 @@ from controlplane.model.identity import ProxyIdentity, SocketAddress
 from controlplane.translate.resources import PUSH_ORDER
 from controlplane.xds.assembly import Assembly
 from controlplane.xds.cache import SnapshotCache
-from controlplane.xds.snapshot import Interner, Snapshot
+from controlplane.xds.snapshot import Interner, Snapshot, type_version
 from tests.reliability.policy_support import IDENTITIES, demo_texts, load
 
 NAMESPACES = ("default", "shop", "ops")
@@ -143,10 +143,13 @@ def assert_same(served: Snapshot, expected: Snapshot) -> None:
         assert [(r.version, r.any_payload) for r in got.values()] == [
             (r.version, r.any_payload) for r in want.values()]
         assert served.sotw_body(type_url, None).version == expected.sotw_body(type_url, None).version
+        assert served.type_version_of(type_url) == expected.type_version_of(type_url) == type_version(
+            want.values())
     assert dict(served.origins) == dict(expected.origins)
     assert dict(served.eds_names) == dict(expected.eds_names)
     assert dict(served.rds_names) == dict(expected.rds_names)
     assert served.consistency_errors() == expected.consistency_errors()
+    assert served.required_types() == expected.required_types()  # what `status --wait` waits for
 
 
 DEMO = demo_texts()

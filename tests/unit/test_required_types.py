@@ -10,10 +10,13 @@ from __future__ import annotations
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 
+from controlplane.app import make_factory
 from controlplane.isolation import BuildFailures, isolated
 from controlplane.model.identity import ProxyIdentity
 from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, Resources
-from controlplane.xds.snapshot import Interner, Snapshot, reads_sds
+from controlplane.xds.cache import SnapshotCache
+from controlplane.xds.layers import Layered
+from controlplane.xds.snapshot import Interner, Snapshot, any_reads_sds, reads_sds
 from controlplane.xds.status import StatusRegistry
 from tests.reliability.policy_support import IDENTITIES, demo_texts, load
 
@@ -35,6 +38,22 @@ def test_a_demo_sidecar_needs_every_type_and_its_mtls_reads_sds() -> None:
     assert any(reads_sds(r.message) for r in sidecar.of_type(LISTENER).values())
     # without secrets in the snapshot nothing waits for them
     assert SECRET not in _demo_snapshot(IDENTITIES[1], with_secrets=False).required_types()
+
+
+def test_an_assembled_snapshot_checks_its_shared_layer_once_and_agrees_with_a_scan() -> None:
+    policy, _ = load(demo_texts())
+    cache = SnapshotCache(make_factory(policy))
+    watch = cache.watch(IDENTITIES[1])
+    try:
+        snapshot = cache.snapshot(IDENTITIES[1])
+        clusters = snapshot.of_type(CLUSTER)
+        assert isinstance(clusters, Layered) and clusters.shared is not None
+        for type_url in (CLUSTER, LISTENER):
+            resources = snapshot.of_type(type_url)
+            assert any_reads_sds(resources) == any(reads_sds(r.message) for r in resources.values())
+        assert any_reads_sds(clusters)
+    finally:
+        watch.cancel()
 
 
 def test_secrets_nothing_reads_are_not_required() -> None:
