@@ -23,6 +23,7 @@ with equal metadata get the same configuration (and share one snapshot):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -108,6 +109,11 @@ class ProxyIdentity:
         return dict(self.labels)
 
     def describe(self) -> str:
+        """One line naming the shape (status tables, the console, logs); computed once per identity."""
+        return self._description
+
+    @functools.cached_property
+    def _description(self) -> str:  # frozen: cached_property writes the instance dict, not a field
         labels = ",".join(f"{k}={v}" for k, v in self.labels)
         if self.role is Role.GATEWAY:
             # a gateway has no outbound listener: show what does shape its config instead
