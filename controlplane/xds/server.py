@@ -70,6 +70,11 @@ def _delta_state(status: Any, snapshot: Any, nonce: Any, fixed: str | None) -> D
     return DeltaState(status, snapshot, nonce, fixed)
 
 
+# Calls accepted by the HTTP/2 layer and not yet handed to a handler, before grpc starts refusing new ones
+# (see XdsServer.start): room for every proxy of a large mesh reconnecting at once.
+PENDING_CALLS = 10_000
+
+
 class XdsServer:
     """start() / close() / wait_closed() lifecycle around one grpc.aio server."""
 
@@ -175,6 +180,11 @@ class XdsServer:
                 # grpc cancels calls not picked up within this time (default 30 s); a burst of new proxy
                 # shapes builds snapshots on the event loop, which must not cost connections
                 ("grpc.server_max_unrequested_time_in_server", 600),
+                # calls the server has not picked up yet, past which grpc refuses new ones at random
+                # (defaults 1,000 / 3,000): every proxy reconnects at once after a restart, and at 2,000
+                # streams a burst lost 4-7 % of them (CANCELLED, or INTERNAL on the client's first write)
+                ("grpc.server.max_pending_requests", PENDING_CALLS),
+                ("grpc.server.max_pending_requests_hard_limit", 2 * PENDING_CALLS),
             ]
         )
         self._server.add_generic_rpc_handlers(self._generic_handlers())
