@@ -207,7 +207,7 @@ class ControlPlane:
         self._stage = stage  # certificate renewals reuse it (same policy)
         factory = make_factory(policy, failures, self.mesh.identity, stage)
         changed = await self.cache.publish(factory, changed_at)
-        await self.changes.after_async(self.cache, self.registry, before, self.store.loaded_fingerprint,
+        await self.changes.after(self.cache, self.registry, before, self.store.loaded_fingerprint,
                                        loaded)
         diagnostics = self.all_diagnostics()
         metrics.REBUILD_SECONDS.observe(time.perf_counter() - rebuilding)

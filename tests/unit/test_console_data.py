@@ -85,7 +85,7 @@ async def test_change_log_records_resources_deliveries_and_acks() -> None:
 
     before = log.before(cache)
     await cache.publish(_factory({"a": 2, "c": 1}))
-    change = log.after(cache, registry, before, [("rules.yaml", 1, 10)], _loaded())
+    change = await log.after(cache, registry, before, [("rules.yaml", 1, 10)], _loaded())
     assert change.files == {"rules.yaml": "added"}
     assert change.resources == {"clusters": {"added": ["c"], "changed": ["a"], "removed": ["b"]}}
     assert [(d.node, d.acked_at) for d in change.deliveries] == [("node-1", None)]
@@ -101,11 +101,11 @@ async def test_change_log_records_resources_deliveries_and_acks() -> None:
     assert entry["outcome"] == "acked" and entry["ack_seconds"] is not None and entry["ack_seconds"] >= 0
 
     # an unchanged reload is not recorded; a changed file is, as modified
-    log.after(cache, registry, log.before(cache), [("rules.yaml", 1, 10)], _loaded())
+    await log.after(cache, registry, log.before(cache), [("rules.yaml", 1, 10)], _loaded())
     assert len(log.changes) == 1
     before = log.before(cache)
     await cache.publish(_factory({"a": 3, "c": 1}))
-    log.after(cache, registry, before, [("rules.yaml", 2, 11)], _loaded())
+    await log.after(cache, registry, before, [("rules.yaml", 2, 11)], _loaded())
     assert log.changes[-1].files == {"rules.yaml": "modified"}
     registry.close(status)
     assert log.observe(registry, cache)
@@ -121,7 +121,7 @@ async def test_policy_view_is_the_reverse_of_config_dump() -> None:
     for index, watch in enumerate(watches):
         registry.open(f"node-{index}", watch.identity, "delta")
     bad = Diagnostic("rules.yaml", 7, "DestinationRule", "never", "spec.host", "unknown host")
-    log.after(cache, registry, log.before(cache), [], _loaded(bad))
+    await log.after(cache, registry, log.before(cache), [], _loaded(bad))
 
     class Backend:
         def __init__(self) -> None:
