@@ -67,17 +67,19 @@ class Ports:
         self._avoided |= ports
         _given.update(ports)
 
-    def take(self, what: str = "") -> int:
+    def take(self, what: str = "", host: str | None = None) -> int:
+        """A port for `what`; `host`: the address it will be bound on (an OS-chosen port is checked
+        free there: free on 127.0.0.1 says nothing about 127.0.0.3)."""
         port = self.assigned.get(what) if what else None
         # an assigned port is kept unless the policy now uses it for an endpoint
         if port is None or port in self._avoided or port in self._taken:
-            port = self._new()
+            port = self._new(host or self._host)
         self._taken.add(port)
         if what:
             self.assigned[what] = port
         return port
 
-    def _new(self) -> int:
+    def _new(self, host: str) -> int:
         if self._next:
             while self._next in _given or self._next in self._reserved or self._next in self._taken:
                 self._next += 1
@@ -86,7 +88,7 @@ class Ports:
             return port
         for _ in range(50):
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                sock.bind((self._host, 0))
+                sock.bind((host, 0))
                 port = int(sock.getsockname()[1])
             if port not in _given:
                 _given.add(port)
@@ -303,7 +305,8 @@ def make_plan(policy: PolicySet, ports: Ports) -> MeshPlan:
         if instance.http and len(instance.listen) == 1:
             # the app binds the endpoint's own loopback address: the sidecar's inbound forwards to the
             # inbound host (model/inbound.py), so a second instance on 127.0.0.2 is reached at 127.0.0.2
-            app = SocketAddress(instance.listen[0].host, ports.take(f"app:{instance.instance_id}"))
+            host = instance.listen[0].host
+            app = SocketAddress(host, ports.take(f"app:{instance.instance_id}", host=host))
             instances[index] = replace(instance, app_listen=(app,))
             sidecar = next(i for i, p in enumerate(proxies) if p.node_id == instance.instance_id)
             proxies[sidecar] = replace(proxies[sidecar], inbound=instance.listen[0], app_ports=(app.port,))

@@ -125,15 +125,20 @@ def started(envoy: str) -> Iterator[list[LocalMesh]]:
 
 
 def start_config_mesh(config: Path, logs: Path, started: list[LocalMesh]) -> LocalMesh:
-    """The mesh of a copy of config/, started; skips when config/'s fixed service ports are taken."""
-    mesh = LocalMesh(settings(config, logs))
-    seed_ports = {a for i in mesh.plan.instances if not i.host.endswith(".test") for a in i.listen}
-    try:
-        mesh.check_ports()
-    except MeshError as exc:
-        if any(f"{address} (service" in str(exc) for address in seed_ports):
-            pytest.skip(f"config/'s service ports are taken (a `make run`?): {exc}")
-        raise
+    """The mesh of a copy of config/, started; skips when config/'s fixed service ports are taken. An
+    OS-chosen port that another process took between its choice and the check (CI saw it once, with
+    other tests' processes coming and going) gets a new plan, with new ports, up to 3 times."""
+    for attempt in range(3):
+        mesh = LocalMesh(settings(config, logs))
+        seed_ports = {a for i in mesh.plan.instances if not i.host.endswith(".test") for a in i.listen}
+        try:
+            mesh.check_ports()
+            break
+        except MeshError as exc:
+            if any(f"{address} (service" in str(exc) for address in seed_ports):
+                pytest.skip(f"config/'s service ports are taken (a `make run`?): {exc}")
+            if attempt == 2:
+                raise
     started.append(mesh)
     mesh.start()
     return mesh
