@@ -227,23 +227,8 @@ async def sotw_stream(channel: grpc.aio.Channel, stream: _Stream) -> None:
                     )
             if dependent is not None or type_url in stream.subscribed:
                 stream.mark(type_url)
-    except grpc.aio.AioRpcError as exc:
-        raise await _with_final_status(call, exc) from exc
     finally:
         call.cancel()
-
-
-async def _with_final_status(call: Any, exc: grpc.aio.AioRpcError) -> Exception:
-    """A write on a call the other side already ended fails with INTERNAL "execute_batch" (grpc #36066);
-    the call's own status says what ended it."""
-    if exc.code() is not grpc.StatusCode.INTERNAL:
-        return exc
-    try:
-        code = await asyncio.wait_for(call.code(), 1.0)
-        details = await asyncio.wait_for(call.details(), 1.0)
-    except Exception:  # no status to add
-        return exc
-    return ConnectionError(f"write failed (INTERNAL); the call ended with {code}: {details}")
 
 
 async def delta_stream(channel: grpc.aio.Channel, stream: _Stream) -> None:

@@ -8,6 +8,7 @@ serialized `Any` bytes are computed once per version and shared by every snapsho
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import weakref
 from collections.abc import Iterable, Mapping
@@ -153,7 +154,6 @@ class Snapshot:
         default_factory=dict, compare=False, repr=False
     )
     _names: dict[frozenset[str], frozenset[str]] = field(default_factory=dict, compare=False, repr=False)
-    _required: list[frozenset[str]] = field(default_factory=list, compare=False, repr=False)
     _type_versions: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -226,16 +226,18 @@ class Snapshot:
         bootstrap asks for both), endpoints if a cluster reads EDS, routes if a listener reads RDS,
         secrets if a TLS context reads SDS. Envoy asks for the last three only once it has processed what
         refers to them, so a proxy that ACKed its clusters alone has not taken its snapshot in yet."""
-        if not self._required:
-            required = {t for t in (CLUSTER, LISTENER) if self.of_type(t)}
-            if self.eds_names:
-                required.add(ENDPOINT)
-            if any(self.rds_names.values()):
-                required.add(ROUTE)
-            if self.of_type(SECRET) and any(any_reads_sds(self.of_type(t)) for t in (CLUSTER, LISTENER)):
-                required.add(SECRET)
-            self._required.append(frozenset(required))
-        return self._required[0]
+        return self._required_types
+
+    @functools.cached_property
+    def _required_types(self) -> frozenset[str]:  # frozen: cached_property writes the instance dict
+        required = {t for t in (CLUSTER, LISTENER) if self.of_type(t)}
+        if self.eds_names:
+            required.add(ENDPOINT)
+        if any(self.rds_names.values()):
+            required.add(ROUTE)
+        if self.of_type(SECRET) and any(any_reads_sds(self.of_type(t)) for t in (CLUSTER, LISTENER)):
+            required.add(SECRET)
+        return frozenset(required)
 
     def origins_of(self, type_url: str, name: str) -> tuple[Origin, ...]:
         return self.origins.get((type_url, name), ())

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pytest
 from envoy.service.discovery.v3 import discovery_pb2
 
 from controlplane.translate.resources import CLUSTER
-from tests.harness import free_port
+from tests.harness import GiveUp, free_port, wait_until
 
 STREAMS = 1_500
 CHANNELS = 12
@@ -92,15 +91,13 @@ def test_a_storm_of_new_streams_past_the_pending_call_limit_loses_none(tmp_path:
             stdout=log, stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=1):
-                    break
-            except OSError:
-                log_text = (tmp_path / "serve.log").read_text()
-                assert server.poll() is None and time.monotonic() < deadline, log_text
-                time.sleep(0.1)
+        def ready() -> bool:
+            if server.poll() is not None:
+                raise GiveUp((tmp_path / "serve.log").read_text())
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=1):
+                return True
+
+        wait_until(ready, timeout=30, what="controlplane serve ready")
         outcomes = asyncio.run(_storm(xds, server))
     finally:
         if server.poll() is None:
