@@ -192,7 +192,8 @@ class ControlPlane:
         self.build_failures = failures = BuildFailures()
         rebuilding = time.perf_counter()
         before = self.changes.before(self.cache)
-        stage = (PolicyWide(policy), SharedTranslation())
+        # the previous generation's translation lends every part whose model value is unchanged
+        stage = (PolicyWide(policy), SharedTranslation(self._stage[1] if self._stage else None))
         live = next(iter(self.cache.shapes()), None)
         if live is not None:
             # The first shape of a new policy computes the policy-wide part (about a second at 1,000

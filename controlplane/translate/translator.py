@@ -142,6 +142,12 @@ def add_own(resources: Resources, model: ProxyModel) -> None:
             resources.add(CLUSTER, collector.name, collector, telemetry_origins)
 
 
+def own_inputs(model: ProxyModel) -> tuple[object, ...]:
+    """Everything `add_own` reads of the model (xds/assembly.py reuses its output while this is equal)."""
+    return ("own", model.inbound, model.telemetry, model.gateway, model.client_credentials,
+            model.mesh_connect_timeout_ms)
+
+
 def add_outbound(resources: Resources, model: ProxyModel) -> None:
     """The passthrough cluster and the outbound HTTP listener (on the proxy's own address)."""
     if model.outbound_http is not None:

@@ -155,6 +155,9 @@ class Snapshot:
     )
     _names: dict[frozenset[str], frozenset[str]] = field(default_factory=dict, compare=False, repr=False)
     _type_versions: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # the translated parts an assembled snapshot is made of (xds/assembly.py): held here so that the next
+    # policy generation can take over those of live shapes whose model did not change, and only theirs
+    parts: tuple[object, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
     def build(cls, resources: Resources, interner: Interner, changed_at: float = 0.0) -> Snapshot:

@@ -5,7 +5,8 @@ with workloadSelector and locality settings, Sidecars narrowing visibility, expo
 mesh) and random proxy identities (namespace, labels, locality, inbound address), after any sequence of
 edits, connects and disconnects, every live shape the cache serves has the same resources (names, versions,
 bytes, order), the same snapshot version and the same origins as `build_proxy` → `translate_proxy` →
-`Snapshot.build` from scratch.
+`Snapshot.build` from scratch. Each edit's translation is handed the previous one, as the server's reload
+does, so parts taken over across generations by model value are compared too.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from controlplane.api.policyset import PolicySet
 from controlplane.app import make_factory
 from controlplane.isolation import BuildFailures, isolated
 from controlplane.model.identity import ProxyIdentity, SocketAddress
+from controlplane.model.policywide import PolicyWide
 from controlplane.translate.resources import PUSH_ORDER
-from controlplane.xds.assembly import Assembly
+from controlplane.xds.assembly import Assembly, SharedTranslation
 from controlplane.xds.cache import SnapshotCache
 from controlplane.xds.snapshot import Interner, Snapshot, type_version
 from tests.reliability.policy_support import IDENTITIES, demo_texts, load
@@ -162,13 +164,15 @@ assembled_shapes = [0]
 def test_assembled_snapshots_equal_the_full_rebuild(sequence: list[tuple[str, Any]]) -> None:
     texts = dict(DEMO)
     policy, _ = load(texts)
-    cache = SnapshotCache(make_factory(policy))
+    translation = SharedTranslation()
+    cache = SnapshotCache(make_factory(policy, stage=(PolicyWide(policy), translation)))
     watches = []
     for step, value in sequence:
         if step == "edit":
             texts["generated.yaml"] = value
             policy, _ = load(texts)
-            cache.set_factory(make_factory(policy))
+            translation = SharedTranslation(translation)  # as ControlPlane._reload: carried by value
+            cache.set_factory(make_factory(policy, stage=(PolicyWide(policy), translation)))
         elif step == "connect":
             watches.append(cache.watch(value))
         elif watches:
