@@ -98,16 +98,28 @@ def _sotw_payloads(response: discovery_pb2.DiscoveryResponse) -> Iterable[bytes]
     return (resource.value for resource in response.resources)
 
 
-def _delta_payloads(response: discovery_pb2.DeltaDiscoveryResponse) -> Iterable[bytes]:
-    return (resource.resource.value for resource in response.resources)
-
-
 class NameCache:
-    """Names learned from a response, decoded once per content key and shared by all streams."""
+    """Names learned from a response, decoded once per content key and shared by all streams: per SotW
+    response version, and per delta resource (name, version), since distinct sidecars' responses differ
+    in their own few resources and would otherwise each be decoded whole."""
 
     def __init__(self) -> None:
         self._known: dict[tuple[str, str, int], tuple[str, ...]] = {}
+        self._per_resource: dict[tuple[str, str, str], tuple[str, ...]] = {}
         self.decoded = 0
+
+    def delta_names(self, type_url: str, response: discovery_pb2.DeltaDiscoveryResponse) -> tuple[str, ...]:
+        learn = LEARN[type_url]
+        known = self._per_resource
+        learned: set[str] = set()
+        for resource in response.resources:
+            key = (type_url, resource.name, resource.version)
+            found = known.get(key)
+            if found is None:
+                found = known[key] = learn((resource.resource.value,))
+                self.decoded += 1
+            learned.update(found)
+        return tuple(sorted(learned))
 
     def names(
         self, type_url: str, key: str, payloads: Callable[[], Iterable[bytes]], count: int
@@ -254,12 +266,7 @@ async def delta_stream(channel: grpc.aio.Channel, stream: _Stream) -> None:
                 stream.result.route_times.append(time.time())
             dependent = DEPENDENT.get(type_url)
             if dependent is not None:
-                wanted = stream.names.names(
-                    type_url,
-                    response.system_version_info,
-                    functools.partial(_delta_payloads, response),
-                    len(response.resources),
-                )
+                wanted = stream.names.delta_names(type_url, response)
                 have = set(stream.subscribed.get(dependent, ()))
                 new = [name for name in wanted if name not in have]
                 if new or dependent not in stream.subscribed:
