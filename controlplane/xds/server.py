@@ -52,16 +52,6 @@ def _identity(payload: bytes) -> bytes:
     return payload
 
 
-async def _chained(first: Message | Exception, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    """The stream's requests again, its first one (already read) included; a first request that could
-    not be decoded raises again, for serve_stream to answer."""
-    if isinstance(first, Exception):
-        raise first
-    yield first
-    async for request in rest:
-        yield request
-
-
 def _sotw_state(status: Any, snapshot: Any, nonce: Any, fixed: str | None) -> SotwState:
     return SotwState(status, snapshot, nonce, fixed)
 
@@ -96,7 +86,7 @@ class XdsServer:
     def _handler(self, make_state: StateFactory, protocol: str, fixed: str | None) -> Handler:
         async def handle(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]) -> None:
             iterator = aiter(requests)
-            first: Message | Exception
+            first: Message | DecodeError
             try:
                 first = await anext(iterator)
             except StopAsyncIteration:
@@ -107,7 +97,7 @@ class XdsServer:
             if identity is not None:
                 await self.cache.prepare(identity)
             try:
-                await serve_stream(_chained(first, iterator), context,
+                await serve_stream(iterator, context, first=first,
                                    cache=self.cache, registry=self.registry, make_state=make_state,
                                    protocol=protocol, fixed_type=fixed, closing=self._closing,
                                    authenticator=self.authenticator)
