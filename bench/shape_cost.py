@@ -10,6 +10,8 @@ process per (checkout, GC mode), CPU seconds (time.process_time), medians over t
 - *ratio* = reference ÷ bare (issue #12's target: ≤ 10x);
 - *first shape*: the server's path for the first shape of a policy generation (a fresh PolicyWide and
   SharedTranslation, `make_factory` → `SnapshotCache.watch`);
+- *first shape after an edit*: the first shape of the next generation after bench/scale.py's one-line
+  VirtualService edit, its SharedTranslation handed the previous one (as ControlPlane._reload does);
 - *per additional shape*: the same path for each of K more sidecars with distinct labels, inbound
   address, app port and service account (as `ads_load_client.py --distinct-identity`), without the
   mesh CA's certificates (security/, measured apart: `--with-certs`).
@@ -86,7 +88,7 @@ def measure_reference(policy: Any, repeat: int) -> dict[str, list[float]]:
     return rows
 
 
-def measure_shapes(policy: Any, shapes: int, work: Path, certs: bool) -> dict[str, Any]:
+def measure_shapes(policy: Any, shapes: int, work: Path, certs: bool, policy_dir: Path) -> dict[str, Any]:
     from controlplane.app import make_factory
     from controlplane.xds.cache import SnapshotCache
     from controlplane.xds.node import identity_of
@@ -112,9 +114,42 @@ def measure_shapes(policy: Any, shapes: int, work: Path, certs: bool) -> dict[st
         watches.append(cache.watch(identity))
         each.append(_cpu(started))
     resources = sum(len(watches[-1].snapshot.of_type(t)) for t in watches[-1].snapshot.resources)
-    for watch in watches:
+    for watch in watches[1:]:
         watch.cancel()
-    return {"first_s": first, "each_s": each, "resources_per_shape": resources}
+    after_edit = _first_after_edit(cache, policy, mesh, work, policy_dir)
+    watches[0].cancel()
+    return {"first_s": first, "each_s": each, "resources_per_shape": resources, "after_edit_s": after_edit}
+
+
+def _first_after_edit(cache: Any, policy: Any, mesh: Any, work: Path, policy_dir: Path) -> float | None:
+    """The first shape of the generation after a one-line edit (bench/scale.py's VirtualService timeout),
+    its translation handed the previous one's as the server's reload does; None for a checkout whose
+    SharedTranslation takes no previous generation."""
+    import shutil
+
+    from scale import edit_policy
+
+    from controlplane.api.loader import load_policy_dir
+    from controlplane.app import make_factory
+    from controlplane.model.policywide import PolicyWide
+    from controlplane.xds.assembly import SharedTranslation
+
+    try:
+        before = SharedTranslation()
+        carried = SharedTranslation(before)  # type: ignore[call-arg]
+    except TypeError:
+        return None
+    del carried
+    # the live shape's parts must come from `before`: rebuild it under that translation first
+    cache.set_factory(make_factory(policy, mesh_identity=mesh, stage=(PolicyWide(policy), before)))
+    edited_dir = work / f"edited-{os.getpid()}"
+    shutil.copytree(policy_dir, edited_dir)
+    edit_policy(edited_dir, 6)
+    edited, _ = load_policy_dir(edited_dir)
+    factory = make_factory(edited, mesh_identity=mesh, stage=(PolicyWide(edited), SharedTranslation(before)))
+    started = time.process_time()
+    cache.set_factory(factory)  # one live shape: the generation's first
+    return _cpu(started)
 
 
 def worker(policy_dir: Path, mode: str, repeat: int, shapes: int, certs: bool, work: Path) -> dict[str, Any]:
@@ -140,7 +175,7 @@ def worker(policy_dir: Path, mode: str, repeat: int, shapes: int, certs: bool, w
     gc.callbacks.append(on_gc)
     reference = measure_reference(policy, repeat)
     reference_gc = collections[0] / repeat
-    shape = measure_shapes(policy, shapes, work, certs)
+    shape = measure_shapes(policy, shapes, work, certs, policy_dir)
     import controlplane
 
     return {"reference": reference, "reference_gc_s": reference_gc, "package": controlplane.__file__, **shape}
@@ -180,6 +215,8 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "first_shape_s": median([run["first_s"] for run in runs]),
         "per_shape_s": median(each),
         "per_shape_p90_s": each[int(len(each) * 0.9)],
+        "after_edit_s": median(edits) if (edits := [r["after_edit_s"] for r in runs
+                                                     if r.get("after_edit_s") is not None]) else None,
         "workers": len(runs),
     }
 
@@ -193,7 +230,9 @@ def render(report: dict[str, Any]) -> str:
         "*ratio* = reference ÷ bare (target ≤ 10x). *first shape*: the server's assembly path "
         "(make_factory → SnapshotCache.watch) for a generation's first shape; *per shape*: each further "
         "sidecar with a distinct identity (labels, inbound address, service account), with workload "
-        "certificates where the heading says so. GC *frozen*: "
+        "certificates where the heading says so; *first shape after an edit*: the same after a one-line "
+        "VirtualService edit, the previous generation's translation handed over (as a reload does). "
+        "GC *frozen*: "
         "gc.collect() + gc.freeze() after the load; *tuned*: frozen and gc.set_threshold(20000, 10, 10). "
         "*gc*: CPU in collections during one reference build.",
         "",
@@ -209,8 +248,8 @@ def render(report: dict[str, Any]) -> str:
             f"load at start {run['load']}.",
             "",
             "| checkout | GC | build | translate | Snapshot.build | reference | bare | ratio "
-            "| gc in reference | first shape | per shape (p90) |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| gc in reference | first shape | per shape (p90) | first shape after an edit (÷ bare) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for row in run["rows"]:
             s = row["summary"]
@@ -218,10 +257,16 @@ def render(report: dict[str, Any]) -> str:
                 f"| {row['label']} | {row['mode']} | {s['build_s'] * 1e3:.1f} | {s['translate_s'] * 1e3:.1f} "
                 f"| {s['snapshot_s'] * 1e3:.1f} | {s['reference_s'] * 1e3:.1f} | {s['bare_s'] * 1e3:.2f} "
                 f"| **{s['ratio']:.1f}x** | {s['reference_gc_s'] * 1e3:.1f} | {s['first_shape_s'] * 1e3:.0f} "
-                f"| {s['per_shape_s'] * 1e3:.2f} ({s['per_shape_p90_s'] * 1e3:.2f}) |"
+                f"| {s['per_shape_s'] * 1e3:.2f} ({s['per_shape_p90_s'] * 1e3:.2f}) "
+                f"| {_after_edit(s)} |"
             )
         out.append("")
     return "\n".join(out)
+
+
+def _after_edit(summary: dict[str, Any]) -> str:
+    after = summary.get("after_edit_s")
+    return "n/a" if after is None else f"{after * 1e3:.0f} ({after / summary['bare_s']:.0f}x)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
