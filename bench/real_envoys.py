@@ -5,7 +5,8 @@ the policy and the notion of "converged" are tests/e2e/fleet.py's (the in-suite 
 tests/e2e/test_fleet.py, runs 8 Envoys at N = 200). It starts `controlplane serve --insecure-xds`
 (tests/e2e/mesh.py's ControlPlane, free ports, a temp dir), starts the Envoys one after the other,
 waits until every one runs what the server serves its node with no cluster warming, makes a one-line
-edit (a route timeout) and measures edit → every Envoy converged (polled, so an upper bound), then checks
+edit (a route timeout) and measures edit → every Envoy converged (seen synced on the server's /debug/syncz,
+polled every 50 ms, then confirmed against the Envoy's own config dump), then checks
 `cluster_manager.warming_clusters` is 0 on all of them. Every process is stopped by PID.
 
     .venv/bin/python bench/real_envoys.py                     # 50 Envoys, N = 1,000
@@ -65,21 +66,35 @@ def main(argv: Sequence[str] | None = None) -> int:
                 envoy.start(timeout=args.timeout)
             pending: dict[str, float] = {}
 
-            def wait_all(timeout_s: int, since: float) -> dict[str, float]:
-                """Seconds from `since` until each Envoy was seen converged (polled round-robin)."""
+            def versions() -> dict[str, str]:
+                return {row["node"]: row["current_snapshot_version"] for row in control_plane.syncz()}
+
+            def wait_all(timeout_s: int, since: float, stale: dict[str, str]) -> dict[str, float]:
+                """Seconds from `since` until each Envoy was seen synced on /debug/syncz (one call per
+                round for all of them) with a snapshot other than `stale`'s, confirmed once by the full
+                check (`converged`: Envoy's config dump equals what the server serves its node, the
+                edited route, nothing warming). Comparing two config dumps of 2,000 resources per Envoy
+                and round measured the poller, not the convergence (p50 75 s for 50 Envoys)."""
                 done: dict[str, float] = {}
+                by_node = {envoy.node_id: envoy for envoy in envoys}
                 deadline = time.monotonic() + args.timeout
                 while len(done) < len(envoys) and time.monotonic() < deadline:
-                    for envoy in envoys:
-                        if envoy.node_id not in done and converged(control_plane, envoy, timeout_s):
-                            done[envoy.node_id] = time.monotonic() - since
+                    seen = time.monotonic() - since
+                    for row in control_plane.syncz():
+                        node = row["node"]
+                        if node in done or node not in by_node or not row["synced"] \
+                                or row["current_snapshot_version"] == stale.get(node):
+                            continue
+                        if converged(control_plane, by_node[node], timeout_s):
+                            done[node] = seen
                     time.sleep(0.05)
                 return done
 
-            initial = wait_all(5, started)
+            initial = wait_all(5, started, {})
+            before = versions()
             edited = time.monotonic()
             edit_timeout(config, 7)
-            pending = wait_all(7, edited)
+            pending = wait_all(7, edited, before)
             warming = {e.node_id: e.warming()["cluster_manager.warming_clusters"] for e in envoys}
             report = {
                 "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),

@@ -116,12 +116,12 @@ def measure_shapes(policy: Any, shapes: int, work: Path, certs: bool, policy_dir
     resources = sum(len(watches[-1].snapshot.of_type(t)) for t in watches[-1].snapshot.resources)
     for watch in watches[1:]:
         watch.cancel()
-    after_edit = _first_after_edit(cache, policy, mesh, work, policy_dir)
+    after_edit = _first_after_edit(cache, mesh, work, policy_dir)
     watches[0].cancel()
     return {"first_s": first, "each_s": each, "resources_per_shape": resources, "after_edit_s": after_edit}
 
 
-def _first_after_edit(cache: Any, policy: Any, mesh: Any, work: Path, policy_dir: Path) -> float | None:
+def _first_after_edit(cache: Any, mesh: Any, work: Path, policy_dir: Path) -> float | None:
     """The first shape of the generation after a one-line edit (bench/scale.py's VirtualService timeout),
     its translation handed the previous one's as the server's reload does; None for a checkout whose
     SharedTranslation takes no previous generation."""
@@ -140,10 +140,12 @@ def _first_after_edit(cache: Any, policy: Any, mesh: Any, work: Path, policy_dir
     except TypeError:
         return None
     del carried
-    # the live shape's parts must come from `before`: rebuild it under that translation first
-    cache.set_factory(make_factory(policy, mesh_identity=mesh, stage=(PolicyWide(policy), before)))
+    # Both generations are loaded from one directory (origins name the files, so a copy elsewhere would
+    # differ in every object), and the live shape's parts must come from `before`: rebuild it first.
     edited_dir = work / f"edited-{os.getpid()}"
     shutil.copytree(policy_dir, edited_dir)
+    base, _ = load_policy_dir(edited_dir)
+    cache.set_factory(make_factory(base, mesh_identity=mesh, stage=(PolicyWide(base), before)))
     edit_policy(edited_dir, 6)
     edited, _ = load_policy_dir(edited_dir)
     factory = make_factory(edited, mesh_identity=mesh, stage=(PolicyWide(edited), SharedTranslation(before)))
