@@ -6,7 +6,8 @@ tests/e2e/test_fleet.py, runs 8 Envoys at N = 200). It starts `controlplane serv
 (tests/e2e/mesh.py's ControlPlane, free ports, a temp dir), starts the Envoys one after the other,
 waits until every one runs what the server serves its node with no cluster warming, makes a one-line
 edit (a route timeout) and measures edit → every Envoy converged (seen synced on the server's /debug/syncz,
-polled every 50 ms, then confirmed against the Envoy's own config dump), then checks
+polled every 50 ms, then confirmed against the Envoy's own config dump; the server's receipt of each
+Envoy's last ACK after the edit is reported too, free of the polling), then checks
 `cluster_manager.warming_clusters` is 0 on all of them. Every process is stopped by PID.
 
     .venv/bin/python bench/real_envoys.py                     # 50 Envoys, N = 1,000
@@ -69,6 +70,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             def versions() -> dict[str, str]:
                 return {row["node"]: row["current_snapshot_version"] for row in control_plane.syncz()}
 
+            def acked(since_wall: float) -> dict[str, float]:
+                """Per node: seconds from `since_wall` to the server's receipt of its last ACK after it."""
+                out: dict[str, float] = {}
+                for row in control_plane.syncz():
+                    times = [t["acked_at"] for t in row["types"].values()
+                             if t.get("acked_at") and t["acked_at"] >= since_wall]
+                    if times:
+                        out[row["node"]] = max(times) - since_wall
+                return out
+
             def wait_all(timeout_s: int, since: float, stale: dict[str, str]) -> dict[str, float]:
                 """Seconds from `since` until each Envoy was seen synced on /debug/syncz (one call per
                 round for all of them) with a snapshot other than `stale`'s, confirmed once by the full
@@ -92,9 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             initial = wait_all(5, started, {})
             before = versions()
-            edited = time.monotonic()
+            edited, edited_wall = time.monotonic(), time.time()
             edit_timeout(config, 7)
             pending = wait_all(7, edited, before)
+            acks = acked(edited_wall)
             warming = {e.node_id: e.warming()["cluster_manager.warming_clusters"] for e in envoys}
             report = {
                 "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -106,6 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "edit_converged": len(pending),
                 "edit_p50_s": statistics.median(pending.values()) if pending else None,
                 "edit_max_s": max(pending.values(), default=None),
+                # the server's receipt of each Envoy's last ACK after the edit (not bounded by polling)
+                "edit_acked_p50_s": statistics.median(acks.values()) if acks else None,
+                "edit_acked_max_s": max(acks.values(), default=None),
+                "edit_acked": len(acks),
                 "warming_clusters_nonzero": {n: w for n, w in warming.items() if w != 0},
             }
         finally:
