@@ -153,6 +153,9 @@ def _parser() -> argparse.ArgumentParser:
                         "`make run`, else 127.0.0.1:18001)")
     status.add_argument("--wait", action="store_true",
                         help="block until every connected proxy ACKed the current config (see exit codes)")
+    status.add_argument("--node", action="append", default=[], metavar="NODE",
+                        help="with --wait: also wait until this node is connected (repeatable); a proxy "
+                        "that was just started has no stream yet")
     status.add_argument("--timeout", type=float, default=30.0, help="seconds to --wait")
     status.add_argument("--json", action="store_true", help="print /debug/syncz as JSON")
 
@@ -275,7 +278,8 @@ def _status(args: argparse.Namespace) -> int:
 
     try:
         if args.wait:
-            synced, streams, report = inspect.wait_synced(args.admin_address, args.timeout)
+            synced, streams, report = inspect.wait_synced(args.admin_address, args.timeout,
+                                                          nodes=args.node)
         else:
             report = inspect.fetch(args.admin_address, "/debug/config")
             streams = inspect.fetch(args.admin_address, "/debug/syncz")
@@ -289,8 +293,9 @@ def _status(args: argparse.Namespace) -> int:
         inspect.render_policy(report, sys.stdout)
         inspect.render_status(streams, sys.stdout)
     if args.wait and not synced:
-        print(f"controlplane: not every proxy ACKed the current config within {args.timeout:g}s",
-              file=sys.stderr)
+        missing = sorted(set(args.node) - {stream["node"] for stream in streams})
+        print(f"controlplane: not every proxy ACKed the current config within {args.timeout:g}s"
+              + (f" (not connected: {', '.join(missing)})" if missing else ""), file=sys.stderr)
         return 1
     if args.wait and inspect.policy_errors(report):
         # the proxies are SYNCED, but on the last valid config: the latest edit was rejected

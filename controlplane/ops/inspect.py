@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -127,16 +128,19 @@ def all_synced(streams: list[dict[str, Any]]) -> bool:
 
 
 def wait_synced(
-    admin: str, timeout: float, poll: float = 0.1
+    admin: str, timeout: float, poll: float = 0.1, nodes: Collection[str] = ()
 ) -> tuple[bool, list[dict[str, Any]], dict[str, Any]]:
-    """Poll /debug/syncz until every connected proxy ACKed its current config, or `timeout` passes;
-    (synced, the streams, /debug/config as it was then)."""
+    """Poll /debug/syncz until every connected proxy ACKed its current config, and each of `nodes` is
+    connected (a proxy just started has no stream yet, and "every connected proxy" would not wait for
+    it), or `timeout` passes; (synced, the streams, /debug/config as it was then)."""
     deadline = time.monotonic() + timeout
     while True:
         # a file change whose reload has not run yet would make "synced" describe the old config
         report: dict[str, Any] = fetch(admin, "/debug/config")
         streams = fetch(admin, "/debug/syncz")
-        if not report.get("reload_pending", False) and all_synced(streams):
+        connected = {stream["node"] for stream in streams}
+        if not report.get("reload_pending", False) and all_synced(streams) \
+                and all(node in connected for node in nodes):
             return True, streams, report
         if time.monotonic() >= deadline:
             return False, streams, report

@@ -187,3 +187,30 @@ def test_default_admin_address(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert default_admin_address() == "127.0.0.1:28001"  # the running `make run` of this directory
     monkeypatch.setenv("CONTROLPLANE_ADMIN_ADDRESS", "http://127.0.0.1:38001")
     assert default_admin_address() == "127.0.0.1:38001"
+
+
+def test_wait_for_a_named_node_waits_until_it_is_connected(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`status --wait --node N`: every connected proxy synced is not enough while N has no stream yet
+    (an Envoy just started), so the README's `status` right after starting Envoy shows it."""
+    from controlplane.ops import inspect
+
+    synced = {"node": "other-1", "synced": True}
+    answers = [[synced], [synced], [synced, {"node": "reviews-1", "synced": True}]]
+    polls: list[int] = []
+
+    def fetch(_admin: str, path: str) -> object:
+        if path == "/debug/config":
+            return {"reload_pending": False}
+        polls.append(1)
+        return answers[min(len(polls), len(answers)) - 1]
+
+    monkeypatch.setattr(inspect, "fetch", fetch)
+    done, streams, _ = inspect.wait_synced("127.0.0.1:1", timeout=5, poll=0, nodes=["reviews-1"])
+    assert done and len(polls) == 3 and {s["node"] for s in streams} == {"other-1", "reviews-1"}
+    polls.clear()
+    done, _, _ = inspect.wait_synced("127.0.0.1:1", timeout=5, poll=0)  # without --node: at once
+    assert done and len(polls) == 1
+    polls.clear()
+    answers[:] = [[synced]]
+    done, _, _ = inspect.wait_synced("127.0.0.1:1", timeout=0.05, poll=0.01, nodes=["reviews-1"])
+    assert not done  # it never connected: a timeout, not success
