@@ -10,7 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.harness import free_port
+from tests.harness import GiveUp, free_port, wait_until
 
 
 def test_idle_serve_exits_promptly_on_sigint(tmp_path: Path) -> None:
@@ -23,14 +23,13 @@ def test_idle_serve_exits_promptly_on_sigint(tmp_path: Path) -> None:
             stdout=out, stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=1):
-                    break
-            except OSError:
-                assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise GiveUp(f"serve exited with {process.returncode}:\n{log.read_text()}")
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=1):
+                return True
+
+        wait_until(ready, timeout=30, interval=0.1, what="serve ready", describe=log.read_text)
         time.sleep(1.0)  # idle for a while, as after `make run` settles
         sent = time.monotonic()
         process.send_signal(signal.SIGINT)
