@@ -134,12 +134,11 @@ def _first_after_edit(cache: Any, mesh: Any, work: Path, policy_dir: Path) -> fl
     from controlplane.model.policywide import PolicyWide
     from controlplane.xds.assembly import SharedTranslation
 
+    before = SharedTranslation()
     try:
-        before = SharedTranslation()
-        carried = SharedTranslation(before)  # type: ignore[call-arg]
+        SharedTranslation(before)  # type: ignore[call-arg]  # an older checkout takes no previous one
     except TypeError:
         return None
-    del carried
     # Both generations are loaded from one directory (origins name the files, so a copy elsewhere would
     # differ in every object), and the live shape's parts must come from `before`: rebuild it first.
     edited_dir = work / f"edited-{os.getpid()}"

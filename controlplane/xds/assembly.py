@@ -260,11 +260,13 @@ def assemble(wide: PolicyWide, shared: SharedTranslation, proxy: ProxyIdentity) 
                     value=lambda: ("tcp", model.tcp_listeners)),
     )
     # the passthrough cluster and outbound listener read only these parts of the model
-    listener_key = ("outbound", outbound.address, outbound.outbound_policy, outbound.forwards_by_authority,
-                    Ref(model.telemetry), model.mesh_connect_timeout_ms, model.mesh_origins)
+    def listener_key(telemetry: object) -> tuple[object, ...]:
+        return ("outbound", outbound.address, outbound.outbound_policy, outbound.forwards_by_authority,
+                telemetry, model.mesh_connect_timeout_ms, model.mesh_origins)
+
     small = (
-        shared.part(listener_key, lambda r: add_outbound(r, model), small=True,
-                    value=lambda: (*listener_key[:4], model.telemetry, *listener_key[5:])),
+        shared.part(listener_key(Ref(model.telemetry)), lambda r: add_outbound(r, model), small=True,
+                    value=lambda: listener_key(model.telemetry)),
         # the listeners on the proxy's own addresses and its inbound side: its own, but equal to the
         # previous generation's after most edits (they read only what `own_inputs` lists)
         shared.by_value(own_inputs(model), lambda r: add_own(r, model)),

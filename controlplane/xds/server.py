@@ -30,7 +30,7 @@ from controlplane.xds.delta import DeltaState
 from controlplane.xds.node import NodeError, identity_of
 from controlplane.xds.sotw import SotwState
 from controlplane.xds.status import StatusRegistry
-from controlplane.xds.stream import StateFactory, serve_stream
+from controlplane.xds.stream import StateFactory, read_first, serve_stream
 
 log = logging.getLogger(__name__)
 
@@ -86,14 +86,10 @@ class XdsServer:
     def _handler(self, make_state: StateFactory, protocol: str, fixed: str | None) -> Handler:
         async def handle(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]) -> None:
             iterator = aiter(requests)
-            first: Message | DecodeError
-            try:
-                first = await anext(iterator)
-            except StopAsyncIteration:
+            first = await read_first(iterator)
+            if first is None:
                 return
-            except DecodeError as exc:
-                first = exc
-            identity = None if isinstance(first, Exception) else self._admitted(first, context)
+            identity = None if isinstance(first, DecodeError) else self._admitted(first, context)
             if identity is not None:
                 await self.cache.prepare(identity)
             try:

@@ -59,15 +59,11 @@ async def serve_stream(
     when the caller has read it already (the server does, to build the snapshot ahead), else read here."""
     iterator = aiter(requests)
     if first is None:
-        try:
-            first = await anext(iterator)
-        except StopAsyncIteration:
+        first = await read_first(iterator)
+        if first is None:
             return
-        except DecodeError as exc:
-            first = exc
-    if isinstance(first, DecodeError) or first is None:
-        if first is not None:
-            await _malformed(context, first)  # aborts the call
+    if isinstance(first, DecodeError):
+        await _malformed(context, first)  # aborts the call
         return
     node = first.node
     if not first.HasField("node"):
@@ -134,6 +130,16 @@ async def serve_stream(
         watch.cancel()
         registry.close(status)
         log.info("node %s disconnected (%s)", node.id, protocol)
+
+
+async def read_first(iterator: AsyncIterator[Message]) -> Message | DecodeError | None:
+    """A stream's first request; the error when it cannot be decoded; None when the stream ended first."""
+    try:
+        return await anext(iterator)
+    except StopAsyncIteration:
+        return None
+    except DecodeError as exc:
+        return exc
 
 
 async def _write(

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import gc
 
+from controlplane.api.policyset import PolicySet
 from controlplane.app import make_factory
 from controlplane.model.policywide import PolicyWide
 from controlplane.translate.resources import CLUSTER, LISTENER, ROUTE
 from controlplane.translate.translator import own_inputs
 from controlplane.xds.assembly import SharedTranslation
-from controlplane.xds.cache import SnapshotCache
+from controlplane.xds.cache import SnapshotCache, Watch
 from controlplane.xds.layers import Layered
 from controlplane.xds.snapshot import Interner, Snapshot
 from tests.reliability.policy_support import IDENTITIES, demo_texts, load
@@ -39,24 +40,33 @@ def _own(snapshot: Snapshot, type_url: str) -> dict[str, object]:
     return dict(served.own)
 
 
-def _reference(policy: object, interner: Interner) -> Snapshot:
+def _reference(policy: PolicySet, interner: Interner) -> Snapshot:
     from controlplane.model import build_proxy
     from controlplane.translate.translator import translate_proxy
 
-    return Snapshot.build(translate_proxy(build_proxy(policy, SIDECAR)), interner)  # type: ignore[arg-type]
+    return Snapshot.build(translate_proxy(build_proxy(policy, SIDECAR)), interner)
+
+
+def _served(policy: PolicySet, translation: SharedTranslation) -> tuple[SnapshotCache, Watch]:
+    """A cache serving the labelled sidecar under `policy`, its parts from `translation`."""
+    cache = SnapshotCache(make_factory(policy, stage=(PolicyWide(policy), translation)))
+    return cache, cache.watch(SIDECAR)
+
+
+def _reload(cache: SnapshotCache, policy: PolicySet, translation: SharedTranslation) -> None:
+    cache.set_factory(make_factory(policy, stage=(PolicyWide(policy), translation)))
 
 
 def test_an_edit_of_one_route_keeps_the_clusters_layer_and_the_own_listeners() -> None:
     texts = demo_texts()
     policy, _ = load(texts)
     first = SharedTranslation()
-    cache = SnapshotCache(make_factory(policy, stage=(PolicyWide(policy), first)))
-    watch = cache.watch(SIDECAR)
+    cache, watch = _served(policy, first)
     before = watch.snapshot
-    assert hash(own_inputs(PolicyWide(policy).model(SIDECAR))) is not None  # hashable, or nothing carries
+    hash(own_inputs(PolicyWide(policy).model(SIDECAR)))  # raises if unhashable: then nothing would carry
 
     edited, _ = load(_edited(texts))
-    cache.set_factory(make_factory(edited, stage=(PolicyWide(edited), SharedTranslation(first))))
+    _reload(cache, edited, SharedTranslation(first))
     after = watch.snapshot
     assert after.version != before.version
     assert _layer(after, CLUSTER) is _layer(before, CLUSTER)  # taken over: not translated again
@@ -74,11 +84,10 @@ def test_without_the_previous_generation_everything_is_translated_again() -> Non
     """The control for the test above: a fresh translation shares nothing with the last one."""
     texts = demo_texts()
     policy, _ = load(texts)
-    cache = SnapshotCache(make_factory(policy, stage=(PolicyWide(policy), SharedTranslation())))
-    watch = cache.watch(SIDECAR)
+    cache, watch = _served(policy, SharedTranslation())
     before = watch.snapshot
     edited, _ = load(_edited(texts))
-    cache.set_factory(make_factory(edited, stage=(PolicyWide(edited), SharedTranslation())))
+    _reload(cache, edited, SharedTranslation())
     assert _layer(watch.snapshot, CLUSTER) is not _layer(before, CLUSTER)
 
 
@@ -86,8 +95,7 @@ def test_parts_of_departed_shapes_are_not_kept_for_the_next_generation() -> None
     texts = demo_texts()
     policy, _ = load(texts)
     first = SharedTranslation()
-    cache = SnapshotCache(make_factory(policy, stage=(PolicyWide(policy), first)))
-    watch = cache.watch(SIDECAR)
+    _, watch = _served(policy, first)
     own = own_inputs(PolicyWide(policy).model(SIDECAR))
     assert own in first._by_value  # while the shape lives, the next generation can take it over
     watch.cancel()  # the shape leaves with its last stream
