@@ -192,8 +192,11 @@ class ControlPlane:
         self.build_failures = failures = BuildFailures()
         rebuilding = time.perf_counter()
         before = self.changes.before(self.cache)
-        # the previous generation's translation lends every part whose model value is unchanged
-        stage = (PolicyWide(policy), SharedTranslation(self._stage[1] if self._stage else None))
+        # the previous generation lends every service whose inputs are the same objects (model/carry.py)
+        # and every translated part whose model value is unchanged (xds/assembly.py)
+        previous = self._stage
+        stage = (PolicyWide(policy, previous[0] if previous else None),
+                 SharedTranslation(previous[1] if previous else None))
         live = next(iter(self.cache.shapes()), None)
         if live is not None:
             # The first shape of a new policy computes the policy-wide part (about a second at 1,000

@@ -13,7 +13,7 @@ DestinationRule `tls` or auto mTLS (see `mtls`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 from controlplane.api.common import labels_match
@@ -34,6 +34,9 @@ from controlplane.model.proxy_model import (
 from controlplane.model.refs import sorted_refs
 from controlplane.model.services import Registry, Service
 
+# (service, its host rules, make) -> the service's clusters: `make()`, or equal ones made before
+ServiceClusters = Callable[[Service, HostRules | None, Callable[[], Sequence[Cluster]]], Sequence[Cluster]]
+
 
 def build_clusters(
     policy: PolicySet,
@@ -41,25 +44,45 @@ def build_clusters(
     rules: Mapping[str, HostRules],
     connect_timeout_ms: int,
     locality: str = "",
+    lend: ServiceClusters | None = None,
 ) -> tuple[Cluster, ...]:
-    """Every cluster, sorted by (host, port, subset)."""
+    """Every cluster, sorted by (host, port, subset). `lend(service, its rules, make)`: a service's
+    clusters, `make()` or equal ones made before from the same inputs (model/carry.py)."""
     clusters: list[Cluster] = []
     tls = EndpointTls(policy)
     for service in registry.services.values():
         host_rules = rules.get(service.host)
-        subsets = sorted(host_rules.subsets.items()) if host_rules else []
-        for port in service.ports:
-            clusters.append(
-                _cluster(policy, tls, service, port, host_rules, "", connect_timeout_ms, None, locality)
-            )
-            for name, subset in subsets:
-                clusters.append(
-                    _cluster(
-                        policy, tls, service, port, host_rules, name, connect_timeout_ms, subset.labels,
-                        locality,
-                    )
-                )
+
+        def make(service: Service = service, host_rules: HostRules | None = host_rules) -> list[Cluster]:
+            return service_clusters(policy, tls, service, host_rules, connect_timeout_ms, locality)
+
+        clusters.extend(make() if lend is None else lend(service, host_rules, make))
     return tuple(sorted(clusters, key=lambda cluster: cluster.ref))
+
+
+def service_clusters(
+    policy: PolicySet,
+    tls: EndpointTls,
+    service: Service,
+    host_rules: HostRules | None,
+    connect_timeout_ms: int,
+    locality: str,
+) -> list[Cluster]:
+    """One service's clusters: per port, the port's and then each subset's (by name)."""
+    clusters: list[Cluster] = []
+    subsets = sorted(host_rules.subsets.items()) if host_rules else []
+    for port in service.ports:
+        clusters.append(
+            _cluster(policy, tls, service, port, host_rules, "", connect_timeout_ms, None, locality)
+        )
+        for name, subset in subsets:
+            clusters.append(
+                _cluster(
+                    policy, tls, service, port, host_rules, name, connect_timeout_ms, subset.labels,
+                    locality,
+                )
+            )
+    return clusters
 
 
 def _cluster(

@@ -23,12 +23,12 @@ Gateways are few and built in full (`build_proxy`).
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from controlplane.api.policyset import PolicySet
 from controlplane.api.sidecar import Sidecar, select_sidecar
+from controlplane.model.carry import Carry
 from controlplane.model.clusters import build_clusters
 from controlplane.model.destinationrules import destination_rules
 from controlplane.model.exports import exported_policy
@@ -40,142 +40,12 @@ from controlplane.model.services import service_registry, visible_services
 from controlplane.model.sidecar import MeshDefaults, build_proxy, forwards_by_authority, sidecar_model
 from controlplane.model.tcp import build_tcp_listeners
 from controlplane.model.telemetry import build_telemetry
+from controlplane.model.tracing import Reads, Ref, Spec, signature, traced
 
 T = TypeVar("T")
 
 # Entries per memo table before it is cleared (bounds memory under unique-label churn).
 MAX_ENTRIES = 4096
-
-_FIELDS = frozenset(f.name for f in dataclasses.fields(ProxyIdentity))
-
-
-class Ref:
-    """An object as a memo key by identity (registries are dicts, unhashable by value; identity is what
-    sharing means here). Holds the object, so its id is not reused while the key lives."""
-
-    __slots__ = ("obj",)
-
-    def __init__(self, obj: object) -> None:
-        self.obj = obj
-
-    def __hash__(self) -> int:
-        return id(self.obj)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Ref) and other.obj is self.obj
-
-
-class _Reads:
-    """What a computation read of a proxy identity: fields, label keys, or all labels."""
-
-    def __init__(self) -> None:
-        self.fields: set[str] = set()
-        self.labels: set[str] = set()
-        self.all_labels = False
-
-    def spec(self) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
-        everything = self.all_labels or "labels" in self.fields
-        return tuple(sorted(self.fields - {"labels"})), None if everything else tuple(sorted(self.labels))
-
-
-Spec = tuple[tuple[str, ...], tuple[str, ...] | None]
-
-
-def _signature(spec: Spec, proxy: ProxyIdentity) -> tuple[object, ...]:
-    fields, label_keys = spec
-    values: list[object] = [getattr(proxy, name) for name in fields]
-    if label_keys is None:
-        values.append(proxy.labels)
-    else:
-        labels = dict(proxy.labels)
-        values.extend(labels.get(key) for key in label_keys)
-    return tuple(values)
-
-
-class _RecordingLabels(dict[str, str]):
-    """A proxy's labels that record which keys are read; any whole-map access records all of them."""
-
-    def __init__(self, labels: dict[str, str], reads: _Reads) -> None:
-        super().__init__(labels)
-        self._reads = reads
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self._reads.labels.add(key)
-        return super().get(key, default)
-
-    def __getitem__(self, key: str) -> str:
-        self._reads.labels.add(key)
-        return super().__getitem__(key)
-
-    def __contains__(self, key: object) -> bool:
-        self._reads.labels.add(str(key))
-        return super().__contains__(key)
-
-    def _all(self) -> None:
-        self._reads.all_labels = True
-
-    def __iter__(self) -> Iterator[str]:
-        self._all()
-        return super().__iter__()
-
-    def __len__(self) -> int:
-        self._all()
-        return super().__len__()
-
-    def keys(self) -> Any:
-        self._all()
-        return super().keys()
-
-    def items(self) -> Any:
-        self._all()
-        return super().items()
-
-    def values(self) -> Any:
-        self._all()
-        return super().values()
-
-    def __eq__(self, other: object) -> bool:
-        self._all()
-        return super().__eq__(other)
-
-    def __ne__(self, other: object) -> bool:
-        self._all()
-        return super().__ne__(other)
-
-    __hash__ = None
-
-    def copy(self) -> dict[str, str]:
-        self._all()
-        return dict(super().items())
-
-    def __repr__(self) -> str:
-        self._all()
-        return super().__repr__()
-
-    def __or__(self, other: Any) -> Any:
-        self._all()
-        return dict(super().items()) | other
-
-
-class _Traced(ProxyIdentity):
-    """A copy of a proxy identity that records what is read of it (see the module docstring)."""
-
-    def __getattribute__(self, name: str) -> Any:
-        if name in _FIELDS:
-            object.__getattribute__(self, "_reads").fields.add(name)
-        return object.__getattribute__(self, name)
-
-    @property
-    def label_map(self) -> dict[str, str]:
-        reads: _Reads = object.__getattribute__(self, "_reads")
-        return _RecordingLabels(dict(object.__getattribute__(self, "labels")), reads)
-
-
-def _traced(proxy: ProxyIdentity, reads: _Reads) -> ProxyIdentity:
-    copy = _Traced(**{name: getattr(proxy, name) for name in _FIELDS})
-    object.__setattr__(copy, "_reads", reads)
-    return copy
-
 
 class _Memo:
     """Results by (inputs, what the computation read of the proxy)."""
@@ -189,11 +59,11 @@ class _Memo:
         tables = self._tables.get(key)
         if tables is not None:
             for spec, results in tables:
-                signature = _signature(spec, proxy)
-                if signature in results:
-                    return results[signature]
-        reads = _Reads()
-        result = compute(_traced(proxy, reads))
+                values = signature(spec, proxy)
+                if values in results:
+                    return results[values]
+        reads = Reads()
+        result = compute(traced(proxy, reads))
         spec = reads.spec()
         if self._entries >= MAX_ENTRIES:
             self._tables.clear()
@@ -203,7 +73,7 @@ class _Memo:
         if found is None:
             found = {}
             tables.append((spec, found))
-        found[_signature(spec, proxy)] = result
+        found[signature(spec, proxy)] = result
         self._entries += 1
         return result
 
@@ -218,9 +88,11 @@ _ANYONE = ProxyIdentity()
 class PolicyWide:
     """The policy-wide sub-results of one PolicySet; `model(proxy)` equals `build_proxy(policy, proxy)`."""
 
-    def __init__(self, policy: PolicySet) -> None:
+    def __init__(self, policy: PolicySet, previous: PolicyWide | None = None) -> None:
         self.policy = policy
         self._memo = _Memo()
+        # per-service results lent by the previous generation (model/carry.py)
+        self.carry: Carry = Carry(previous.carry if previous is not None else None)
 
     def model(self, proxy: ProxyIdentity) -> ProxyModel:
         if proxy.role is Role.GATEWAY:
@@ -233,15 +105,19 @@ class PolicyWide:
         mesh = memo.plain(("mesh", scope), lambda: MeshDefaults.of(policy))
         sidecar = memo.get(("sidecar", scope), proxy, lambda p: select_sidecar(
             policy.of_kind(Sidecar), p.namespace, p.label_map, mesh.root_namespace))
-        everything = memo.plain(("services", scope), lambda: service_registry(policy))
+        carry = self.carry
+        everything = memo.plain(("services", scope), lambda: carry.registry(service_registry(policy)))
         registry = memo.plain(("visible", scope, Ref(sidecar)), lambda: visible_services(everything, sidecar))
         seen = Ref(registry)
-        rules = memo.get(("rules", scope, seen), proxy, lambda p: destination_rules(policy, registry, p))
+        rules = memo.get(("rules", scope, seen), proxy,
+                         lambda p: carry.rules(destination_rules(policy, registry, p)))
         ruled = Ref(rules)
         virtual_hosts = memo.get(("vhosts", scope, seen, ruled), proxy,
-                                 lambda p: build_virtual_hosts(policy, registry, rules, p))
+                                 lambda p: build_virtual_hosts(policy, registry, rules, p, carry.routes))
+        context = memo.plain(("context", scope), lambda: carry.context(policy))
         clusters = memo.get(("clusters", scope, seen, ruled), proxy, lambda p: build_clusters(
-            policy, registry, rules, mesh.connect_timeout_ms, p.locality))
+            policy, registry, rules, mesh.connect_timeout_ms, p.locality,
+            carry.clusters(context, mesh.connect_timeout_ms, p.locality)))
         dynamic = memo.plain(("dynamic", Ref(clusters)), lambda: forwards_by_authority(clusters))
         tcp = memo.get(("tcp", scope, seen), proxy, lambda p: build_tcp_listeners(policy, registry, p))
         telemetry = memo.get(("telemetry", scope), proxy, lambda p: build_telemetry(policy, p))

@@ -27,6 +27,7 @@ from controlplane.model.cluster_policy import (
     LbPolicy,
 )
 from controlplane.model.gatewaymodel import GatewayConfig, TlsCredential
+from controlplane.model.hashing import cached_hash
 from controlplane.model.identity import Role, SocketAddress
 from controlplane.model.peerauth import MtlsMode
 from controlplane.model.refs import ClusterRef, HostPort, PolicyRef
@@ -125,6 +126,8 @@ class Cluster:
     # Endpoints carry locality weights (DestinationRule `distribute`): Envoy's locality-weighted LB.
     locality_weighted: bool = False
 
+    __hash__ = cached_hash  # hashed as part of memo keys, often
+
     @property
     def lb_policy(self) -> LbPolicy:
         return self.policy.load_balancer.policy
@@ -141,6 +144,8 @@ class VirtualHost:
     authorities: tuple[str, ...]
     routes: tuple[Route, ...]
     origins: tuple[PolicyRef, ...] = ()
+
+    __hash__ = cached_hash  # hashed as part of memo keys, often
 
 
 @dataclass(frozen=True)

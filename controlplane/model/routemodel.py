@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from controlplane.model.cluster_policy import HashKey
+from controlplane.model.hashing import cached_hash
 from controlplane.model.refs import ClusterRef
 
 
@@ -159,6 +160,8 @@ class Route:
     hash_key: HashKey | None = None
     # VirtualService `websocketUpgrade`: the route allows the WebSocket upgrade (RouteAction.upgrade_configs).
     websocket: bool = False
+
+    __hash__ = cached_hash  # hashed as part of memo keys, often
 
     @property
     def destination(self) -> ClusterRef | None:

@@ -17,7 +17,7 @@ routes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from controlplane.api.hosts import domains
 from controlplane.api.policyset import PolicySet
@@ -29,6 +29,8 @@ from controlplane.model.proxy_model import ClusterRef, HostPort, PolicyRef, Rout
 from controlplane.model.refs import sorted_refs
 from controlplane.model.services import Registry, origin_of
 
+# (context, VirtualService, port) -> the VirtualService's routes for the port (see `build_virtual_hosts`)
+RoutesOf = Callable[[RouteContext, VirtualService, int], tuple[Route, ...]]
 # The port clients leave out of the authority for plain HTTP.
 HTTP_DEFAULT_PORT = 80
 
@@ -50,8 +52,11 @@ def build_virtual_hosts(
     registry: Registry,
     rules: Mapping[str, HostRules],
     proxy: ProxyIdentity,
+    routes_of: RoutesOf | None = None,
 ) -> tuple[VirtualHost, ...]:
-    """The outbound virtual hosts, sorted by (host, port), with proxy-wide unique authorities."""
+    """The outbound virtual hosts, sorted by (host, port), with proxy-wide unique authorities.
+    `routes_of(ctx, vs, port)`: `vs_routes`, or equal routes made before (model/carry.py)."""
+    routes_of = routes_of or vs_routes
     routing = mesh_routing(policy, registry)
     claimed: set[str] = set()
     virtual_hosts: list[VirtualHost] = []
@@ -73,7 +78,7 @@ def build_virtual_hosts(
             routes: tuple[Route, ...] = ()
             origins: list[PolicyRef] = [service.origin]
             if vs is not None:
-                routes = vs_routes(
+                routes = routes_of(
                     RouteContext(registry, rules, proxy, vs.metadata.namespace), vs, port.number
                 )
                 origins.append(origin_of(policy, vs))
@@ -81,7 +86,7 @@ def build_virtual_hosts(
                 ctx = RouteContext(registry, rules, proxy, service.namespace)
                 routes = (default_route(ctx, ClusterRef(hostport)),)
             virtual_hosts.append(VirtualHost(hostport, authorities, routes, sorted_refs(origins)))
-    virtual_hosts.extend(_unregistered_hosts(policy, registry, rules, proxy, claimed))
+    virtual_hosts.extend(_unregistered_hosts(policy, registry, rules, proxy, claimed, routes_of))
     return tuple(sorted(virtual_hosts, key=lambda vhost: (vhost.service.host, vhost.service.port)))
 
 
@@ -91,6 +96,7 @@ def _unregistered_hosts(
     rules: Mapping[str, HostRules],
     proxy: ProxyIdentity,
     claimed: set[str],
+    routes_of: RoutesOf,
 ) -> Iterator[VirtualHost]:
     """Mesh VirtualService hosts no service declares: Istio serves them on port 80 of the HTTP listener
     (the routes still need destinations that resolve; the others answer 503)."""
@@ -101,7 +107,7 @@ def _unregistered_hosts(
             if host.startswith("*") or registry.resolve(host, vs.metadata.namespace) is not None:
                 continue
             ctx = RouteContext(registry, rules, proxy, vs.metadata.namespace)
-            routes = vs_routes(ctx, vs, HTTP_DEFAULT_PORT)
+            routes = routes_of(ctx, vs, HTTP_DEFAULT_PORT)
             authorities = tuple(_claim(claimed, [f"{host}:{HTTP_DEFAULT_PORT}", host])) if routes else ()
             if authorities:
                 hostport = HostPort(host, HTTP_DEFAULT_PORT)

@@ -9,6 +9,8 @@ order; Envoy picks the virtual host by `:authority` and then the first route tha
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 
@@ -23,13 +25,17 @@ from controlplane.translate.route_action import apply_action
 from controlplane.translate.route_match import route_match
 
 
-def outbound_route_config(outbound: OutboundHttp) -> route_pb2.RouteConfiguration:
-    virtual_hosts = [_virtual_host(virtual_host) for virtual_host in outbound.virtual_hosts]
+def outbound_route_config(
+    outbound: OutboundHttp, translate: Callable[[VirtualHost], rc.VirtualHost] | None = None
+) -> route_pb2.RouteConfiguration:
+    """The route table; `translate`: `translate_virtual_host`, or a memo of it (xds/assembly.py)."""
+    translate = translate or translate_virtual_host
+    virtual_hosts = [translate(virtual_host) for virtual_host in outbound.virtual_hosts]
     virtual_hosts.append(catch_all_virtual_host(outbound.outbound_policy is OutboundPolicy.ALLOW_ANY))
     return route_pb2.RouteConfiguration(name=names.OUTBOUND_HTTP_ROUTE_CONFIG, virtual_hosts=virtual_hosts)
 
 
-def _virtual_host(virtual_host: VirtualHost) -> rc.VirtualHost:
+def translate_virtual_host(virtual_host: VirtualHost) -> rc.VirtualHost:
     return rc.VirtualHost(
         name=names.virtual_host(virtual_host.service),
         domains=list(virtual_host.authorities),

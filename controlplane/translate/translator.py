@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+
+from envoy.config.route.v3 import route_components_pb2 as rc
 
 from controlplane.model.proxy_model import (
     Cluster,
@@ -27,6 +29,7 @@ from controlplane.model.proxy_model import (
     PolicyRef,
     ProxyModel,
     TcpListener,
+    VirtualHost,
 )
 from controlplane.translate.clusters import translate_cluster
 from controlplane.translate.endpoints import load_assignment
@@ -90,10 +93,12 @@ def add_clusters(resources: Resources, clusters: Iterable[Cluster]) -> None:
                 resources.add(ENDPOINT, assignment.cluster_name, assignment, origins)
 
 
-def add_outbound_routes(resources: Resources, outbound: OutboundHttp) -> None:
-    """The outbound RouteConfiguration (every virtual host); does not depend on the listener's address."""
+def add_outbound_routes(resources: Resources, outbound: OutboundHttp,
+                        translate: Callable[[VirtualHost], rc.VirtualHost] | None = None) -> None:
+    """The outbound RouteConfiguration (every virtual host); does not depend on the listener's address.
+    `translate`: how one virtual host is translated (translate/routes.py; a memo of it may be given)."""
     try:
-        route_config = outbound_route_config(outbound)
+        route_config = outbound_route_config(outbound, translate)
     except Exception as err:
         raise TranslationFailure("outbound routes", _failing_virtual_hosts(outbound), err) from err
     origins = _origins(o for vhost in outbound.virtual_hosts for o in vhost.origins)

@@ -29,12 +29,15 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from envoy.config.route.v3 import route_components_pb2 as rc
 from google.protobuf.message import Message
 
 from controlplane.model.identity import ProxyIdentity
-from controlplane.model.policywide import MAX_ENTRIES, PolicyWide, Ref
-from controlplane.model.proxy_model import ProxyModel
+from controlplane.model.policywide import MAX_ENTRIES, PolicyWide
+from controlplane.model.proxy_model import ProxyModel, VirtualHost
+from controlplane.model.tracing import Ref
 from controlplane.translate.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, Origin, Resources
+from controlplane.translate.routes import translate_virtual_host
 from controlplane.translate.translator import (
     add_clusters,
     add_outbound,
@@ -48,6 +51,9 @@ from controlplane.xds.snapshot import Interner, Resource, Snapshot, content_hash
 
 # Small shared parts kept per generation (see SharedTranslation.part).
 MAX_SMALL_PARTS = 256
+# Translated virtual hosts kept per generation: every service port of every route table variant
+# (namespaces see other short names); cleared when full.
+MAX_VIRTUAL_HOSTS = 50_000
 
 
 class SharedPart:
@@ -102,8 +108,13 @@ class SharedTranslation:
         # this generation's parts by model value, for the next generation to take over. Weakly: a part
         # lives while a snapshot holds it (Snapshot.parts) or this generation's tables above do, so the
         # own parts of proxies that left (unique labels on every reconnect) are not kept by the memo
-        self._by_value: weakref.WeakValueDictionary[object, SharedPart] = weakref.WeakValueDictionary()
+        self._by_value: weakref.WeakValueDictionary[_Keyed, SharedPart] = weakref.WeakValueDictionary()
         self._carried = previous._by_value if previous is not None else None
+        # translated virtual hosts by model value: an edit of one route rebuilds the route table from
+        # the 999 virtual hosts translated before and the one it changed (the previous generation's dict
+        # only, so no chain of generations builds up)
+        self._virtual_hosts: dict[VirtualHost, rc.VirtualHost] = {}
+        self._lent_virtual_hosts = previous._virtual_hosts if previous is not None else {}
         self._origins: dict[tuple[int, ...], tuple[tuple[SharedPart, ...], dict[tuple[str, str],
                                                                               tuple[Origin, ...]]]] = {}
 
@@ -119,6 +130,18 @@ class SharedTranslation:
                 self._origins.clear()
             found = self._origins[key] = (parts, merged)
         return found[1]
+
+    def virtual_host(self, virtual_host: VirtualHost) -> rc.VirtualHost:
+        """`translate_virtual_host(virtual_host)`, translated once per value (never mutated after)."""
+        found = self._virtual_hosts.get(virtual_host)
+        if found is None:
+            found = self._lent_virtual_hosts.get(virtual_host)
+            if found is None:
+                found = translate_virtual_host(virtual_host)
+            if len(self._virtual_hosts) >= MAX_VIRTUAL_HOSTS:
+                self._virtual_hosts.clear()
+            self._virtual_hosts[virtual_host] = found
+        return found
 
     def part(self, key: object, make: Callable[[Resources], None], small: bool = False,
              value: Callable[[], object] | None = None) -> SharedPart:
@@ -140,15 +163,34 @@ class SharedTranslation:
         previous one's when either made it from an equal value, else made now. A proxy's own part goes
         here directly: every shape asks once per generation, so no identity table would help."""
         try:
-            found = self._by_value.get(value)
-            if found is None and self._carried is not None:
-                found = self._carried.get(value)
+            key = _Keyed(value)
         except TypeError:  # some part of the value cannot be hashed: nothing to share it by
             return _made(make)
+        found = self._by_value.get(key)
+        if found is None and self._carried is not None:
+            found = self._carried.get(key)
         if found is None:
             found = _made(make)
-        self._by_value[value] = found
+        self._by_value[key] = found
         return found
+
+
+class _Keyed:
+    """A model value as a dict key, hashed once (a part's value holds a thousand clusters, and each
+    lookup and store would hash it again)."""
+
+    __slots__ = ("_hash", "value")
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+        self._hash = hash(value)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return self is other or (isinstance(other, _Keyed) and self._hash == other._hash
+                                 and self.value == other.value)
 
 
 def _made(make: Callable[[Resources], None]) -> SharedPart:
@@ -254,7 +296,7 @@ def assemble(wide: PolicyWide, shared: SharedTranslation, proxy: ProxyIdentity) 
         shared.part(("clusters", Ref(model.clusters)), lambda r: add_clusters(r, model.clusters),
                     value=lambda: ("clusters", model.clusters)),
         shared.part(("routes", Ref(outbound.virtual_hosts), outbound.outbound_policy),
-                    lambda r: add_outbound_routes(r, outbound),
+                    lambda r: add_outbound_routes(r, outbound, shared.virtual_host),
                     value=lambda: ("routes", outbound.virtual_hosts, outbound.outbound_policy)),
         shared.part(("tcp", Ref(model.tcp_listeners)), lambda r: add_tcp_listeners(r, model.tcp_listeners),
                     value=lambda: ("tcp", model.tcp_listeners)),
