@@ -46,6 +46,9 @@ from controlplane.model.tracing import Reads, Ref, detached, replay
 # The kinds whose objects reach a cluster only through its Service and HostRules (captured by instance in
 # their keys); any other object is part of the policy context.
 KEYED_KINDS = frozenset({"ServiceEntry", "WorkloadEntry", "DestinationRule", "VirtualService"})
+# Per-service cluster results kept per generation: one per (service, locality) in use, so proxies with a
+# new locality on every reconnect could add a thousand each; the table is cleared when full.
+MAX_CLUSTER_RESULTS = 20_000
 # Variants of one (VirtualService, port)'s routes kept per generation: scopes whose registries answer the
 # routes' lookups differently (a Sidecar hiding a destination, exportTo) each get one.
 ROUTE_VARIANTS = 4
@@ -121,6 +124,8 @@ class Carry:
             found: Sequence[Cluster] | None = self._find("clusters", key)
             if found is None:
                 found = tuple(make())
+                if len(self._tables["clusters"]) >= MAX_CLUSTER_RESULTS:
+                    self._tables["clusters"].clear()
                 self._keep("clusters", key, found)
             return found
 

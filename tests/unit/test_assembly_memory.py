@@ -9,7 +9,7 @@ import random
 import pytest
 
 from controlplane.app import make_factory
-from controlplane.model import policywide
+from controlplane.model import carry, policywide
 from controlplane.model.identity import ProxyIdentity, SocketAddress
 from controlplane.translate.resources import CLUSTER
 from controlplane.xds import assembly
@@ -48,3 +48,19 @@ def test_unique_labels_on_every_reconnect_do_not_grow_memory(monkeypatch: pytest
     for _ in range(300):
         wide.model(ProxyIdentity(labels=(("app", f"a{rng.getrandbits(64):x}"),)))
     assert 0 < wide._memo._entries <= 64
+
+
+def test_a_new_locality_on_every_reconnect_keeps_the_carried_clusters_bounded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clusters depend on the proxy's locality (locality load balancing), so each new locality makes
+    every service's clusters anew; model/carry.py keeps at most MAX_CLUSTER_RESULTS of them."""
+    monkeypatch.setattr(carry, "MAX_CLUSTER_RESULTS", 200)
+    policy, _ = load(demo_texts())
+    wide = policywide.PolicyWide(policy)
+    rng = random.Random(7)
+    sizes = []
+    for _ in range(100):
+        wide.model(ProxyIdentity(locality=f"r{rng.getrandbits(32):x}/z/s"))
+        sizes.append(len(wide.carry._tables["clusters"]))
+    assert max(sizes) <= 200
+    assert sizes[0] > 0 and len(set(sizes)) > 1  # it grew with new localities, and was cleared
