@@ -11,7 +11,8 @@ process per (checkout, GC mode), CPU seconds (time.process_time), medians over t
 - *first shape*: the server's path for the first shape of a policy generation (a fresh PolicyWide and
   SharedTranslation, `make_factory` → `SnapshotCache.watch`);
 - *first shape after an edit*: the first shape of the next generation after bench/scale.py's one-line
-  VirtualService edit, its SharedTranslation handed the previous one (as ControlPlane._reload does);
+  VirtualService edit, read through the policy store, its PolicyWide and SharedTranslation handed the
+  previous ones (as ControlPlane._reload does);
 - *per additional shape*: the same path for each of K more sidecars with distinct labels, inbound
   address, app port and service account (as `ads_load_client.py --distinct-identity`), without the
   mesh CA's certificates (security/, measured apart: `--with-certs`).
@@ -123,15 +124,17 @@ def measure_shapes(policy: Any, shapes: int, work: Path, certs: bool, policy_dir
 
 def _first_after_edit(cache: Any, mesh: Any, work: Path, policy_dir: Path) -> float | None:
     """The first shape of the generation after a one-line edit (bench/scale.py's VirtualService timeout),
-    its translation handed the previous one's as the server's reload does; None for a checkout whose
-    SharedTranslation takes no previous generation."""
+    loaded through the policy store (unchanged objects keep their instances) and handed the previous
+    generation's PolicyWide (when the checkout takes one) and translation, as the server's reload does;
+    None for a checkout whose SharedTranslation takes no previous generation."""
+    import inspect
     import shutil
 
     from scale import edit_policy
 
-    from controlplane.api.loader import load_policy_dir
     from controlplane.app import make_factory
     from controlplane.model.policywide import PolicyWide
+    from controlplane.policystore import PolicyStore
     from controlplane.xds.assembly import SharedTranslation
 
     before = SharedTranslation()
@@ -139,15 +142,19 @@ def _first_after_edit(cache: Any, mesh: Any, work: Path, policy_dir: Path) -> fl
         SharedTranslation(before)  # type: ignore[call-arg]  # an older checkout takes no previous one
     except TypeError:
         return None
-    # Both generations are loaded from one directory (origins name the files, so a copy elsewhere would
+    lends = "previous" in inspect.signature(PolicyWide).parameters
+    # Both generations are read from one directory (origins name the files, so a copy elsewhere would
     # differ in every object), and the live shape's parts must come from `before`: rebuild it first.
     edited_dir = work / f"edited-{os.getpid()}"
     shutil.copytree(policy_dir, edited_dir)
-    base, _ = load_policy_dir(edited_dir)
-    cache.set_factory(make_factory(base, mesh_identity=mesh, stage=(PolicyWide(base), before)))
+    store = PolicyStore(edited_dir)
+    base = store.load().policy
+    wide = PolicyWide(base)
+    cache.set_factory(make_factory(base, mesh_identity=mesh, stage=(wide, before)))
     edit_policy(edited_dir, 6)
-    edited, _ = load_policy_dir(edited_dir)
-    factory = make_factory(edited, mesh_identity=mesh, stage=(PolicyWide(edited), SharedTranslation(before)))
+    edited = store.load().policy
+    after = PolicyWide(edited, wide) if lends else PolicyWide(edited)  # type: ignore[call-arg]
+    factory = make_factory(edited, mesh_identity=mesh, stage=(after, SharedTranslation(before)))
     started = time.process_time()
     cache.set_factory(factory)  # one live shape: the generation's first
     return _cpu(started)
