@@ -5,7 +5,8 @@ model value is equal), and the model stage carries unchanged clusters, routes an
 generations as the same objects (model/carry.py). A dataclass's generated `__hash__` walks every field
 on every call, so hashing the tuple of 1,000 clusters walked all their endpoints and policies each time;
 with `__hash__ = cached_hash` in the class body an object hashes its fields once and keeps the result
-(the dataclass is frozen, so the fields cannot change under it).
+(the dataclass is frozen, so the fields cannot change under it). `Hashed` does the same for a value used
+as a key: a tuple (of model parts, of policy object instances) rehashes every element on every lookup.
 """
 
 from __future__ import annotations
@@ -26,3 +27,20 @@ def cached_hash(self: Any) -> int:
         found = hash(tuple(getattr(self, name) for name in names))
         object.__setattr__(self, "_hash", found)
     return found
+
+
+class Hashed:
+    """A hashable value as a dict key, hashed once; equal to another `Hashed` of an equal value."""
+
+    __slots__ = ("_hash", "value")
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+        self._hash = hash(value)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return self is other or (isinstance(other, Hashed) and self._hash == other._hash
+                                 and self.value == other.value)

@@ -26,12 +26,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from controlplane.api.destinationrule import DestinationRule
+from controlplane.api.meta import PolicyObject
 from controlplane.api.policyset import PolicySet
+from controlplane.api.serviceentry import ServiceEntry
 from controlplane.api.sidecar import Sidecar, select_sidecar
+from controlplane.api.virtualservice import VirtualService
+from controlplane.api.workloadentry import WorkloadEntry
 from controlplane.model.carry import Carry
 from controlplane.model.clusters import build_clusters
 from controlplane.model.destinationrules import destination_rules
 from controlplane.model.exports import exported_policy
+from controlplane.model.hashing import Hashed
 from controlplane.model.identity import ProxyIdentity, Role
 from controlplane.model.mtls import client_credentials
 from controlplane.model.proxy_model import ProxyModel
@@ -50,10 +56,13 @@ MAX_ENTRIES = 4096
 class _Memo:
     """Results by (inputs, what the computation read of the proxy)."""
 
-    def __init__(self) -> None:
+    def __init__(self, previous: _Memo | None = None) -> None:
         # inputs -> [(spec, {signature: result})]; a few specs per input at most (paths differ by value)
         self._tables: dict[object, list[tuple[Spec, dict[tuple[object, ...], Any]]]] = {}
         self._entries = 0
+        # the previous generation's tables (not the generation: no chain builds up), which lend results
+        # whose key is equal in this one (keys made of objects carried across generations, see `model`)
+        self._lent = previous._tables if previous is not None else {}
 
     def get(self, key: object, proxy: ProxyIdentity, compute: Callable[[ProxyIdentity], T]) -> T:
         tables = self._tables.get(key)
@@ -62,9 +71,7 @@ class _Memo:
                 values = signature(spec, proxy)
                 if values in results:
                     return results[values]
-        reads = Reads()
-        result = compute(traced(proxy, reads))
-        spec = reads.spec()
+        spec, result = self._compute(key, proxy, compute)
         if self._entries >= MAX_ENTRIES:
             self._tables.clear()
             self._entries = 0
@@ -77,6 +84,17 @@ class _Memo:
         self._entries += 1
         return result
 
+    def _compute(self, key: object, proxy: ProxyIdentity,
+                 compute: Callable[[ProxyIdentity], T]) -> tuple[Spec, T]:
+        """(what it read of the proxy, the result): lent by the previous generation, or computed."""
+        for spec, results in self._lent.get(key, ()):
+            values = signature(spec, proxy)
+            if values in results:
+                return spec, results[values]
+        reads = Reads()
+        result = compute(traced(proxy, reads))
+        return reads.spec(), result
+
     def plain(self, key: object, compute: Callable[[], T]) -> T:
         """A result that does not depend on the proxy at all."""
         return self.get(key, _ANYONE, lambda _: compute())
@@ -85,12 +103,21 @@ class _Memo:
 _ANYONE = ProxyIdentity()
 
 
+def _objects(policy: PolicySet, *kinds: type[PolicyObject]) -> Hashed:
+    """The objects of `kinds` in `policy` with their sources, as instances: equal in two generations when
+    none of them changed (the policy store keeps unchanged objects' and sources' instances). Hashed once:
+    every shape's lookups use it."""
+    names = {kind.KIND for kind in kinds}
+    sources, keys = policy.sources, policy.keys()  # (keys: PolicySet iterates its objects)
+    return Hashed(tuple((Ref(policy[key]), Ref(sources.get(key))) for key in keys if key.kind in names))
+
+
 class PolicyWide:
     """The policy-wide sub-results of one PolicySet; `model(proxy)` equals `build_proxy(policy, proxy)`."""
 
     def __init__(self, policy: PolicySet, previous: PolicyWide | None = None) -> None:
         self.policy = policy
-        self._memo = _Memo()
+        self._memo: _Memo = _Memo(previous._memo if previous is not None else None)
         # per-service results lent by the previous generation (model/carry.py)
         self.carry: Carry = Carry(previous.carry if previous is not None else None)
 
@@ -100,26 +127,41 @@ class PolicyWide:
         memo = self._memo
         # exportTo: what this proxy's namespace sees (model/sidecar.py build_proxy, step by step)
         namespace = proxy.namespace
-        policy = memo.plain(("exported", namespace), lambda: exported_policy(self.policy, namespace))
+        # (every key names its generation's objects: the previous generation's memo lends only what
+        # was computed from the same instances)
+        policy = memo.plain(("exported", Ref(self.policy), namespace),
+                            lambda: exported_policy(self.policy, namespace))
         scope = Ref(policy)
         mesh = memo.plain(("mesh", scope), lambda: MeshDefaults.of(policy))
         sidecar = memo.get(("sidecar", scope), proxy, lambda p: select_sidecar(
             policy.of_kind(Sidecar), p.namespace, p.label_map, mesh.root_namespace))
         carry = self.carry
-        everything = memo.plain(("services", scope), lambda: carry.registry(service_registry(policy)))
-        registry = memo.plain(("visible", scope, Ref(sidecar)), lambda: visible_services(everything, sidecar))
+        # Keys below name what each step reads of the policy as instances (`_objects`: the objects of the
+        # kinds it reads, with their sources) and earlier results (carried, so the same objects when
+        # their inputs are): an edit that leaves a step's inputs alone gets the previous generation's
+        # result from `_Memo._lent`. The registry reads ServiceEntries and WorkloadEntries; the rules
+        # DestinationRules; virtual hosts and TCP listeners VirtualServices; the clusters the rest
+        # (`carry.context`) and the MeshConfig's connect timeout.
+        services = memo.plain(("objects", scope, "services"),
+                              lambda: _objects(policy, ServiceEntry, WorkloadEntry))
+        everything = memo.plain(("services", services), lambda: carry.registry(service_registry(policy)))
+        registry = memo.plain(("visible", Ref(everything), Ref(sidecar)),
+                              lambda: visible_services(everything, sidecar))
         seen = Ref(registry)
-        rules = memo.get(("rules", scope, seen), proxy,
+        rule_objects = memo.plain(("objects", scope, "rules"), lambda: _objects(policy, DestinationRule))
+        rules = memo.get(("rules", rule_objects, seen), proxy,
                          lambda p: carry.rules(destination_rules(policy, registry, p)))
         ruled = Ref(rules)
-        virtual_hosts = memo.get(("vhosts", scope, seen, ruled), proxy,
+        routing = memo.plain(("objects", scope, "routing"), lambda: _objects(policy, VirtualService))
+        virtual_hosts = memo.get(("vhosts", routing, seen, ruled), proxy,
                                  lambda p: build_virtual_hosts(policy, registry, rules, p, carry.routes))
         context = memo.plain(("context", scope), lambda: carry.context(policy))
-        clusters = memo.get(("clusters", scope, seen, ruled), proxy, lambda p: build_clusters(
-            policy, registry, rules, mesh.connect_timeout_ms, p.locality,
-            carry.clusters(context, mesh.connect_timeout_ms, p.locality)))
+        clusters = memo.get(("clusters", seen, ruled, Ref(context), mesh.connect_timeout_ms), proxy,
+                            lambda p: build_clusters(
+                                policy, registry, rules, mesh.connect_timeout_ms, p.locality,
+                                carry.clusters(context, mesh.connect_timeout_ms, p.locality)))
         dynamic = memo.plain(("dynamic", Ref(clusters)), lambda: forwards_by_authority(clusters))
-        tcp = memo.get(("tcp", scope, seen), proxy, lambda p: build_tcp_listeners(policy, registry, p))
+        tcp = memo.get(("tcp", routing, seen), proxy, lambda p: build_tcp_listeners(policy, registry, p))
         telemetry = memo.get(("telemetry", scope), proxy, lambda p: build_telemetry(policy, p))
         credentials = memo.plain(("credentials", scope, Ref(clusters)),
                                  lambda: client_credentials(policy, clusters, set()))

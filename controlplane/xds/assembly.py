@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from envoy.config.route.v3 import route_components_pb2 as rc
 from google.protobuf.message import Message
 
+from controlplane.model.hashing import Hashed
 from controlplane.model.identity import ProxyIdentity
 from controlplane.model.policywide import MAX_ENTRIES, PolicyWide
 from controlplane.model.proxy_model import ProxyModel, VirtualHost
@@ -108,7 +109,7 @@ class SharedTranslation:
         # this generation's parts by model value, for the next generation to take over. Weakly: a part
         # lives while a snapshot holds it (Snapshot.parts) or this generation's tables above do, so the
         # own parts of proxies that left (unique labels on every reconnect) are not kept by the memo
-        self._by_value: weakref.WeakValueDictionary[_Keyed, SharedPart] = weakref.WeakValueDictionary()
+        self._by_value: weakref.WeakValueDictionary[Hashed, SharedPart] = weakref.WeakValueDictionary()
         self._carried = previous._by_value if previous is not None else None
         # translated virtual hosts by model value: an edit of one route rebuilds the route table from
         # the 999 virtual hosts translated before and the one it changed (the previous generation's dict
@@ -163,7 +164,7 @@ class SharedTranslation:
         previous one's when either made it from an equal value, else made now. A proxy's own part goes
         here directly: every shape asks once per generation, so no identity table would help."""
         try:
-            key = _Keyed(value)
+            key = Hashed(value)
         except TypeError:  # some part of the value cannot be hashed: nothing to share it by
             return _made(make)
         found = self._by_value.get(key)
@@ -174,23 +175,6 @@ class SharedTranslation:
         self._by_value[key] = found
         return found
 
-
-class _Keyed:
-    """A model value as a dict key, hashed once (a part's value holds a thousand clusters, and each
-    lookup and store would hash it again)."""
-
-    __slots__ = ("_hash", "value")
-
-    def __init__(self, value: object) -> None:
-        self.value = value
-        self._hash = hash(value)
-
-    def __hash__(self) -> int:
-        return self._hash
-
-    def __eq__(self, other: object) -> bool:
-        return self is other or (isinstance(other, _Keyed) and self._hash == other._hash
-                                 and self.value == other.value)
 
 
 def _made(make: Callable[[Resources], None]) -> SharedPart:

@@ -109,7 +109,8 @@ def test_an_edit_of_one_route_lends_every_other_service(generations: Generations
     assert edited != texts["routes.yaml"]
     generations.load({**texts, "routes.yaml": edited})
     after = generations.model(SIDECAR)
-    assert all(a is b for a, b in zip(after.clusters, before.clusters, strict=True))
+    # no ServiceEntry, WorkloadEntry or DestinationRule changed: the clusters are lent whole
+    assert after.clusters is before.clusters
     books_before, books_after = _vhost(before, "books.example"), _vhost(after, "books.example")
     assert books_after.routes is books_before.routes  # lent: its VirtualService is the same object
     changed = [v.service for v in after.outbound_http.virtual_hosts  # type: ignore[union-attr]
@@ -162,3 +163,16 @@ def test_routes_that_read_the_proxy_are_not_lent(generations: Generations) -> No
 
 def _subsets(vhost: VirtualHost) -> list[str]:
     return [route.destination.subset for route in vhost.routes if route.destination is not None]
+
+
+def test_an_edit_of_one_service_lends_the_others_clusters(generations: Generations) -> None:
+    texts = _texts()
+    generations.load(texts)
+    before = generations.model(SIDECAR)
+    moved = texts["books-service.yaml"].replace("10.9.0.2", "10.9.0.3")
+    generations.load({**texts, "books-service.yaml": moved})
+    after = generations.model(SIDECAR)
+    assert after.clusters is not before.clusters
+    kept = [a is b for a, b in zip(after.clusters, before.clusters, strict=True)]
+    books = [c.ref.service.host == "books.example" for c in after.clusters]
+    assert kept == [not is_books for is_books in books]  # books' clusters (all its subsets) anew, only

@@ -9,10 +9,11 @@ import gc
 
 from controlplane.api.policyset import PolicySet
 from controlplane.app import make_factory
+from controlplane.model.hashing import Hashed
 from controlplane.model.policywide import PolicyWide
 from controlplane.translate.resources import CLUSTER, LISTENER, ROUTE
 from controlplane.translate.translator import own_inputs
-from controlplane.xds.assembly import SharedTranslation, _Keyed
+from controlplane.xds.assembly import SharedTranslation
 from controlplane.xds.cache import SnapshotCache, Watch
 from controlplane.xds.layers import Layered
 from controlplane.xds.snapshot import Interner, Snapshot
@@ -96,7 +97,7 @@ def test_parts_of_departed_shapes_are_not_kept_for_the_next_generation() -> None
     policy, _ = load(texts)
     first = SharedTranslation()
     _, watch = _served(policy, first)
-    own = _Keyed(own_inputs(PolicyWide(policy).model(SIDECAR)))  # as the memo keys it
+    own = Hashed(own_inputs(PolicyWide(policy).model(SIDECAR)))  # as the memo keys it
     assert own in first._by_value  # while the shape lives, the next generation can take it over
     watch.cancel()  # the shape leaves with its last stream
     gc.collect()
