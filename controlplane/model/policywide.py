@@ -7,17 +7,27 @@ one service registry, one set of resolved DestinationRules, one tuple of cluster
 outbound virtual hosts *by reference* (the translate/intern stage, xds/assembly.py, then keys its own
 memos by those objects' identities).
 
-What a sub-result depends on is not declared but observed: it runs against a `_Traced` identity that
-records which identity fields and which label keys it read (`labels.get("app")` reads one key; iterating
-the labels reads all). A build stage is deterministic, so another proxy with the same values at those
-reads takes the same path and gets the same result. Examples: exportTo depends on the namespace only;
-the registry on the namespace and the Sidecar resource selected; the clusters on the DestinationRules
-that apply (a `workloadSelector` reads only its own label keys) and the locality; the route tables on
-which VirtualService `sourceLabels` match.
+What a sub-result depends on is not declared but observed: it runs against a traced identity
+(model/tracing.py) that records which identity fields and which label keys it read (`labels.get("app")`
+reads one key; iterating the labels reads all). A build stage is deterministic, so another proxy with the
+same values at those reads takes the same path and gets the same result. Examples: exportTo depends on
+the namespace only; the registry on the namespace and the Sidecar resource selected; the clusters on the
+DestinationRules that apply (a `workloadSelector` reads only its own label keys) and the locality; the
+route tables on which VirtualService `sourceLabels` match.
 
-One `PolicyWide` lives as long as its PolicySet (one generation); it is never shared across reloads, so
-nothing has to be invalidated. Memos are bounded (`MAX_ENTRIES`): a proxy with unique labels on every
-reconnect can add entries only when its labels are read, and the table is cleared when full.
+One `PolicyWide` serves one PolicySet (one generation); a reload makes a new one and hands it the last
+(`PolicyWide(policy, previous)`), which lends what did not change. Two grains:
+- whole sub-results: the memo's keys name what each step reads of the policy as *instances* (the
+  ServiceEntries and WorkloadEntries with their sources for the registry, the DestinationRules for the
+  rules, the VirtualServices for virtual hosts and TCP listeners) and earlier results (themselves lent,
+  so the same objects), and a key equal to one of the previous generation's gets its result, for the
+  same proxy reads. After a VirtualService edit the registry, rules and clusters are the same objects;
+- per service (model/carry.py): a service's clusters and a VirtualService's routes, when only some of
+  their kind changed.
+The policy store keeps an unchanged object's instance across reloads, so "the same instances" is what
+"unchanged" means; keys that cannot be equal across generations hold the generation's own PolicySet.
+Memos are bounded (`MAX_ENTRIES`): a proxy with unique labels on every reconnect can add entries only when
+its labels are read, and the table is cleared when full; only the previous generation's tables are kept.
 Gateways are few and built in full (`build_proxy`).
 """
 

@@ -19,7 +19,10 @@ whose model value is equal to one the previous generation translated (the 1,000 
 one route, a sidecar's own listeners) is taken over as it is, with its interned bytes and layers, so an
 edit translates and serializes only the parts it changed and unchanged layers stay the same objects
 (their delta diffs are empty without a look). Translation is a pure function of the model part, so an
-equal value means the same resources.
+equal value means the same resources. Inside the route table, each virtual host is translated once per
+value too (`SharedTranslation.virtual_host`), so an edit of one route translates one virtual host and
+joins the table from the 999 translated before. Model values hash once (model/hashing.py): with the
+model stage carrying unchanged clusters as the same objects, comparing a part's value is cheap.
 """
 
 from __future__ import annotations
