@@ -211,6 +211,8 @@ class ControlPlane:
         self._stage = stage  # certificate renewals reuse it (same policy)
         factory = make_factory(policy, failures, self.mesh.identity, stage)
         changed = await self.cache.publish(factory, changed_at)
+        stage[0].settle()  # every live shape is built: the previous generation has lent what it could
+        stage[1].settle()
         await self.changes.after(self.cache, self.registry, before, self.store.loaded_fingerprint,
                                        loaded)
         diagnostics = self.all_diagnostics()

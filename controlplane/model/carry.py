@@ -31,8 +31,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from controlplane.api.destinationrule import DestinationRule
 from controlplane.api.policyset import PolicySet
+from controlplane.api.serviceentry import ServiceEntry
 from controlplane.api.virtualservice import VirtualService
+from controlplane.api.workloadentry import WorkloadEntry
 from controlplane.model.cluster_policy import HashKey
 from controlplane.model.clusters import ServiceClusters
 from controlplane.model.destinationrules import HostRules
@@ -44,8 +47,9 @@ from controlplane.model.services import Registry, Service
 from controlplane.model.tracing import Reads, Ref, detached, replay
 
 # The kinds whose objects reach a cluster only through its Service and HostRules (captured by instance in
-# their keys); any other object is part of the policy context.
-KEYED_KINDS = frozenset({"ServiceEntry", "WorkloadEntry", "DestinationRule", "VirtualService"})
+# their keys); any other object is part of the policy context. By type, as the build stage selects them
+# (a Kubernetes Service is a ServiceEntry of kind "Service").
+KEYED_KINDS = (ServiceEntry, WorkloadEntry, DestinationRule, VirtualService)
 # Per-service cluster results kept per generation: one per (service, locality) in use, so proxies with a
 # new locality on every reconnect could add a thousand each; the table is cleared when full.
 MAX_CLUSTER_RESULTS = 20_000
@@ -61,9 +65,16 @@ class Carry:
     """One generation's results by what they were computed from; `previous` lends its own."""
 
     def __init__(self, previous: Carry | None = None) -> None:
-        # only the previous generation's tables are kept, not the generation itself: no chain builds up
+        # only the previous generation's tables are kept, not the generation itself: no chain builds up.
+        # They are that generation's live tables: its last shapes may still be built (in the snapshot
+        # worker) while this one warms up in another thread. Each access is one dict operation, atomic
+        # under the GIL; a clear there, or a lost route variant, only means rebuilding here.
         self._lent: dict[str, dict[Any, Any]] = previous._tables if previous is not None else {}
         self._tables: dict[str, dict[Any, Any]] = {}
+
+    def settle(self) -> None:
+        """Forget the previous generation's tables (see PolicyWide.settle)."""
+        self._lent = {}
 
     def _find(self, table: str, key: object) -> Any:
         mine = self._tables.setdefault(table, {})
@@ -107,7 +118,7 @@ class Carry:
     def context(self, policy: PolicySet) -> object:
         """A token for what else the cluster build reads of `policy`: the same token for PolicySets whose
         objects outside `KEYED_KINDS` are the same instances and whose credentials are equal."""
-        key = (tuple(Ref(obj) for obj in policy if obj.kind not in KEYED_KINDS),
+        key = (tuple(Ref(obj) for obj in policy if not isinstance(obj, KEYED_KINDS)),
                tuple(policy.credentials.items()))
         found = self._find("contexts", key)
         if found is None:

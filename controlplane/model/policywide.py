@@ -105,6 +105,9 @@ class _Memo:
         result = compute(traced(proxy, reads))
         return reads.spec(), result
 
+    def settle(self) -> None:
+        self._lent = {}
+
     def plain(self, key: object, compute: Callable[[], T]) -> T:
         """A result that does not depend on the proxy at all."""
         return self.get(key, _ANYONE, lambda _: compute())
@@ -117,9 +120,10 @@ def _objects(policy: PolicySet, *kinds: type[PolicyObject]) -> Hashed:
     """The objects of `kinds` in `policy` with their sources, as instances: equal in two generations when
     none of them changed (the policy store keeps unchanged objects' and sources' instances). Hashed once:
     every shape's lookups use it."""
-    names = {kind.KIND for kind in kinds}
-    sources, keys = policy.sources, policy.keys()  # (keys: PolicySet iterates its objects)
-    return Hashed(tuple((Ref(policy[key]), Ref(sources.get(key))) for key in keys if key.kind in names))
+    # by type, as the build stage selects them: a Kubernetes Service is a ServiceEntry of kind "Service"
+    sources = policy.sources
+    return Hashed(tuple((Ref(obj), Ref(sources.get(obj.key)))
+                        for kind in kinds for obj in policy.of_kind(kind)))
 
 
 class PolicyWide:
@@ -130,6 +134,12 @@ class PolicyWide:
         self._memo: _Memo = _Memo(previous._memo if previous is not None else None)
         # per-service results lent by the previous generation (model/carry.py)
         self.carry: Carry = Carry(previous.carry if previous is not None else None)
+
+    def settle(self) -> None:
+        """Forget what the previous generation lent (once every live shape is built: the reload's
+        publish), so one generation at a time is kept."""
+        self._memo.settle()
+        self.carry.settle()
 
     def model(self, proxy: ProxyIdentity) -> ProxyModel:
         if proxy.role is Role.GATEWAY:

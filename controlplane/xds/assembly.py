@@ -135,6 +135,11 @@ class SharedTranslation:
             found = self._origins[key] = (parts, merged)
         return found[1]
 
+    def settle(self) -> None:
+        """Forget what the previous generation lent (see PolicyWide.settle)."""
+        self._carried = None
+        self._lent_virtual_hosts = {}
+
     def virtual_host(self, virtual_host: VirtualHost) -> rc.VirtualHost:
         """`translate_virtual_host(virtual_host)`, translated once per value (never mutated after)."""
         found = self._virtual_hosts.get(virtual_host)

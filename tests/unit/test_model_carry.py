@@ -176,3 +176,50 @@ def test_an_edit_of_one_service_lends_the_others_clusters(generations: Generatio
     kept = [a is b for a, b in zip(after.clusters, before.clusters, strict=True)]
     books = [c.ref.service.host == "books.example" for c in after.clusters]
     assert kept == [not is_books for is_books in books]  # books' clusters (all its subsets) anew, only
+
+
+KUBERNETES_SERVICE = """\
+apiVersion: v1
+kind: Service
+metadata: {name: magazines, namespace: default}
+spec:
+  ports: [{port: 9080, name: http}]
+  selector: {app: magazines}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: magazines-1, namespace: default}
+spec: {address: 10.9.1.1, labels: {app: magazines}}
+"""
+
+
+def test_an_edit_of_a_kubernetes_service_is_seen(generations: Generations) -> None:
+    """A Kubernetes Service reaches the registry as a ServiceEntry of kind "Service": its edit must not
+    be mistaken for an unchanged registry (the models are compared with the reference in `model`)."""
+    texts = {**_texts(), "magazines.yaml": KUBERNETES_SERVICE}
+    generations.load(texts)
+    before = [c.ref.service for c in generations.model(SIDECAR).clusters if "magazines" in c.ref.service.host]
+    assert [ref.port for ref in before] == [9080]
+    generations.load({**texts, "magazines.yaml": KUBERNETES_SERVICE.replace("port: 9080", "port: 9081")})
+    after = [c.ref.service for c in generations.model(SIDECAR).clusters if "magazines" in c.ref.service.host]
+    assert [ref.port for ref in after] == [9081]
+
+
+def test_a_settled_generation_keeps_nothing_of_the_previous_one(generations: Generations) -> None:
+    import gc
+    import weakref
+
+    texts = _texts()
+    generations.load(texts)
+    generations.model(SIDECAR)
+    assert generations.policy is not None
+    first = weakref.ref(generations.policy)
+    edited = texts["routes.yaml"].replace("timeout: 30s", "timeout: 31s", 1)
+    generations.load({**texts, "routes.yaml": edited})
+    generations.model(SIDECAR)
+    assert generations.wide is not None
+    gc.collect()
+    assert first() is not None  # lent tables name the first generation's objects until settled
+    generations.wide.settle()
+    gc.collect()
+    assert first() is None
