@@ -96,6 +96,12 @@ def _texts() -> dict[str, str]:
     return {**demo_texts(), "books-service.yaml": SERVICE, "books-routes.yaml": ROUTES}
 
 
+def _replaced(texts: dict[str, str], name: str, old: str, new: str) -> dict[str, str]:
+    """`texts` with the first `old` in file `name` replaced (which must be there)."""
+    assert old in texts[name], (name, old)
+    return {**texts, name: texts[name].replace(old, new, 1)}
+
+
 def _vhost(model: ProxyModel, host: str) -> VirtualHost:
     assert model.outbound_http is not None
     return next(v for v in model.outbound_http.virtual_hosts if v.service.host == host)
@@ -105,9 +111,7 @@ def test_an_edit_of_one_route_lends_every_other_service(generations: Generations
     texts = _texts()
     generations.load(texts)
     before = generations.model(SIDECAR)
-    edited = texts["routes.yaml"].replace("timeout: 30s", "timeout: 31s", 1)
-    assert edited != texts["routes.yaml"]
-    generations.load({**texts, "routes.yaml": edited})
+    generations.load(_replaced(texts, "routes.yaml", "timeout: 30s", "timeout: 31s"))
     after = generations.model(SIDECAR)
     # no ServiceEntry, WorkloadEntry or DestinationRule changed: the clusters are lent whole
     assert after.clusters is before.clusters
@@ -125,8 +129,7 @@ def test_routes_are_built_again_when_a_destination_they_looked_up_changes(
     before = _vhost(generations.model(SIDECAR), "books.example")
     assert isinstance(before.routes[-1].action, Forward)
     # the rule loses subset v2: the VirtualService (another file) is the same object, its route is not
-    without_v2 = texts["books-service.yaml"].replace("  - {name: v2, labels: {version: v2}}\n", "")
-    generations.load({**texts, "books-service.yaml": without_v2})
+    generations.load(_replaced(texts, "books-service.yaml", "  - {name: v2, labels: {version: v2}}\n", ""))
     after = _vhost(generations.model(SIDECAR), "books.example")
     assert isinstance(after.routes[-1].action, DirectResponse)  # a route to an undefined subset: 503
     # and back: the host's rules are equal to the first generation's again, the routes too
@@ -139,9 +142,7 @@ def test_a_change_of_the_policy_context_rebuilds_the_clusters(generations: Gener
     texts = _texts()
     generations.load(texts)
     before = generations.model(SIDECAR)
-    permissive = texts["security.yaml"].replace("mode: STRICT", "mode: PERMISSIVE", 1)
-    assert permissive != texts["security.yaml"]
-    generations.load({**texts, "security.yaml": permissive})
+    generations.load(_replaced(texts, "security.yaml", "mode: STRICT", "mode: PERMISSIVE"))
     after = generations.model(SIDECAR)  # equal to the reference: auto mTLS follows the new mode
     assert not any(a is b for a, b in zip(after.clusters, before.clusters, strict=True))
 
@@ -153,8 +154,7 @@ def test_routes_that_read_the_proxy_are_not_lent(generations: Generations) -> No
     reviews = ProxyIdentity(namespace="default", labels=(("app", "reviews"),))
     other = ProxyIdentity(namespace="default", labels=(("app", "ratings"),))
     first = _vhost(generations.model(reviews), "books.example")
-    edited = texts["routes.yaml"].replace("timeout: 30s", "timeout: 31s", 1)
-    generations.load({**texts, "routes.yaml": edited})
+    generations.load(_replaced(texts, "routes.yaml", "timeout: 30s", "timeout: 31s"))
     # models are compared with the reference inside `model`: the sourceLabels match applies to one only
     # (and, a catch-all, ends that proxy's routes)
     assert _subsets(_vhost(generations.model(reviews), "books.example")) == _subsets(first) == ["v1"]
@@ -169,8 +169,7 @@ def test_an_edit_of_one_service_lends_the_others_clusters(generations: Generatio
     texts = _texts()
     generations.load(texts)
     before = generations.model(SIDECAR)
-    moved = texts["books-service.yaml"].replace("10.9.0.2", "10.9.0.3")
-    generations.load({**texts, "books-service.yaml": moved})
+    generations.load(_replaced(texts, "books-service.yaml", "10.9.0.2", "10.9.0.3"))
     after = generations.model(SIDECAR)
     assert after.clusters is not before.clusters
     kept = [a is b for a, b in zip(after.clusters, before.clusters, strict=True)]
@@ -200,7 +199,7 @@ def test_an_edit_of_a_kubernetes_service_is_seen(generations: Generations) -> No
     generations.load(texts)
     before = [c.ref.service for c in generations.model(SIDECAR).clusters if "magazines" in c.ref.service.host]
     assert [ref.port for ref in before] == [9080]
-    generations.load({**texts, "magazines.yaml": KUBERNETES_SERVICE.replace("port: 9080", "port: 9081")})
+    generations.load(_replaced(texts, "magazines.yaml", "port: 9080", "port: 9081"))
     after = [c.ref.service for c in generations.model(SIDECAR).clusters if "magazines" in c.ref.service.host]
     assert [ref.port for ref in after] == [9081]
 
@@ -214,8 +213,7 @@ def test_a_settled_generation_keeps_nothing_of_the_previous_one(generations: Gen
     generations.model(SIDECAR)
     assert generations.policy is not None
     first = weakref.ref(generations.policy)
-    edited = texts["routes.yaml"].replace("timeout: 30s", "timeout: 31s", 1)
-    generations.load({**texts, "routes.yaml": edited})
+    generations.load(_replaced(texts, "routes.yaml", "timeout: 30s", "timeout: 31s"))
     generations.model(SIDECAR)
     assert generations.wide is not None
     gc.collect()
