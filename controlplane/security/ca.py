@@ -162,6 +162,8 @@ class CertificateAuthority:
         self._key: SigningKey = loaded.key
         self._signing = loaded.signing
         self._chain_pem = b"".join(pem_of(c) for c in loaded.intermediates)
+        # each root's PEM, made once: every proxy's snapshot asks for the bundle (`trust_bundle`)
+        self._root_pems = {id(root): pem_of(root) for root in (loaded.root, *loaded.roots)}
         self._bundle_pem = self.trust_bundle(now=now)
         # the leaf's authorityKeyIdentifier must equal the issuer's subjectKeyIdentifier, however the
         # issuer computed it, or TLS stacks that pick the issuer by key id (BoringSSL) fail chain building
@@ -220,7 +222,7 @@ class CertificateAuthority:
             if rotated_at is not None and now > rotated_at + self.max_workload_ttl:
                 continue
             keep.append(root)
-        return b"".join(pem_of(c) for c in keep)
+        return b"".join(self._root_pems.get(id(c)) or pem_of(c) for c in keep)
 
     @property
     def root_not_after(self) -> datetime:
