@@ -59,6 +59,8 @@ ROUTE_VARIANTS = 4
 
 # ("service", (host, namespace), what it resolved to) or ("rules", (host, ""), the host's rules)
 Lookup = tuple[str, tuple[str, str], object]
+# (the registry and rules the routes were made with, their lookups, the routes)
+RouteVariant = tuple[Ref, Ref, tuple[Lookup, ...], tuple[Route, ...]]
 
 
 class Carry:
@@ -147,9 +149,11 @@ class Carry:
         in the registry and rules is the same objects in `ctx` (services and host rules are carried, so
         an unchanged destination is the same object)."""
         key = (Ref(vs), port)
-        variants: list[tuple[tuple[Lookup, ...], tuple[Route, ...]]] = self._find("routes", key) or []
-        for lookups, routes in variants:
-            if all(_look(ctx, lookup) is lookup[2] for lookup in lookups):
+        variants: list[RouteVariant] = self._find("routes", key) or []
+        for registry, rules, lookups, routes in variants:
+            # the same registry and rules objects (lent whole after most edits) answer the same
+            if (registry.obj is ctx.registry and rules.obj is ctx.rules) or all(
+                    _look(ctx, lookup) is lookup[2] for lookup in lookups):
                 return routes
         reads = Reads()
         recording = _RecordingContext(ctx.registry, ctx.rules, detached(ctx.proxy, reads), ctx.namespace)
@@ -157,7 +161,8 @@ class Carry:
         if reads.fields or reads.labels or reads.all_labels:
             replay(reads, ctx.proxy)  # what the routes read, for the caller's tracing; not lent
             return routes
-        self._keep("routes", key, [(tuple(recording.lookups), routes), *variants[:ROUTE_VARIANTS - 1]])
+        made = (Ref(ctx.registry), Ref(ctx.rules), tuple(recording.lookups), routes)
+        self._keep("routes", key, [made, *variants[:ROUTE_VARIANTS - 1]])
         return routes
 
 

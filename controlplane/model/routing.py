@@ -60,10 +60,19 @@ def build_virtual_hosts(
     routing = mesh_routing(policy, registry)
     claimed: set[str] = set()
     virtual_hosts: list[VirtualHost] = []
+    proxy_namespace = proxy.namespace
+    contexts: dict[str, RouteContext] = {}  # by the namespace names resolve in (one per namespace)
+
+    def context(namespace: str) -> RouteContext:
+        found = contexts.get(namespace)
+        if found is None:
+            found = contexts[namespace] = RouteContext(registry, rules, proxy, namespace)
+        return found
+
     for host, service in registry.services.items():
         http_ports = service.http_ports
         vs = routing.get(host)
-        names = domains(host, service.namespace, proxy.namespace)
+        names = domains(host, service.namespace, proxy_namespace)
         for port in http_ports:
             hostport = HostPort(host, port.number)
             bare = port.number == HTTP_DEFAULT_PORT or len(http_ports) == 1
@@ -78,13 +87,10 @@ def build_virtual_hosts(
             routes: tuple[Route, ...] = ()
             origins: list[PolicyRef] = [service.origin]
             if vs is not None:
-                routes = routes_of(
-                    RouteContext(registry, rules, proxy, vs.metadata.namespace), vs, port.number
-                )
+                routes = routes_of(context(vs.metadata.namespace), vs, port.number)
                 origins.append(origin_of(policy, vs))
             if not routes:
-                ctx = RouteContext(registry, rules, proxy, service.namespace)
-                routes = (default_route(ctx, ClusterRef(hostport)),)
+                routes = (default_route(context(service.namespace), ClusterRef(hostport)),)
             virtual_hosts.append(VirtualHost(hostport, authorities, routes, sorted_refs(origins)))
     virtual_hosts.extend(_unregistered_hosts(policy, registry, rules, proxy, claimed, routes_of))
     return tuple(sorted(virtual_hosts, key=lambda vhost: (vhost.service.host, vhost.service.port)))
