@@ -16,7 +16,9 @@ Without Kubernetes:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import weakref
 from collections.abc import Iterator
 from typing import Any, ClassVar, Literal
 
@@ -105,7 +107,19 @@ class KubernetesService(PolicyObject):
             yield Problem(("spec", "selector"), message, INFO)
 
     def as_service_entry(self) -> ServiceEntry:
-        """The ServiceEntry Istio's registry makes of this Service (its key stays `Service/<ns>/<name>`)."""
+        """The ServiceEntry Istio's registry makes of this Service (its key stays `Service/<ns>/<name>`),
+        made once per Service instance: the policy store keeps an unchanged Service's instance across
+        reloads, and the model stage lends per-service results by instance (model/carry.py), so an
+        unchanged Service must give the same ServiceEntry instance on every validation."""
+        key = id(self)
+        found = _CONVERTED.get(key)
+        if found is not None and found[0]() is self:
+            return found[1]
+        entry = self._service_entry()
+        _CONVERTED[key] = (weakref.ref(self, functools.partial(_forget, key)), entry)
+        return entry
+
+    def _service_entry(self) -> ServiceEntry:
         ports = tuple(
             ServicePort(
                 number=port.port,
@@ -128,6 +142,16 @@ class KubernetesService(PolicyObject):
         return ServiceEntry.model_construct(
             api_version=self.api_version, kind=self.kind, metadata=self.metadata, spec=spec
         )
+
+
+# id(Service) -> (the Service, weakly; its ServiceEntry): the entry lives as long as its Service
+_CONVERTED: dict[int, tuple[weakref.ref[KubernetesService], ServiceEntry]] = {}
+
+
+def _forget(key: int, gone: weakref.ref[KubernetesService]) -> None:
+    found = _CONVERTED.get(key)
+    if found is not None and found[0] is gone:  # not a newer Service that reused the id
+        del _CONVERTED[key]
 
 
 class KubernetesObject(PolicyObject):

@@ -221,3 +221,14 @@ def test_a_settled_generation_keeps_nothing_of_the_previous_one(generations: Gen
     generations.wide.settle()
     gc.collect()
     assert first() is None
+
+
+def test_an_unchanged_kubernetes_service_keeps_its_clusters(generations: Generations) -> None:
+    """Its ServiceEntry is made once per Service instance (api/kubernetes.py), so an edit elsewhere that
+    validates the whole policy again still finds the same service, and lends its clusters."""
+    texts = {**_texts(), "magazines.yaml": KUBERNETES_SERVICE}
+    generations.load(texts)
+    before = [c for c in generations.model(SIDECAR).clusters if "magazines" in c.ref.service.host]
+    generations.load(_replaced(texts, "books-service.yaml", "  - {name: v2, labels: {version: v2}}\n", ""))
+    after = [c for c in generations.model(SIDECAR).clusters if "magazines" in c.ref.service.host]
+    assert before and all(a is b for a, b in zip(after, before, strict=True))
