@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from controlplane.api.destinationrule import DestinationRule
 from controlplane.api.policyset import PolicySet
@@ -45,6 +45,8 @@ from controlplane.model.routemodel import Route
 from controlplane.model.routing import vs_routes
 from controlplane.model.services import Registry, Service
 from controlplane.model.tracing import Reads, Ref, detached, replay
+
+T = TypeVar("T")
 
 # The kinds whose objects reach a cluster only through its Service and HostRules (captured by instance in
 # their keys); any other object is part of the policy context. By type, as the build stage selects them
@@ -90,6 +92,14 @@ class Carry:
     def _keep(self, table: str, key: object, value: object) -> None:
         self._tables.setdefault(table, {})[key] = value
 
+    def _found_or(self, table: str, key: object, make: Callable[[], T]) -> T:
+        """What `table` has (or was lent) for `key`, else `make()`, kept."""
+        found: T | None = self._find(table, key)
+        if found is None:
+            found = make()
+            self._keep(table, key, found)
+        return found
+
     def registry(self, registry: Registry) -> Registry:
         """`registry` with each service replaced by the equal one already made, if any."""
         return Registry({host: self._service(service) for host, service in registry.services.items()},
@@ -98,11 +108,7 @@ class Carry:
     def _service(self, service: Service) -> Service:
         key = (service.host, service.namespace, Ref(service.spec), tuple(map(Ref, service.workloads)),
                service.origin)
-        found: Service | None = self._find("services", key)
-        if found is None:
-            self._keep("services", key, service)
-            return service
-        return found
+        return self._found_or("services", key, lambda: service)
 
     def rules(self, rules: dict[str, HostRules]) -> dict[str, HostRules]:
         """`rules` with each host's rules replaced by the equal ones already made, if any."""
@@ -111,22 +117,14 @@ class Carry:
     def _host_rules(self, rules: HostRules) -> HostRules:
         key = (Ref(rules.traffic_policy), tuple((name, Ref(s)) for name, s in rules.subsets.items()),
                tuple(rules.origins))
-        found: HostRules | None = self._find("rules", key)
-        if found is None:
-            self._keep("rules", key, rules)
-            return rules
-        return found
+        return self._found_or("rules", key, lambda: rules)
 
     def context(self, policy: PolicySet) -> object:
         """A token for what else the cluster build reads of `policy`: the same token for PolicySets whose
         objects outside `KEYED_KINDS` are the same instances and whose credentials are equal."""
         key = (tuple(Ref(obj) for obj in policy if not isinstance(obj, KEYED_KINDS)),
                tuple(policy.credentials.items()))
-        found = self._find("contexts", key)
-        if found is None:
-            found = _Token()
-            self._keep("contexts", key, found)
-        return found
+        return self._found_or("contexts", key, _Token)
 
     def clusters(self, context: object, connect_timeout_ms: int, locality: str) -> ServiceClusters:
         """For model/clusters.build_clusters: a service's clusters, lent when made from the same inputs."""
@@ -134,13 +132,9 @@ class Carry:
         def lend(service: Service, rules: HostRules | None,
                  make: Callable[[], Sequence[Cluster]]) -> Sequence[Cluster]:
             key = (Ref(service), Ref(rules), connect_timeout_ms, locality, Ref(context))
-            found: Sequence[Cluster] | None = self._find("clusters", key)
-            if found is None:
-                found = tuple(make())
-                if len(self._tables["clusters"]) >= MAX_CLUSTER_RESULTS:
-                    self._tables["clusters"].clear()
-                self._keep("clusters", key, found)
-            return found
+            if len(self._tables.get("clusters", ())) >= MAX_CLUSTER_RESULTS:
+                self._tables["clusters"].clear()
+            return self._found_or("clusters", key, lambda: tuple(make()))
 
         return lend
 
