@@ -13,7 +13,8 @@ connection pool and outlier detection (issue 12's mesh). Then, in this process, 
   positions, no validation): the floor any loader built on PyYAML starts from.
 
 Each figure is the median of `--repeat` runs (a fresh directory per startup run, so no OS-level cache
-difference between runs). The gc is left enabled, as in the server.
+difference between runs). The gc is left enabled and configured as `controlplane serve` configures it
+(gcpolicy.configure_for_serving).
 
     .venv/bin/python bench/policy_load.py                     # N = 1,000 and 5,000, 5 repeats
     .venv/bin/python bench/policy_load.py --services 1000 --repeat 3 --no-write
@@ -66,7 +67,10 @@ def cpu(action: Callable[[], object]) -> float:
 
 
 def measure(services: int, repeat: int, profile: str | None) -> dict[str, float]:
-    from controlplane.policystore import PolicyStore  # from the repository on sys.path (see main)
+    from controlplane import gcpolicy  # from the repository on sys.path (see main)
+    from controlplane.policystore import PolicyStore
+
+    gcpolicy.configure_for_serving()  # the collector as `controlplane serve` sets it (cli.py)
 
     startup: list[float] = []
     pyyaml: list[float] = []
@@ -172,7 +176,7 @@ def main() -> None:
         "# Policy load CPU (bench/policy_load.py)",
         "",
         f"Run {stamp}, medians of {args.repeat} runs (no-op and one-line edits: 3 per run); "
-        "`time.process_time`, gc enabled. Each N: one file per service with a ServiceEntry (2 endpoints), "
+        "`time.process_time`, gc enabled as `serve` sets it. Each N: one file per service with a ServiceEntry (2 endpoints), "
         "a VirtualService (retries, timeout) and a DestinationRule (pool, outlier detection).",
         "",
         *table,

@@ -43,13 +43,19 @@ def configure_for_serving() -> None:
     """Building the policy-wide part allocates millions of small, long-lived objects (models, protobuf
     messages); at CPython's default gen-0 threshold (700) the collector runs thousands of times over
     them and takes about a third of a cold build at 5,000 services (bench/vs_sovereign.py). A larger
-    gen-0 threshold keeps cycles collected, just in bigger, far fewer batches."""
+    gen-0 threshold keeps cycles collected, just in bigger, far fewer batches.
+
+    Also, from now on, what a policy load leaves is frozen as the load ends (see `paused`)."""
+    global _freeze_after_pause
     gc.set_threshold(GEN0_THRESHOLD, *gc.get_threshold()[1:])
+    _freeze_after_pause = True
 
 
 _pause_lock = threading.Lock()
 _pauses = 0
 _was_enabled = False
+# set when serving: the survivors of a pause are frozen as it ends
+_freeze_after_pause = False
 
 
 @contextlib.contextmanager
@@ -61,7 +67,12 @@ def paused() -> Iterator[None]:
     stats, signatures, outcomes) and keeps few. With the collector on, they outlived its young
     generations during the load and counted towards a full collection, which every few reloads walked
     the whole heap (a second of a one-line edit with 15,000 objects); off, they are freed by reference
-    counting before any collection sees them. The few cycles a load may leave wait for the next run."""
+    counting before any collection sees them. The few cycles a load may leave wait for the next run.
+
+    When serving (`configure_for_serving`), what is left when the last pause ends is frozen before the
+    collector comes back: the first collection after a startup load otherwise walked every object the
+    load made (a tenth of a startup at 5,000 services, bench/policy_load.py), all of them policy that
+    lives until the next change, which `keep_collections_short` would freeze within a second anyway."""
     global _pauses, _was_enabled
     with _pause_lock:
         if _pauses == 0:
@@ -74,6 +85,8 @@ def paused() -> Iterator[None]:
         with _pause_lock:
             _pauses -= 1
             if _pauses == 0 and _was_enabled:
+                if _freeze_after_pause:
+                    gc.freeze()
                 gc.enable()
 
 

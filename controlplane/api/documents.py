@@ -9,6 +9,11 @@ Problems found here (duplicate keys, non-scalar keys, alias bombs, deep nesting,
 `!!int x` or `!custom x`, values PyYAML cannot construct such as `2001-02-30`) are attached to the
 document rather than raised; the loader turns them into diagnostics once it knows the object's kind and
 name. A syntax error ends the file: documents before it are kept, as they parsed fine.
+
+That composing is the exact path (`parse_documents_exact`), and the slow one: most policy files are
+plain text on which yaml-rs reads the same values several times faster (plain_yaml.py decides which), so
+`parse_documents` takes that way for them and composes a file only when one of its field positions is
+first asked for (a diagnostic's line), through `_LazyPositions`.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from controlplane.api.diagnostics import FieldPath
+from controlplane.api.plain_yaml import read_plain
 
 _BASE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # Distinct plain scalars a `TagMemo` remembers; past this it starts afresh (a hostile file of unique values
@@ -209,7 +215,11 @@ class _Converter:
 
     def _mapping(self, node: MappingNode, path: FieldPath) -> dict[object, object]:
         # Resolves `<<: *anchor` merge keys in place, the way safe_load does.
-        self._constructor.flatten_mapping(node)
+        try:
+            self._constructor.flatten_mapping(node)
+        except yaml.constructor.ConstructorError as err:  # `<<: x`: only mappings merge
+            self.problems.append(YamlProblem(path, _line(node), f"invalid merge key (<<): {err.problem}"))
+            return {}
         result: dict[object, object] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, ScalarNode):
@@ -269,7 +279,76 @@ def parse_documents(
     file: str, text: str, memo: TagMemo | None = None
 ) -> tuple[list[Document], SyntaxProblem | None]:
     """Every non-empty document of a YAML stream, and the syntax error that ended it, if any. `memo`: see
-    `TagMemo` (a fresh one per call when not given)."""
+    `TagMemo` (a fresh one per call when not given).
+
+    Text that yaml-rs and PyYAML read alike (plain_yaml.py says which) is read by yaml-rs, with each
+    document's field positions found by `parse_documents_exact` when first asked for; any other text is
+    composed by PyYAML. Both give equal documents (tests/unit/test_plain_yaml.py)."""
+    memo = {} if memo is None else memo
+    plain = read_plain(text)
+    if plain is None:
+        return parse_documents_exact(file, text, memo)
+    reparse = _Reparse(file, text, memo)
+    return [Document(Source(file, line, _LazyPositions(reparse, index)), data)
+            for index, (line, data) in enumerate(plain)], None
+
+
+class _Reparse:
+    """A file read by the fast path, composed again by PyYAML only when a position is asked for."""
+
+    __slots__ = ("_documents", "_memo", "file", "text")
+
+    def __init__(self, file: str, text: str, memo: TagMemo) -> None:
+        self.file = file
+        self.text = text
+        self._memo = memo
+        self._documents: list[Document] | None = None
+
+    def positions(self, index: int) -> Mapping[FieldPath, int]:
+        if self._documents is None:
+            self._documents = parse_documents_exact(self.file, self.text, self._memo)[0]
+        return self._documents[index].source.positions if index < len(self._documents) else {}
+
+
+class _LazyPositions(Mapping[FieldPath, int]):
+    """`Source.positions` of a document read by the fast path (see `parse_documents`)."""
+
+    __slots__ = ("_found", "_index", "_reparse")
+
+    def __init__(self, reparse: _Reparse, index: int) -> None:
+        self._reparse = reparse
+        self._index = index
+        self._found: Mapping[FieldPath, int] | None = None
+
+    def _positions(self) -> Mapping[FieldPath, int]:
+        if self._found is None:
+            self._found = self._reparse.positions(self._index)
+        return self._found
+
+    def __getitem__(self, path: FieldPath) -> int:
+        return self._positions()[path]
+
+    def __iter__(self) -> Iterator[FieldPath]:
+        return iter(self._positions())
+
+    def __len__(self) -> int:
+        return len(self._positions())
+
+    def __eq__(self, other: object) -> bool:
+        # the same document of the same text has the same positions: equal without composing either
+        if isinstance(other, _LazyPositions) and self._index == other._index and \
+                self._reparse.file == other._reparse.file and self._reparse.text == other._reparse.text:
+            return True
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]  # like the dict it stands for
+
+
+def parse_documents_exact(
+    file: str, text: str, memo: TagMemo | None = None
+) -> tuple[list[Document], SyntaxProblem | None]:
+    """`parse_documents` by PyYAML's composer alone: every field's position and every structural problem
+    (the reference the fast path is tested against)."""
     memo = {} if memo is None else memo
     documents: list[Document] = []
     if _text_depth(text) > MAX_TEXT_DEPTH:

@@ -189,9 +189,11 @@ def decode_file(
     """Every document of one file, decoded, plus the syntax error that ended the file (if any). `memo`:
     shared across files by callers that decode many (documents.TagMemo)."""
     documents, syntax = parse_documents(file, text, memo)
+    # a deprecated key is written out in the text, unless escaped in a quoted key
+    may_deprecate = "\\" in text or any(name in text for name in DEPRECATED_NAMES)
     decoded = []
     for document in documents:
-        obj, problems = decode_object(document)
+        obj, problems = decode_object(document, may_deprecate)
         key = obj.key if obj else _key_of(document.data)
         fallback = None
         if obj is None and key is not None and key.kind == AuthorizationPolicy.KIND:
@@ -220,8 +222,11 @@ def _key_of(data: object) -> ObjectKey | None:
     return ObjectKey(kind, namespace, name)
 
 
-def decode_object(document: Document) -> tuple[PolicyObject | None, list[Diagnostic]]:
-    """One document → a valid policy object, or None and the reasons why not."""
+def decode_object(
+    document: Document, may_deprecate: bool = True
+) -> tuple[PolicyObject | None, list[Diagnostic]]:
+    """One document → a valid policy object, or None and the reasons why not. `may_deprecate`: False when
+    the document cannot hold a deprecated field name (its file's text does not mention one)."""
     data = document.data
     source = document.source
     if data is None:
@@ -238,7 +243,7 @@ def decode_object(document: Document) -> tuple[PolicyObject | None, list[Diagnos
         return None, [*diagnostics, _diagnostic(source, kind, name, ("kind",), message)]
     # the positions name every mapping key of the document: rewriting (a copy of the whole document) only
     # when one of them is a deprecated name was a sixth of decoding
-    if any(path and path[-1] in DEPRECATED_NAMES for path in source.positions):
+    if may_deprecate and any(path and path[-1] in DEPRECATED_NAMES for path in source.positions):
         data, deprecations = rewrite(data)
     else:
         deprecations = []

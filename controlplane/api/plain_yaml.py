@@ -1,0 +1,189 @@
+"""The fast way to read a policy file: yaml-rs, for text on which it and PyYAML cannot disagree.
+
+PyYAML (YAML 1.1, what `documents.py` composes node by node to keep every field's line) is the reference:
+`80` is an int, `yes` a bool, `0755` octal, `2001-02-03` a date, exactly as `safe_load` reads them. It is
+also most of a startup: at 5,000 services, composing and converting the nodes took about two thirds of
+loading the directory. yaml-rs (a Rust YAML 1.2 parser) builds the same plain values about eight times
+faster but reads some scalars differently (`yes`, `on`, `0755`, `08`, `1e3`, `+.5`, dates; see
+tests/unit/test_plain_yaml.py), has no positions and no notion of our structural problems (tags,
+aliases, duplicate keys).
+
+So `read_plain` takes the fast path only for text that cannot tell the two apart, and says None for any
+other (documents.py then composes it as before; a file is read one way or the other, never mixed):
+
+- ASCII without tabs, carriage returns, control characters or backslashes (escapes differ between YAML
+  1.1 and 1.2), and small enough that no node or depth limit of the exact path can be reached;
+- no tags, anchors, aliases, merge keys, directives, complex keys, block scalars, `...` or `--- content`;
+- every plain word (the text split at whitespace and flow indicators, comments and quoted text included,
+  which only makes the check stricter) is one whose meaning both parsers agree on: text that no YAML 1.2
+  reader takes for a number, or `true`/`false`/`null`, decimal integers and simple decimals;
+- no empty document, and yaml-rs raised nothing (a syntax error or a duplicate key is reported with its
+  line by the exact path).
+
+A document's line is its first line of content, as PyYAML's root node starts there. Field positions are
+not computed here: documents.py finds them with the exact path when a diagnostic first asks for one.
+"""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+import yaml_rs
+from yaml.nodes import ScalarNode
+
+# A node needs at least two characters (`1,`) and the exact path refuses more than 200,000 nodes per
+# document (documents.MAX_NODES_PER_DOCUMENT): below this size that limit cannot be reached.
+MAX_PLAIN_TEXT = 256 * 1024
+# The exact path refuses field paths deeper than 64 (documents.MAX_DEPTH): text indented by fewer than half
+# this many columns and with flow brackets nested fewer than half this deep cannot reach it (`_shallow`).
+MAX_PLAIN_DEPTH = 60
+# Words remembered by `_agreed` (a hostile stream of unique words must not grow memory without bound).
+WORD_MEMO_MAX = 50_000
+
+_RESOLVER = yaml.resolver.Resolver()
+_STR = "tag:yaml.org,2002:str"
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_BOOL = "tag:yaml.org,2002:bool"
+_NULL = "tag:yaml.org,2002:null"
+
+_UNSAFE_CHARACTER = re.compile(r"[\x00-\x09\x0b-\x1f\x7f\\]")
+# A word: text between whitespace and flow indicators (split in C; each distinct word is judged once).
+_WORD = re.compile(r"[^\s\[\]{},]+")
+_CONTENT_LINE = re.compile(r"\n[ ]*[^ \n#]")  # in "\n" + text
+_BRACKET = re.compile(r"[\[\]{}]")
+# Bounds of `_shallow`: indentation runs and compact `- - -` chains longer than these take the exact path.
+_DEEP_INDENT = "\n" + " " * (MAX_PLAIN_DEPTH // 2)
+_DEEP_DASHES = "- - - -"
+# What a YAML 1.2 reader (and yaml-rs's extensions: `_` separators, 0b/0o) may take for a number.
+_NUMBER_LIKE = re.compile(
+    r"[-+]?(?:0[xX][0-9a-fA-F_]+|0[oObB][0-9a-fA-F_]+|(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)"
+    r"(?:[eE][-+]?[0-9_]+)?|\.(?:inf|Inf|INF|nan|NaN|NAN))"
+)
+# Scalars both read the same way when PyYAML resolves them to these tags.
+_SAME_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
+_SAME_FLOAT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)\.[0-9]*")
+_SAME_WORDS = {_BOOL: frozenset({"true", "True", "TRUE", "false", "False", "FALSE"}),
+               _NULL: frozenset({"~", "null", "Null", "NULL"})}
+# First characters of tags, anchors, aliases, directives, complex keys, block scalars, reserved
+# indicators and a leading `:` (YAML 1.1 and 1.2 differ on plain scalars that start with it).
+_INDICATORS = frozenset("!&*%?|>@`:")
+
+# Words whose reading is known (bounded: a hostile stream of unique words must not grow memory).
+_agreed_words: set[str] = set()
+_disagreed_words: set[str] = set()
+
+
+def _agreed(word: str) -> bool:
+    """Whether PyYAML and yaml-rs read `word`, as a plain scalar or a mapping key, the same way."""
+    scalar = word[:-1] if len(word) > 1 and word.endswith(":") else word  # `key:`: the key
+    if scalar[0] in _INDICATORS or scalar in ("...", "<<", "="):
+        return False
+    tag = _RESOLVER.resolve(ScalarNode, scalar, (True, False))
+    if tag == _STR:
+        # yaml-rs reads a number through any `_` (`_0` is 0, `._1` 0.1)
+        return _NUMBER_LIKE.fullmatch(scalar.replace("_", "")) is None
+    if tag == _INT:
+        return _SAME_INT.fullmatch(scalar) is not None
+    if tag == _FLOAT:
+        return _SAME_FLOAT.fullmatch(scalar) is not None
+    # bools and nulls in their common spellings; timestamps, merges and values never
+    return scalar in _SAME_WORDS.get(tag, frozenset())
+
+
+def _words_agreed(text: str) -> bool:
+    words = set(_WORD.findall(text))
+    if not words.isdisjoint(_disagreed_words):
+        return False
+    for word in words - _agreed_words:
+        if len(_agreed_words) + len(_disagreed_words) >= WORD_MEMO_MAX:
+            _agreed_words.clear()
+            _disagreed_words.clear()
+        if not _agreed(word):
+            _disagreed_words.add(word)
+            return False
+        _agreed_words.add(word)
+    return True
+
+
+def _shallow(text: str) -> bool:
+    """Whether no field can be nested 64 deep: a field's depth is at most its line's leading spaces and
+    dashes (< 30 + 6 here), one more for a key after a dash, plus the flow brackets around it (< 24)."""
+    if _DEEP_INDENT in text or _DEEP_DASHES in text:
+        return False
+    brackets = text.count("[") + text.count("{")
+    if brackets >= MAX_PLAIN_DEPTH // 2 - 6:
+        depth = brackets = 0
+        for match in _BRACKET.finditer(text):
+            depth = depth + 1 if match.group() in "[{" else max(depth - 1, 0)
+            brackets = max(brackets, depth)
+    return brackets < MAX_PLAIN_DEPTH // 2 - 6
+
+
+def _documents_in(body: str) -> list[tuple[int, int]] | None:
+    """The (start, end) of each document in `body` ("\n" + text), split at `---` lines. None when a marker
+    line has content after it, or the text has `...` document ends or `%` directives."""
+    if "\n..." in body or "\n%" in body:
+        return None
+    spans = []
+    start = 0
+    found = body.find("\n---")
+    while found >= 0:
+        end = body.find("\n", found + 4)
+        end = len(body) if end < 0 else end
+        if body[found + 4:end].strip(" "):
+            return None
+        spans.append((start, found))
+        start = end
+        found = body.find("\n---", end)
+    spans.append((start, len(body)))
+    return spans
+
+
+def _plain_text(text: str) -> bool:
+    return (len(text) <= MAX_PLAIN_TEXT and text.isascii() and _UNSAFE_CHARACTER.search(text) is None
+            and _shallow(text) and _words_agreed(text))
+
+
+def _document_lines(text: str) -> list[int] | None:
+    """The first content line of each document, or None when a document is empty or a marker unusual."""
+    body = "\n" + text
+    spans = _documents_in(body)
+    if spans is None:
+        return None
+    lines: list[int] = []
+    for index, (start, end) in enumerate(spans):
+        content = _CONTENT_LINE.search(body, start, end)
+        if content is None:
+            if index == 0:
+                continue  # comments before the first `---` are no document
+            return None  # an explicit empty document: the exact path says what it is
+        lines.append(body.count("\n", 0, content.start() + 1))
+    return lines
+
+
+def read_plain(text: str) -> list[tuple[int, object]] | None:
+    """Each document's first line and data, read by yaml-rs; None when the text must take the exact path
+    (see the module docstring). The data equals what documents.py's exact path gives."""
+    if not _plain_text(text):
+        return None
+    lines = _document_lines(text)
+    if not lines:
+        return None
+    try:
+        loaded = yaml_rs.loads(text, parse_datetime=False)
+    except BaseException as err:  # a Rust panic arrives as pyo3's PanicException, a BaseException
+        if isinstance(err, KeyboardInterrupt | SystemExit):
+            raise
+        return None
+    documents: list[object]
+    if len(lines) == 1:
+        documents = [loaded]
+    elif isinstance(loaded, list) and len(loaded) == len(lines):
+        documents = list(loaded)
+    else:
+        return None
+    if any(document is None for document in documents):
+        return None
+    return list(zip(lines, documents, strict=True))
