@@ -84,3 +84,13 @@ def test_bad_files_are_diagnostics_and_lose_nothing(tmp_path: Path) -> None:
     assert sorted(kept) == ["a", "b"]
     assert excluded == []
     assert {d.split(":")[0] for d in diagnostics} == {"a.yaml", "b.yaml", "huge.yaml", "loop.yaml"}
+
+
+def test_a_merge_key_of_a_scalar_is_a_diagnostic_not_a_crash(tmp_path: Path) -> None:
+    # PyYAML's constructor raises on `<<: x` (only mappings merge); that used to escape the whole load
+    (tmp_path / "a.yaml").write_text(SERVICE.format(name="a", port=9001))
+    (tmp_path / "m.yaml").write_text(SERVICE.format(name="m", port=9002).replace(
+        "  resolution: STATIC\n", "  resolution: STATIC\n  extra: {<<: x}\n"))
+    names, diagnostics, _, excluded = _names(PolicyStore(tmp_path))
+    assert names == ["a"]
+    assert "m.yaml:8:spec.extra" in diagnostics and excluded == ["m"]
