@@ -176,8 +176,9 @@ def main() -> None:
         "# Policy load CPU (bench/policy_load.py)",
         "",
         f"Run {stamp}, medians of {args.repeat} runs (no-op and one-line edits: 3 per run); "
-        "`time.process_time`, gc enabled as `serve` sets it. Each N: one file per service with a ServiceEntry (2 endpoints), "
-        "a VirtualService (retries, timeout) and a DestinationRule (pool, outlier detection).",
+        "`time.process_time`, gc enabled as `serve` sets it. Each N: one file per service with a "
+        "ServiceEntry (2 endpoints), a VirtualService (retries, timeout) and a DestinationRule (pool, "
+        "outlier detection).",
         "",
         *table,
         "",

@@ -49,8 +49,9 @@ _BOOL = "tag:yaml.org,2002:bool"
 _NULL = "tag:yaml.org,2002:null"
 
 _UNSAFE_CHARACTER = re.compile(r"[\x00-\x09\x0b-\x1f\x7f\\]")
-# A word: text between whitespace and flow indicators (split in C; each distinct word is judged once).
-_WORD = re.compile(r"[^\s\[\]{},]+")
+# A word: text between whitespace and flow indicators (split in C, twice as fast as a regular expression;
+# each distinct word is judged once).
+_FLOW_TO_SPACE = str.maketrans("[]{},", "     ")
 _CONTENT_LINE = re.compile(r"\n[ ]*[^ \n#]")  # in "\n" + text
 _BRACKET = re.compile(r"[\[\]{}]")
 # Bounds of `_shallow`: indentation runs and compact `- - -` chains longer than these take the exact path.
@@ -93,7 +94,7 @@ def _agreed(word: str) -> bool:
 
 
 def _words_agreed(text: str) -> bool:
-    words = set(_WORD.findall(text))
+    words = set(text.translate(_FLOW_TO_SPACE).split())  # ASCII without control characters here
     if not words.isdisjoint(_disagreed_words):
         return False
     for word in words - _agreed_words:
