@@ -64,6 +64,7 @@ _NUMBER_LIKE = re.compile(
 )
 # Scalars both read the same way when PyYAML resolves them to these tags.
 _SAME_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
+_LONGEST_INT = 1_000
 _SAME_FLOAT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)\.[0-9]*")
 _SAME_WORDS = {_BOOL: frozenset({"true", "True", "TRUE", "false", "False", "FALSE"}),
                _NULL: frozenset({"~", "null", "Null", "NULL"})}
@@ -86,7 +87,8 @@ def _agreed(word: str) -> bool:
         # yaml-rs reads a number through any `_` (`_0` is 0, `._1` 0.1)
         return _NUMBER_LIKE.fullmatch(scalar.replace("_", "")) is None
     if tag == _INT:
-        return _SAME_INT.fullmatch(scalar) is not None
+        # past 4,300 digits Python's int() refuses (sys.int_info), which PyYAML reports; yaml-rs does not
+        return len(scalar) <= _LONGEST_INT and _SAME_INT.fullmatch(scalar) is not None
     if tag == _FLOAT:
         return _SAME_FLOAT.fullmatch(scalar) is not None
     # bools and nulls in their common spellings; timestamps, merges and values never

@@ -63,6 +63,8 @@ DISAGREEMENTS = [
     "%YAML 1.1\n---\na: 1\n", "a: 1\n...\n", "a: \"x\ny\"\n", "a: \"\\x41\"\n", "a:\tb\n",
     "a: caf\u00e9\n", "a: 1\r\nb: 2\r\n", "a: [1, 2\n", "a: b: c\n", "- a\nb: 1\n", "a: 1\n  b: 2\n",
     "a: 2001-12-14 21:59:43.10 -5\n", "a: .NaN\n", "a: ::1\n", "a: :x\n", "a: @x\n",
+    "a: " + "1" * 4301 + "\n",  # longer than Python's int() accepts: PyYAML reports it
+    "[a]: b\n", "{a: 1}: b\n", "x: {[a]: b}\n",  # collections as keys: a problem on the exact path
 ]
 
 
