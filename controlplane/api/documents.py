@@ -365,6 +365,8 @@ def parse_documents_exact(
             return documents, SyntaxProblem(line, _syntax_message(err))
         except yaml.YAMLError as err:
             return documents, SyntaxProblem(1, f"invalid YAML: {err}")
+        except UnicodeEncodeError as err:  # a lone surrogate (not from a file: those are decoded strictly)
+            return documents, SyntaxProblem(1, f"invalid text: {err.reason}")
         if node is _END:
             return documents, None
         if isinstance(node, Node):

@@ -54,9 +54,16 @@ _UNSAFE_CHARACTER = re.compile(r"[\x00-\x09\x0b-\x1f\x7f\\]")
 _FLOW_TO_SPACE = str.maketrans("[]{},", "     ")
 _CONTENT_LINE = re.compile(r"\n[ ]*[^ \n#]")  # in "\n" + text
 _BRACKET = re.compile(r"[\[\]{}]")
-# Bounds of `_shallow`: indentation runs and compact `- - -` chains longer than these take the exact path.
-_DEEP_INDENT = "\n" + " " * (MAX_PLAIN_DEPTH // 2)
-_DEEP_DASHES = "- - - -"
+# `_shallow`: a line that starts with this many spaces and dashes (in "\n" + text) takes the exact path.
+_DEEP_INDENT = re.compile(rf"\n[ -]{{{MAX_PLAIN_DEPTH // 2}}}")
+# Flow collections whose neighbours the two parsers read differently: `"a":yes` (a quoted key glued to its
+# value: one word here, two scalars there), `[a:]` (libyaml refuses `:` before a flow indicator).
+_GLUED_COLON = re.compile(r"[\"']:[^ \n]|:[\[\]{},?]")
+# The start of a timestamp: PyYAML's pattern runs across whitespace (`2001-1-1 00:00:00`), so its words
+# alone can look like text.
+_DATE_START = re.compile(r"[-+]?[0-9]{4}-[0-9][0-9]?-[0-9]")
+# `_shallow` walks at most this many flow brackets (a longer walk is slower than the exact path).
+MAX_PLAIN_BRACKETS = 10_000
 # What a YAML 1.2 reader (and yaml-rs's extensions: `_` separators, 0b/0o) may take for a number.
 _NUMBER_LIKE = re.compile(
     r"[-+]?(?:0[xX][0-9a-fA-F_]+|0[oObB][0-9a-fA-F_]+|(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)"
@@ -80,7 +87,7 @@ _disagreed_words: set[str] = set()
 def _agreed(word: str) -> bool:
     """Whether PyYAML and yaml-rs read `word`, as a plain scalar or a mapping key, the same way."""
     scalar = word[:-1] if len(word) > 1 and word.endswith(":") else word  # `key:`: the key
-    if scalar[0] in _INDICATORS or scalar in ("...", "<<", "="):
+    if scalar[0] in _INDICATORS or scalar in ("...", "<<", "=") or _DATE_START.match(scalar):
         return False
     tag = _RESOLVER.resolve(ScalarNode, scalar, (True, False))
     if tag == _STR:
@@ -110,18 +117,45 @@ def _words_agreed(text: str) -> bool:
     return True
 
 
-def _shallow(text: str) -> bool:
-    """Whether no field can be nested 64 deep: a field's depth is at most its line's leading spaces and
-    dashes (< 30 + 6 here), one more for a key after a dash, plus the flow brackets around it (< 24)."""
-    if _DEEP_INDENT in text or _DEEP_DASHES in text:
+def _shallow(body: str) -> bool:
+    """Whether no field of `body` ("\n" + text) can be nested 64 deep (the exact path's limit; yaml-rs
+    has none, and crashes the process past about 10,000 levels): a field's depth is at most its line's
+    leading spaces and dashes (< 30 here), one more for a key after a dash, plus the flow brackets
+    around it (< 30)."""
+    if _DEEP_INDENT.search(body):
         return False
-    brackets = text.count("[") + text.count("{")
-    if brackets >= MAX_PLAIN_DEPTH // 2 - 6:
-        depth = brackets = 0
-        for match in _BRACKET.finditer(text):
+    limit = MAX_PLAIN_DEPTH // 2
+    brackets = body.count("[") + body.count("{")
+    if brackets >= limit:
+        if brackets > MAX_PLAIN_BRACKETS:
+            return False
+        depth = 0
+        for match in _BRACKET.finditer(body):
             depth = depth + 1 if match.group() in "[{" else max(depth - 1, 0)
-            brackets = max(brackets, depth)
-    return brackets < MAX_PLAIN_DEPTH // 2 - 6
+            if depth >= limit:
+                return False
+    return True
+
+
+def _flow_mappings_plain(text: str) -> bool:
+    """Flow mappings (`{...}`) only where both parsers read them alike: each opened and closed on one line
+    (libyaml refuses a key that runs over a line break in one, yaml-rs joins it), and no key of one that
+    is itself a collection (`{[a]}`: a problem on the exact path, a tuple key from yaml-rs; checked on
+    the data, see `_scalar_keys`)."""
+    return all(line.count("{") == line.count("}") for line in text.split("\n") if "{" in line or "}" in line)
+
+
+def _scalar_keys(value: object) -> bool:
+    """Whether every mapping key in `value` is a scalar (yaml-rs makes tuple and frozenset keys of
+    collections used as keys)."""
+    if isinstance(value, dict):
+        return all(type(key) in _SCALAR_TYPES and _scalar_keys(item) for key, item in value.items())
+    if isinstance(value, list):
+        return all(map(_scalar_keys, value))
+    return True
+
+
+_SCALAR_TYPES = frozenset({str, int, float, bool, type(None)})
 
 
 def _documents_in(body: str) -> list[tuple[int, int]] | None:
@@ -146,7 +180,9 @@ def _documents_in(body: str) -> list[tuple[int, int]] | None:
 
 def _plain_text(text: str) -> bool:
     return (len(text) <= MAX_PLAIN_TEXT and text.isascii() and _UNSAFE_CHARACTER.search(text) is None
-            and _shallow(text) and _words_agreed(text))
+            and _shallow("\n" + text) and _GLUED_COLON.search(text) is None
+            and (("{" not in text and "}" not in text) or _flow_mappings_plain(text))
+            and _words_agreed(text))
 
 
 def _document_lines(text: str) -> list[int] | None:
@@ -156,13 +192,16 @@ def _document_lines(text: str) -> list[int] | None:
     if spans is None:
         return None
     lines: list[int] = []
+    counted = line = 0  # line breaks in body[:counted]: counted on from one document to the next
     for index, (start, end) in enumerate(spans):
         content = _CONTENT_LINE.search(body, start, end)
         if content is None:
             if index == 0:
                 continue  # comments before the first `---` are no document
             return None  # an explicit empty document: the exact path says what it is
-        lines.append(body.count("\n", 0, content.start() + 1))
+        line += body.count("\n", counted, content.start() + 1)
+        counted = content.start() + 1
+        lines.append(line)
     return lines
 
 
@@ -188,5 +227,9 @@ def read_plain(text: str) -> list[tuple[int, object]] | None:
     else:
         return None
     if any(document is None for document in documents):
+        return None
+    # a collection as a key outside a flow mapping is followed by its `:` (a word starting with `:`, which
+    # `_agreed` refuses); inside one it may have no value, and no `:` (`{[a]}`)
+    if "{" in text and not all(map(_scalar_keys, documents)):
         return None
     return list(zip(lines, documents, strict=True))

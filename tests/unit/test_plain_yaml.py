@@ -65,6 +65,14 @@ DISAGREEMENTS = [
     "a: 2001-12-14 21:59:43.10 -5\n", "a: .NaN\n", "a: ::1\n", "a: :x\n", "a: @x\n",
     "a: " + "1" * 4301 + "\n",  # longer than Python's int() accepts: PyYAML reports it
     "[a]: b\n", "{a: 1}: b\n", "x: {[a]: b}\n",  # collections as keys: a problem on the exact path
+    # found by a red-team review: nesting past the exact path's limit (yaml-rs has none and crashed the
+    # process at 15,000 levels), quoted keys glued to their value, `:` before a flow indicator, keys of
+    # flow mappings that are collections or run over a line, timestamps split at whitespace
+    "-  " * 65 + "x\n", "- - -  " * 22 + "x\n", "-  " * 15000 + "x\n", "[" * 40 + "]" * 40 + "\n",
+    '{"a":yes}\n', "{'a':on}\n", '["a":0o7]\n', '{"a":1e3}\n', '{"k":<<}\n', '{"k"::x}\n',
+    "[a:]\n", "{a:}\n", "[a:, b]\n", "a: [b:]\n", "{~:}\n", "{[a]}\n", "{{}}\n", "x: {{a: 1, b: 2}}\n",
+    "{[a, b], c}\n", "{a\n b: 1}\n", "a: 2001-1-1 00:00:00\n", "a: 2001-1-1\n  00:00:00 -5\n",
+    "a: 2001-2-30 00:00:00\n", "2001-1-1 00:00:00: x\n", "- [a]: b\n", "a: \ud800\n",
 ]
 
 
