@@ -85,6 +85,11 @@ _SAME_WORDS = {_BOOL: frozenset({"true", "True", "TRUE", "false", "False", "FALS
 # First characters of tags, anchors, aliases, directives, complex keys, block scalars, reserved
 # indicators and a leading `:` (YAML 1.1 and 1.2 differ on plain scalars that start with it).
 _INDICATORS = frozenset("!&*%?|>@`:")
+# First characters of everything PyYAML's implicit resolvers (bools, nulls, numbers, dates, merges,
+# values) or a yaml-rs number match (it skips `_`: `_3` is 3), and of indicators: any other first
+# character starts a word that is text to both.
+_MAYBE_NOT_TEXT = _INDICATORS | frozenset("-+._0123456789") | frozenset(
+    first for first in _RESOLVER.yaml_implicit_resolvers if first)
 
 # Words whose reading is known (bounded: a hostile stream of unique words must not grow memory).
 _agreed_words: set[str] = set()
@@ -93,6 +98,8 @@ _disagreed_words: set[str] = set()
 
 def _agreed(word: str) -> bool:
     """Whether PyYAML and yaml-rs read `word`, as a plain scalar or a mapping key, the same way."""
+    if word[0] not in _MAYBE_NOT_TEXT:
+        return True  # most names: text to both, no resolver asked
     scalar = word[:-1] if len(word) > 1 and word.endswith(":") else word  # `key:`: the key
     if scalar[0] in _INDICATORS or scalar in ("...", "<<", "=") or _DATE_START.match(scalar):
         return False

@@ -64,6 +64,7 @@ DISAGREEMENTS = [
     "a: caf\u00e9\n", "a: 1\r\nb: 2\r\n", "a: [1, 2\n", "a: b: c\n", "- a\nb: 1\n", "a: 1\n  b: 2\n",
     "a: 2001-12-14 21:59:43.10 -5\n", "a: .NaN\n", "a: ::1\n", "a: :x\n", "a: @x\n",
     "a: " + "1" * 4301 + "\n",  # longer than Python's int() accepts: PyYAML reports it
+    "a: _3\n", "a: _0.5\n", "_1: x\n",  # yaml-rs skips `_` in numbers
     "[a]: b\n", "{a: 1}: b\n", "x: {[a]: b}\n",  # collections as keys: a problem on the exact path
     # found by a red-team review: nesting past the exact path's limit (yaml-rs has none and crashed the
     # process at 15,000 levels), quoted keys glued to their value, `:` before a flow indicator, keys of
