@@ -51,7 +51,7 @@ from controlplane.model.hashing import Hashed
 from controlplane.model.identity import ProxyIdentity, Role
 from controlplane.model.mtls import client_credentials
 from controlplane.model.proxy_model import ProxyModel
-from controlplane.model.routing import build_virtual_hosts
+from controlplane.model.routing import build_virtual_hosts, mesh_routing
 from controlplane.model.services import service_registry, visible_services
 from controlplane.model.sidecar import MeshDefaults, build_proxy, forwards_by_authority, sidecar_model
 from controlplane.model.tcp import build_tcp_listeners
@@ -173,15 +173,19 @@ class PolicyWide:
                          lambda p: carry.rules(destination_rules(policy, registry, p)))
         ruled = Ref(rules)
         routing = memo.plain(("objects", scope, "routing"), lambda: _objects(policy, VirtualService))
+        # which VirtualService routes each host: read by the virtual hosts and the TCP listeners alike
+        routed = memo.plain(("routed", routing, seen), lambda: mesh_routing(policy, registry))
         virtual_hosts = memo.get(("vhosts", routing, seen, ruled), proxy,
-                                 lambda p: build_virtual_hosts(policy, registry, rules, p, carry.routes))
+                                 lambda p: build_virtual_hosts(policy, registry, rules, p, carry.routes,
+                                                               routed))
         context = memo.plain(("context", scope), lambda: carry.context(policy))
         clusters = memo.get(("clusters", seen, ruled, Ref(context), mesh.connect_timeout_ms), proxy,
                             lambda p: build_clusters(
                                 policy, registry, rules, mesh.connect_timeout_ms, p.locality,
                                 carry.clusters(context, mesh.connect_timeout_ms, p.locality)))
         dynamic = memo.plain(("dynamic", Ref(clusters)), lambda: forwards_by_authority(clusters))
-        tcp = memo.get(("tcp", routing, seen), proxy, lambda p: build_tcp_listeners(policy, registry, p))
+        tcp = memo.get(("tcp", routing, seen), proxy,
+                       lambda p: build_tcp_listeners(policy, registry, p, routed))
         telemetry = memo.get(("telemetry", scope), proxy, lambda p: build_telemetry(policy, p))
         credentials = memo.plain(("credentials", scope, Ref(clusters)),
                                  lambda: client_credentials(policy, clusters, set()))

@@ -53,11 +53,13 @@ def build_virtual_hosts(
     rules: Mapping[str, HostRules],
     proxy: ProxyIdentity,
     routes_of: RoutesOf | None = None,
+    routing: Mapping[str, VirtualService] | None = None,
 ) -> tuple[VirtualHost, ...]:
     """The outbound virtual hosts, sorted by (host, port), with proxy-wide unique authorities.
-    `routes_of(ctx, vs, port)`: `vs_routes`, or equal routes made before (model/carry.py)."""
+    `routes_of(ctx, vs, port)`: `vs_routes`, or equal routes made before (model/carry.py); `routing`:
+    `mesh_routing(policy, registry)` when the caller has it (the TCP listeners need it too)."""
     routes_of = routes_of or vs_routes
-    routing = mesh_routing(policy, registry)
+    routing = mesh_routing(policy, registry) if routing is None else routing
     claimed: set[str] = set()
     virtual_hosts: list[VirtualHost] = []
     proxy_namespace = proxy.namespace

@@ -14,7 +14,7 @@ evaluated for this proxy, as for HTTP.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from controlplane.api.common import labels_match
@@ -36,12 +36,13 @@ from controlplane.model.services import Registry, Service, origin_of, resolve_po
 
 
 def build_tcp_listeners(
-    policy: PolicySet, registry: Registry, proxy: ProxyIdentity
+    policy: PolicySet, registry: Registry, proxy: ProxyIdentity,
+    routing: Mapping[str, VirtualService] | None = None,
 ) -> tuple[TcpListener, ...]:
     """Listeners sorted by (address, port). Services sharing an address and port (the hosts of one
     ServiceEntry) share the listener: their chains are merged, the first chain for an SNI set (or the
-    first SNI-less chain) wins, in host order."""
-    routing = mesh_routing(policy, registry)
+    first SNI-less chain) wins, in host order. `routing`: `mesh_routing(policy, registry)`, if known."""
+    routing = mesh_routing(policy, registry) if routing is None else routing
     merged: dict[tuple[str, int], TcpListener] = {}
     for host, service in registry.services.items():
         vs = routing.get(host)
