@@ -296,18 +296,19 @@ def parse_documents(
 class _Reparse:
     """A file read by the fast path, composed again by PyYAML only when a position is asked for."""
 
-    __slots__ = ("_documents", "_memo", "file", "text")
+    __slots__ = ("_memo", "_positions", "file", "text")
 
     def __init__(self, file: str, text: str, memo: TagMemo) -> None:
         self.file = file
         self.text = text
         self._memo = memo
-        self._documents: list[Document] | None = None
+        self._positions: list[Mapping[FieldPath, int]] | None = None  # per document; not their data
 
     def positions(self, index: int) -> Mapping[FieldPath, int]:
-        if self._documents is None:
-            self._documents = parse_documents_exact(self.file, self.text, self._memo)[0]
-        return self._documents[index].source.positions if index < len(self._documents) else {}
+        if self._positions is None:
+            documents = parse_documents_exact(self.file, self.text, self._memo)[0]
+            self._positions = [document.source.positions for document in documents]
+        return self._positions[index] if index < len(self._positions) else {}
 
 
 class _LazyPositions(Mapping[FieldPath, int]):
