@@ -15,8 +15,9 @@ other (documents.py then composes it as before; a file is read one way or the ot
   1.1 and 1.2), and small and shallow enough that no node or depth limit of the exact path can be
   reached (yaml-rs has no depth limit: 15,000 nested sequences crashed the process);
 - no tags, anchors, aliases, merge keys, directives, complex keys, block scalars, `...` or `--- content`;
-- every plain word (the text split at whitespace and flow indicators, comments and quoted text included,
-  which only makes the check stricter) is one whose meaning both parsers agree on: text that no YAML 1.2
+- every plain word (the text split at whitespace and flow indicators, quoted text and trailing comments
+  included, which only makes the check stricter; whole-line comments left out where that cannot hide a
+  plain word, see `_judged_text`) is one whose meaning both parsers agree on: text that no YAML 1.2
   reader takes for a number or a date, or `true`/`false`/`null`, decimal integers and simple decimals;
 - none of the flow-collection corners where they differ: a quoted key glued to its value (`{"a":yes}`),
   `:` before a flow indicator (`[a:]`), a flow mapping over several lines or with a collection as a key;
@@ -60,6 +61,7 @@ _UNSAFE_CHARACTER = re.compile(r"[\x00-\x09\x0b-\x1f\x7f\\]")
 # each distinct word is judged once).
 _FLOW_TO_SPACE = str.maketrans("[]{},", "     ")
 _CONTENT_LINE = re.compile(r"\n[ ]*[^ \n#]")  # in "\n" + text
+_COMMENT_LINE = re.compile(r"^[ ]*#.*$", re.MULTILINE)
 _BRACKET = re.compile(r"[\[\]{}]")
 # `_shallow`: a line that starts with this many spaces and dashes (in "\n" + text) takes the exact path.
 _DEEP_INDENT = re.compile(rf"\n[ -]{{{MAX_PLAIN_DEPTH // 2}}}")
@@ -119,7 +121,7 @@ def _agreed(word: str) -> bool:
 
 
 def _words_agreed(text: str) -> bool:
-    words = set(text.translate(_FLOW_TO_SPACE).split())  # ASCII without control characters here
+    words = set(_judged_text(text).translate(_FLOW_TO_SPACE).split())  # ASCII, no control characters
     if not words.isdisjoint(_disagreed_words):
         return False
     for word in words - _agreed_words:
@@ -133,6 +135,21 @@ def _words_agreed(text: str) -> bool:
             return False
         _agreed_words.add(word)
     return True
+
+
+def _judged_text(text: str) -> str:
+    """`text` without its whole-line comments, whose words no parser reads, when that cannot hide a plain
+    word: a line that starts with `#` is a comment, or inside a quoted scalar that spans lines, and such a
+    scalar can be followed by a plain word on its last line only inside a flow collection that spans lines
+    too (flow mappings never do here: `_flow_mappings_plain`). So with every flow sequence on one line too,
+    the comments go; otherwise every word is judged (an English comment's `on` or `no` then sends the file
+    down the exact path)."""
+    if "#" not in text:
+        return text
+    if ("[" in text or "]" in text) and not all(
+            line.count("[") == line.count("]") for line in text.split("\n") if "[" in line or "]" in line):
+        return text
+    return _COMMENT_LINE.sub("", text)
 
 
 def _shallow(body: str) -> bool:

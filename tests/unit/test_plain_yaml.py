@@ -65,6 +65,8 @@ DISAGREEMENTS = [
     "a: 2001-12-14 21:59:43.10 -5\n", "a: .NaN\n", "a: ::1\n", "a: :x\n", "a: @x\n",
     "a: " + "1" * 4301 + "\n",  # longer than Python's int() accepts: PyYAML reports it
     "a: _3\n", "a: _0.5\n", "_1: x\n",  # yaml-rs skips `_` in numbers
+    # a line that starts with `#` inside a quoted scalar of a flow sequence over lines: its words count
+    '[ "x\n# y", yes ]\n', "['a \"b', \"c\n# y\", yes]\n", "a: [x,\n# on\n y]\n",
     "[a]: b\n", "{a: 1}: b\n", "x: {[a]: b}\n",  # collections as keys: a problem on the exact path
     # found by a red-team review: nesting past the exact path's limit (yaml-rs has none and crashed the
     # process at 15,000 levels), quoted keys glued to their value, `:` before a flow indicator, keys of
@@ -88,6 +90,7 @@ AGREED = [
     "# header\n\na:\n  - name: x\n    port: 80\n  - name: y # trailing comment\n",
     "hosts: [\"*\", \"*.example.com\"]\ntimeout: 5s\nretryOn: 5xx,connect-failure\naddress: 10.0.0.1\n",
     "a: 'it''s'\nb: \"quoted: yes\"\nc: http://example.com:8080/path\nd: 2001:db8::1\n",
+    "# retries on, mTLS: yes\na: 1\n  # no comment is read\nb: [x, y]\n",  # whole-line comments: unread
 ]
 
 
