@@ -101,9 +101,8 @@ _disagreed_words: set[str] = set()
 
 
 def _agreed(word: str) -> bool:
-    """Whether PyYAML and yaml-rs read `word`, as a plain scalar or a mapping key, the same way."""
-    if word[0] not in _MAYBE_NOT_TEXT:
-        return True  # text to both, no resolver asked
+    """Whether PyYAML and yaml-rs read `word`, as a plain scalar or a mapping key, the same way (asked
+    only for words that start with one of `_MAYBE_NOT_TEXT`; any other is text to both)."""
     scalar = word[:-1] if len(word) > 1 and word.endswith(":") else word  # `key:`: the key
     if scalar[0] in _INDICATORS or scalar in ("...", "<<", "=") or _DATE_START.match(scalar):
         return False
@@ -141,15 +140,21 @@ def _judged_text(text: str) -> str:
     """`text` without its whole-line comments, whose words no parser reads, when that cannot hide a plain
     word: a line that starts with `#` is a comment, or inside a quoted scalar that spans lines, and such a
     scalar can be followed by a plain word on its last line only inside a flow collection that spans lines
-    too (flow mappings never do here: `_flow_mappings_plain`). So with every flow sequence on one line too,
+    too (flow mappings never do here: `_plain_text`). So with every flow sequence on one line too,
     the comments go; otherwise every word is judged (an English comment's `on` or `no` then sends the file
     down the exact path)."""
-    if "#" not in text:
-        return text
-    if ("[" in text or "]" in text) and not all(
-            line.count("[") == line.count("]") for line in text.split("\n") if "[" in line or "]" in line):
+    if "#" not in text or not _each_line_closes(text, "[", "]"):
         return text
     return _COMMENT_LINE.sub("", text)
+
+
+def _each_line_closes(text: str, opening: str, closing: str) -> bool:
+    """Whether every line opens as many `opening` brackets as it closes: no flow collection of that kind
+    spans lines (a quoted bracket counts too, which only makes the answer stricter)."""
+    if opening not in text and closing not in text:
+        return True
+    return all(line.count(opening) == line.count(closing)
+               for line in text.split("\n") if opening in line or closing in line)
 
 
 def _shallow(body: str) -> bool:
@@ -170,14 +175,6 @@ def _shallow(body: str) -> bool:
             if depth >= limit:
                 return False
     return True
-
-
-def _flow_mappings_plain(text: str) -> bool:
-    """Flow mappings (`{...}`) only where both parsers read them alike: each opened and closed on one line
-    (libyaml refuses a key that runs over a line break in one, yaml-rs joins it), and no key of one that
-    is itself a collection (`{[a]}`: a problem on the exact path, a tuple key from yaml-rs; checked on
-    the data, see `_scalar_keys`)."""
-    return all(line.count("{") == line.count("}") for line in text.split("\n") if "{" in line or "}" in line)
 
 
 def _scalar_keys(value: object) -> bool:
@@ -222,7 +219,9 @@ def _glued_colon(text: str) -> bool:
 def _plain_text(text: str) -> bool:
     return (len(text) <= MAX_PLAIN_TEXT and text.isascii() and _UNSAFE_CHARACTER.search(text) is None
             and _shallow("\n" + text) and not _glued_colon(text)
-            and (("{" not in text and "}" not in text) or _flow_mappings_plain(text))
+            # flow mappings each on one line: libyaml refuses a key that runs over a line break in one,
+            # yaml-rs joins it (a collection as one's key is checked on the data: `_scalar_keys`)
+            and _each_line_closes(text, "{", "}")
             and _words_agreed(text))
 
 

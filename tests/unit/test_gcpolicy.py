@@ -81,3 +81,19 @@ def test_pauses_nest_and_restore_the_collector() -> None:
         assert not gc.isenabled()  # off before, off after
     finally:
         gc.enable()
+
+
+def test_when_serving_what_a_pause_leaves_is_frozen(monkeypatch: pytest.MonkeyPatch) -> None:
+    gc.unfreeze()
+    try:
+        monkeypatch.setattr(gcpolicy, "_freeze_after_pause", False)
+        with gcpolicy.paused():
+            kept = [[index] for index in range(1000)]
+        assert gc.get_freeze_count() == 0  # not serving: nothing frozen
+        monkeypatch.setattr(gcpolicy, "_freeze_after_pause", True)
+        with gcpolicy.paused():
+            kept += [[index] for index in range(1000)]
+        assert gc.get_freeze_count() >= 2000  # the load's survivors are out of every collection's walk
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()
